@@ -1,0 +1,71 @@
+// Random-access reader of an effnet HDF5 data set (layout: docs/hdf5-layout.md).
+// No Torch and no HDF5 in this header: the worker wraps batches into tensors itself.
+//
+// Note [reader threads]: the HDF5 library in Debian is built without thread safety, so one
+// DatasetReader serialises all HDF5 calls behind one mutex; the prefetcher overlaps the read of
+// batch k+1 with the training step of batch k. Several ranks (processes) may each open the file
+// read-only and read disjoint shards.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace effnet::storage {
+
+enum class Split : int8_t { kTrain = 0, kVal = 1, kTest = 2 };
+const char* SplitName(Split s);
+
+struct DatasetInfo {
+  int schema_version = 0;
+  int64_t num_images = 0;
+  int image_size = 0;  // stored images are [image_size, image_size, 3] uint8 RGB
+  std::vector<std::string> class_names;
+  std::vector<int32_t> labels;  // [num_images]
+  std::vector<Split> splits;    // [num_images]
+  std::string source;           // preparation settings (JSON) as stored in the file
+
+  int num_classes() const { return static_cast<int>(class_names.size()); }
+  // Indices of all samples of one split, ascending.
+  std::vector<int64_t> IndicesOf(Split s) const;
+};
+
+class DatasetReader {
+ public:
+  // Opens read-only and validates the schema (version, dataset names, shapes, dtypes). A file of
+  // another schema version or a truncated file is refused with a message naming the file.
+  static Result<std::unique_ptr<DatasetReader>> Open(const std::string& path);
+  virtual ~DatasetReader() = default;
+
+  virtual const DatasetInfo& info() const = 0;
+  virtual const std::string& path() const = 0;
+  // Copies images `indices` (any order, duplicates allowed) into `dst`, which must hold
+  // indices.size() * S * S * 3 bytes, in the order given.
+  virtual Status ReadImages(const std::vector<int64_t>& indices, uint8_t* dst) = 0;
+};
+
+// Reads batches on a background thread, one ahead of the consumer.
+class BatchPrefetcher {
+ public:
+  struct Batch {
+    std::vector<int64_t> indices;
+    std::vector<uint8_t> pixels;  // [n, S, S, 3]
+    std::vector<int32_t> labels;  // [n]
+  };
+  // `batches` is the list of index lists to read, in order. `depth` batches are kept in flight.
+  BatchPrefetcher(DatasetReader& reader, std::vector<std::vector<int64_t>> batches, int depth = 2);
+  ~BatchPrefetcher();
+  BatchPrefetcher(const BatchPrefetcher&) = delete;
+  BatchPrefetcher& operator=(const BatchPrefetcher&) = delete;
+  // Next batch in order; false when all were returned. A read error is returned as a status.
+  Result<bool> Next(Batch* out);
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace effnet::storage
