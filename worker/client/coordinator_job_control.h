@@ -1,0 +1,30 @@
+// JobControl (worker/train/job_control.h) backed by the gRPC coordinator. No gRPC headers here.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "worker/train/job_control.h"
+
+namespace effnet::client {
+
+struct CoordinatorClientConfig {
+  std::string address = "127.0.0.1:50051";
+  std::string token;              // the job's token, sent as metadata on every call
+  std::string tls_ca_file;        // empty: insecure channel
+  int rank = 0;
+  int world_size = 1;
+  int64_t generation = 0;         // launch generation; a stale one is refused
+  std::string host;               // this worker's host name (for the live view)
+  std::string device;             // "cpu" / "cuda:0"
+  double call_timeout_s = 30.0;   // deadline of each RPC
+  double heartbeat_interval_s = 2.0;
+  double register_timeout_s = 120.0;  // keep retrying registration until all ranks are in
+};
+
+// Registers this worker (blocking until the job starts running or the timeout passes) and starts
+// the heartbeat thread. Errors name the refused call and the coordinator's reason.
+Result<std::unique_ptr<train::JobControl>> ConnectCoordinator(const CoordinatorClientConfig& c);
+
+}  // namespace effnet::client
