@@ -1,0 +1,31 @@
+// summary.json of a finished run (written by the trainer) and its row in the results table.
+#pragma once
+
+#include <string>
+
+#include "common/status.h"
+#include "worker/report/report.h"
+
+namespace effnet::report {
+
+struct RunSummary {
+  std::string model;    // "EfficientNetV2"
+  std::string variant;  // "b2"
+  int batch_size = 0;   // global batch per step
+  double fit_time_s = 0;
+  double test_accuracy = 0;
+  int world_size = 1;
+  std::string device;  // "cpu", "cuda"
+};
+
+// Parses summary.json text; every field is required and type-checked. Errors name `source` and
+// the field: "runs/a/summary.json: field \"test_accuracy\": expected a number, found string".
+Result<RunSummary> ParseRunSummary(const std::string& json_text, const std::string& source);
+// Reads "<run_dir>/summary.json".
+Result<RunSummary> ReadRunSummary(const std::string& run_dir);
+
+// "EfficientNetV2-B2 (effnet-dist, 2 ranks cpu)"; the model name gets the variant appended unless
+// it already names it.
+ResultRow ToResultRow(const RunSummary& s);
+
+}  // namespace effnet::report
