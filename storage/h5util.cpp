@@ -1,0 +1,254 @@
+#include "storage/h5util.h"
+
+#include <cstdlib>
+#include <mutex>
+
+namespace effnet::storage::h5 {
+namespace {
+
+herr_t WalkInnermost(unsigned n, const H5E_error2_t* err, void* client) {
+  // The stack is walked from the innermost (where the error was raised) outwards; keep the
+  // first message, which says what actually went wrong ("truncated file", "bad signature").
+  auto* out = static_cast<std::string*>(client);
+  if (n == 0 && err && err->desc) *out = err->desc;
+  return 0;
+}
+
+Status CheckInteger(hid_t dset, const char* name, size_t elem_size, bool is_signed) {
+  Id type = Type(H5Dget_type(dset));
+  if (!type.valid()) return Error(std::string(name) + ": cannot read its type");
+  if (H5Tget_class(type.get()) != H5T_INTEGER) {
+    return DataLoss(std::string(name) + ": expected an integer dataset");
+  }
+  const bool sign = H5Tget_sign(type.get()) == H5T_SGN_2;
+  if (H5Tget_size(type.get()) != elem_size || sign != is_signed) {
+    return DataLoss(std::string(name) + ": expected " + (is_signed ? "int" : "uint") +
+                    std::to_string(elem_size * 8) + ", found " + (sign ? "int" : "uint") +
+                    std::to_string(H5Tget_size(type.get()) * 8));
+  }
+  return Status::Ok();
+}
+
+Result<Id> OpenDataset(hid_t file, const char* name) {
+  if (H5Lexists(file, name, H5P_DEFAULT) <= 0) {
+    LastError();
+    return DataLoss(std::string("dataset ") + name + " is missing");
+  }
+  Id d = Dataset(H5Dopen2(file, name, H5P_DEFAULT));
+  if (!d.valid()) return Error(std::string("opening dataset ") + name);
+  return d;
+}
+
+}  // namespace
+
+void EnsureInit() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    ::setenv("HDF5_USE_FILE_LOCKING", "FALSE", /*overwrite=*/0);
+    H5open();
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  });
+}
+
+std::recursive_mutex& GlobalMutex() {
+  static std::recursive_mutex mu;
+  return mu;
+}
+
+std::string LastError() {
+  std::string msg;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, WalkInnermost, &msg);
+  H5Eclear2(H5E_DEFAULT);
+  return msg;
+}
+
+Status Error(const std::string& what) {
+  std::string detail = LastError();
+  return Internal(detail.empty() ? what : what + ": " + detail);
+}
+
+Status WriteIntAttr(hid_t obj, const char* name, int32_t value) {
+  Id space = Space(H5Screate(H5S_SCALAR));
+  Id attr = Attr(H5Acreate2(obj, name, H5T_STD_I32LE, space.get(), H5P_DEFAULT, H5P_DEFAULT));
+  if (!attr.valid()) return Error(std::string("creating attribute ") + name);
+  if (H5Awrite(attr.get(), H5T_NATIVE_INT32, &value) < 0) {
+    return Error(std::string("writing attribute ") + name);
+  }
+  return Status::Ok();
+}
+
+Status WriteStringAttr(hid_t obj, const char* name, const std::string& value) {
+  Id type = Type(H5Tcopy(H5T_C_S1));
+  H5Tset_size(type.get(), H5T_VARIABLE);
+  H5Tset_cset(type.get(), H5T_CSET_UTF8);
+  Id space = Space(H5Screate(H5S_SCALAR));
+  Id attr = Attr(H5Acreate2(obj, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT));
+  if (!attr.valid()) return Error(std::string("creating attribute ") + name);
+  const char* p = value.c_str();
+  if (H5Awrite(attr.get(), type.get(), &p) < 0) {
+    return Error(std::string("writing attribute ") + name);
+  }
+  return Status::Ok();
+}
+
+Result<int32_t> ReadIntAttr(hid_t obj, const char* name) {
+  if (H5Aexists(obj, name) <= 0) {
+    LastError();
+    return DataLoss(std::string("attribute '") + name + "' is missing");
+  }
+  Id attr = Attr(H5Aopen(obj, name, H5P_DEFAULT));
+  if (!attr.valid()) return Error(std::string("opening attribute ") + name);
+  Id type = Type(H5Aget_type(attr.get()));
+  if (H5Tget_class(type.get()) != H5T_INTEGER) {
+    return DataLoss(std::string("attribute '") + name + "' is not an integer");
+  }
+  Id space = Space(H5Aget_space(attr.get()));
+  if (H5Sget_simple_extent_npoints(space.get()) != 1) {
+    return DataLoss(std::string("attribute '") + name + "' is not a scalar");
+  }
+  int32_t v = 0;
+  if (H5Aread(attr.get(), H5T_NATIVE_INT32, &v) < 0) {
+    return Error(std::string("reading attribute ") + name);
+  }
+  return v;
+}
+
+Result<std::string> ReadStringAttr(hid_t obj, const char* name) {
+  if (H5Aexists(obj, name) <= 0) {
+    LastError();
+    return DataLoss(std::string("attribute '") + name + "' is missing");
+  }
+  Id attr = Attr(H5Aopen(obj, name, H5P_DEFAULT));
+  if (!attr.valid()) return Error(std::string("opening attribute ") + name);
+  Id ftype = Type(H5Aget_type(attr.get()));
+  if (H5Tget_class(ftype.get()) != H5T_STRING) {
+    return DataLoss(std::string("attribute '") + name + "' is not a string");
+  }
+  if (H5Tis_variable_str(ftype.get()) > 0) {
+    Id mtype = Type(H5Tcopy(H5T_C_S1));
+    H5Tset_size(mtype.get(), H5T_VARIABLE);
+    H5Tset_cset(mtype.get(), H5Tget_cset(ftype.get()));
+    char* p = nullptr;
+    if (H5Aread(attr.get(), mtype.get(), &p) < 0) {
+      return Error(std::string("reading attribute ") + name);
+    }
+    std::string s = p ? p : "";
+    Id space = Space(H5Aget_space(attr.get()));
+    H5Dvlen_reclaim(mtype.get(), space.get(), H5P_DEFAULT, &p);
+    return s;
+  }
+  // Fixed-length string (h5py writes numpy bytes this way).
+  size_t size = H5Tget_size(ftype.get());
+  std::string s(size, '\0');
+  Id mtype = Type(H5Tcopy(H5T_C_S1));
+  H5Tset_size(mtype.get(), size);
+  H5Tset_cset(mtype.get(), H5Tget_cset(ftype.get()));
+  if (H5Aread(attr.get(), mtype.get(), s.data()) < 0) {
+    return Error(std::string("reading attribute ") + name);
+  }
+  s.resize(s.find('\0') == std::string::npos ? size : s.find('\0'));
+  return s;
+}
+
+Status Write1D(hid_t file, const char* name, hid_t file_type, hid_t mem_type, const void* data,
+               hsize_t n) {
+  Id space = Space(H5Screate_simple(1, &n, nullptr));
+  Id dset = Dataset(
+      H5Dcreate2(file, name, file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+  if (!dset.valid()) return Error(std::string("creating dataset ") + name);
+  if (n > 0 && H5Dwrite(dset.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
+    return Error(std::string("writing dataset ") + name);
+  }
+  return Status::Ok();
+}
+
+Status WriteStrings(hid_t file, const char* name, const std::vector<std::string>& values) {
+  Id type = Type(H5Tcopy(H5T_C_S1));
+  H5Tset_size(type.get(), H5T_VARIABLE);
+  H5Tset_cset(type.get(), H5T_CSET_UTF8);
+  std::vector<const char*> ptrs;
+  ptrs.reserve(values.size());
+  for (const auto& v : values) ptrs.push_back(v.c_str());
+  return Write1D(file, name, type.get(), type.get(), ptrs.data(), values.size());
+}
+
+Result<int64_t> Length1D(hid_t file, const char* name) {
+  EFFNET_ASSIGN_OR_RETURN(Id dset, OpenDataset(file, name));
+  Id space = Space(H5Dget_space(dset.get()));
+  if (H5Sget_simple_extent_ndims(space.get()) != 1) {
+    return DataLoss(std::string(name) + ": expected a 1-D dataset");
+  }
+  hsize_t n = 0;
+  H5Sget_simple_extent_dims(space.get(), &n, nullptr);
+  return static_cast<int64_t>(n);
+}
+
+Status Read1D(hid_t file, const char* name, hid_t mem_type, size_t elem_size, bool is_signed,
+              int64_t n, void* dst, int64_t* n_out) {
+  EFFNET_ASSIGN_OR_RETURN(Id dset, OpenDataset(file, name));
+  EFFNET_RETURN_IF_ERROR(CheckInteger(dset.get(), name, elem_size, is_signed));
+  Id space = Space(H5Dget_space(dset.get()));
+  if (H5Sget_simple_extent_ndims(space.get()) != 1) {
+    return DataLoss(std::string(name) + ": expected a 1-D dataset");
+  }
+  hsize_t len = 0;
+  H5Sget_simple_extent_dims(space.get(), &len, nullptr);
+  if (n >= 0 && static_cast<int64_t>(len) != n) {
+    return DataLoss(std::string(name) + ": expected " + std::to_string(n) + " elements, found " +
+                    std::to_string(len));
+  }
+  if (n_out) *n_out = static_cast<int64_t>(len);
+  if (len > 0 && H5Dread(dset.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0) {
+    return Error(std::string("reading dataset ") + name);
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<std::string>> ReadStrings(hid_t file, const char* name, int64_t n) {
+  EFFNET_ASSIGN_OR_RETURN(Id dset, OpenDataset(file, name));
+  Id ftype = Type(H5Dget_type(dset.get()));
+  if (H5Tget_class(ftype.get()) != H5T_STRING) {
+    return DataLoss(std::string(name) + ": expected a string dataset");
+  }
+  Id space = Space(H5Dget_space(dset.get()));
+  if (H5Sget_simple_extent_ndims(space.get()) != 1) {
+    return DataLoss(std::string(name) + ": expected a 1-D dataset");
+  }
+  hsize_t len = 0;
+  H5Sget_simple_extent_dims(space.get(), &len, nullptr);
+  if (n >= 0 && static_cast<int64_t>(len) != n) {
+    return DataLoss(std::string(name) + ": expected " + std::to_string(n) + " elements, found " +
+                    std::to_string(len));
+  }
+  std::vector<std::string> out(len);
+  if (len == 0) return out;
+  if (H5Tis_variable_str(ftype.get()) > 0) {
+    Id mtype = Type(H5Tcopy(H5T_C_S1));
+    H5Tset_size(mtype.get(), H5T_VARIABLE);
+    H5Tset_cset(mtype.get(), H5Tget_cset(ftype.get()));
+    std::vector<char*> ptrs(len, nullptr);
+    if (H5Dread(dset.get(), mtype.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()) < 0) {
+      return Error(std::string("reading dataset ") + name);
+    }
+    for (hsize_t i = 0; i < len; ++i) out[i] = ptrs[i] ? ptrs[i] : "";
+    H5Dvlen_reclaim(mtype.get(), space.get(), H5P_DEFAULT, ptrs.data());
+  } else {
+    size_t size = H5Tget_size(ftype.get());
+    Id mtype = Type(H5Tcopy(H5T_C_S1));
+    H5Tset_size(mtype.get(), size);
+    H5Tset_cset(mtype.get(), H5Tget_cset(ftype.get()));
+    std::vector<char> buf(size * len);
+    if (H5Dread(dset.get(), mtype.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()) < 0) {
+      return Error(std::string("reading dataset ") + name);
+    }
+    for (hsize_t i = 0; i < len; ++i) {
+      std::string s(buf.data() + i * size, size);
+      auto z = s.find('\0');
+      if (z != std::string::npos) s.resize(z);
+      out[i] = std::move(s);
+    }
+  }
+  return out;
+}
+
+}  // namespace effnet::storage::h5
