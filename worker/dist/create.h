@@ -18,6 +18,9 @@ struct DistConfig {
   bool sync_batchnorm = false;         // cross-rank BatchNorm statistics
   double timeout_s = 120.0;            // deadline of every collective (NCCL watchdog / MPI poll)
   bool rebuild_buckets = true;         // rebuild once in the observed gradient-ready order
+  double heartbeat_interval_s = 0.25;  // progress exchange between ranks (names missing ranks)
+  double heartbeat_silence_s = 1.0;    // a peer silent this long is reported as dead/frozen
+  bool record_events = true;           // reducer keeps the per-step event log (cheap)
 };
 
 // Initialises MPI if needed (rank, world size, local rank from the MPI environment) and returns

@@ -1,0 +1,159 @@
+// Single-process tests: bucket layout, sync BN math at world size 1, reducer bookkeeping.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "tests/dist/test_models.h"
+#include "worker/dist/create.h"
+#include "worker/dist/dist_data_parallel.h"
+#include "worker/dist/reducer.h"
+#include "worker/dist/sync_batchnorm.h"
+
+namespace effnet::dist {
+namespace {
+
+std::shared_ptr<Communicator> WorldOfOne() {
+  InitMpi();
+  return CreateMpiCommunicator(CommOptions{}).ValueOrThrow();
+}
+
+TEST(ComputeBuckets, FirstBucketSmallThenCapInGivenOrder) {
+  // 4 float params of 1 KiB each, then one double param.
+  std::vector<at::Tensor> p;
+  for (int i = 0; i < 4; ++i) p.push_back(torch::zeros({256}));
+  p.push_back(torch::zeros({128}, torch::kDouble));
+  const std::vector<int64_t> order{3, 2, 1, 0, 4};
+  auto b = ComputeBuckets(p, order, /*first=*/1024, /*cap=*/2048);
+  ASSERT_EQ(b.size(), 4u);
+  EXPECT_EQ(b[0], (std::vector<int64_t>{3}));     // first bucket closes at 1 KiB
+  EXPECT_EQ(b[1], (std::vector<int64_t>{2, 1}));  // then 2 KiB
+  EXPECT_EQ(b[2], (std::vector<int64_t>{0}));     // leftover float
+  EXPECT_EQ(b[3], (std::vector<int64_t>{4}));     // double in its own bucket, last by order
+}
+
+TEST(ComputeBuckets, DtypesNeverShareABucketAndOrderFollowsFirstMember) {
+  std::vector<at::Tensor> p{torch::zeros({10}, torch::kDouble), torch::zeros({10}),
+                            torch::zeros({10}, torch::kDouble), torch::zeros({10})};
+  auto b = ComputeBuckets(p, {0, 1, 2, 3}, 1 << 20, 1 << 20);
+  ASSERT_EQ(b.size(), 2u);
+  EXPECT_EQ(b[0], (std::vector<int64_t>{0, 2}));
+  EXPECT_EQ(b[1], (std::vector<int64_t>{1, 3}));
+}
+
+TEST(SyncBatchNorm, WorldOfOneMatchesBatchNormForwardBackwardAndStats) {
+  auto comm = WorldOfOne();
+  torch::manual_seed(0);
+  torch::nn::BatchNorm2d ref(torch::nn::BatchNorm2dOptions(6).momentum(0.2));
+  torch::nn::BatchNorm2d src(torch::nn::BatchNorm2dOptions(6).momentum(0.2));
+  torch::NoGradGuard{};
+  {
+    torch::NoGradGuard g;
+    ref->weight.uniform_(0.5, 1.5);
+    ref->bias.uniform_(-1, 1);
+    src->weight.copy_(ref->weight);
+    src->bias.copy_(ref->bias);
+  }
+  SyncBatchNorm2d sync(*src, comm);
+  auto x1 = (torch::randn({5, 6, 7, 3}) * 3 + 1).requires_grad_(true);
+  auto x2 = x1.detach().clone().requires_grad_(true);
+  auto g = torch::randn({5, 6, 7, 3});
+  auto y1 = ref->forward(x1);
+  auto y2 = sync->forward(x2);
+  EXPECT_LT((y1 - y2).abs().max().item<double>(), 1e-5);
+  (y1 * g).sum().backward();
+  (y2 * g).sum().backward();
+  EXPECT_LT((x1.grad() - x2.grad()).abs().max().item<double>(), 1e-5);
+  EXPECT_LT((ref->weight.grad() - sync->weight.grad()).abs().max().item<double>(), 1e-4);
+  EXPECT_LT((ref->bias.grad() - sync->bias.grad()).abs().max().item<double>(), 1e-4);
+  EXPECT_LT((ref->running_var - sync->running_var).abs().max().item<double>(), 1e-5);
+  EXPECT_LT((ref->running_mean - sync->running_mean).abs().max().item<double>(), 1e-6);
+  // Shares the source's tensors.
+  EXPECT_EQ(sync->weight.data_ptr(), src->weight.data_ptr());
+  // Eval mode uses running statistics.
+  ref->eval();
+  sync->eval();
+  EXPECT_LT((ref->forward(x1) - sync->forward(x1)).abs().max().item<double>(), 1e-5);
+}
+
+TEST(SyncBatchNorm, ConvertsSequentialAndRejectsTypedMembers) {
+  auto comm = WorldOfOne();
+  auto net = testing::SmallConvNet(0);
+  auto n = ConvertSyncBatchNorm(*net, comm);
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_EQ(*n, 2);
+  int bn = 0, sync = 0;
+  for (const auto& m : net->modules(false)) {
+    bn += m->as<torch::nn::BatchNorm2dImpl>() != nullptr;
+    sync += m->as<SyncBatchNorm2dImpl>() != nullptr;
+  }
+  EXPECT_EQ(bn, 0);
+  EXPECT_EQ(sync, 2);
+  EXPECT_EQ(net->forward(torch::randn({2, 3, 8, 8})).sizes(), (std::vector<int64_t>{2, 5}));
+  EXPECT_TRUE(net->named_parameters().contains("1.weight"));
+
+  struct Typed : torch::nn::Module {
+    Typed() { bn = register_module("bn", torch::nn::BatchNorm2d(4)); }
+    torch::nn::BatchNorm2d bn{nullptr};
+  };
+  Typed typed;
+  auto bad = ConvertSyncBatchNorm(typed, comm);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("bn"), std::string::npos);
+}
+
+TEST(Reducer, WorldOfOneKeepsGradientsAsBucketViews) {
+  auto comm = WorldOfOne();
+  auto a = testing::SmallConvNet(3), b = testing::SmallConvNet(3);
+  DistConfig cfg;
+  cfg.first_bucket_mb = 0.0002;  // head only: several buckets
+  cfg.bucket_cap_mb = 0.002;
+  DistDataParallel dp(cfg, comm);
+  dp.Attach(*b);
+  auto batch = testing::GlobalBatch(0, 8);
+  torch::nn::functional::cross_entropy(a->forward(batch.x), batch.y).backward();
+  auto loss = torch::nn::functional::cross_entropy(b->forward(batch.x), batch.y);
+  dp.BeforeBackward();
+  loss.backward();
+  dp.AfterBackward();
+  auto pa = a->parameters(), pb = b->parameters();
+  for (size_t i = 0; i < pa.size(); ++i) {
+    EXPECT_LT((pa[i].grad() - pb[i].grad()).abs().max().item<double>(), 1e-7);
+  }
+  // Every grad is a view into a bucket: writing the bucket through one grad is visible.
+  const auto layout = dp.reducer()->layout();
+  ASSERT_GE(layout.size(), 3u);
+  EXPECT_TRUE(dp.reducer()->rebuilt());
+  for (const auto& bucket : layout) {
+    for (size_t k = 1; k < bucket.size(); ++k) {
+      EXPECT_EQ(pb[bucket[k]].grad().storage().data_ptr().get(),
+                pb[bucket[0]].grad().storage().data_ptr().get());
+    }
+  }
+  // Missing BeforeBackward: the hook sees a second gradient in the same step and reports it.
+  auto loss2 = torch::nn::functional::cross_entropy(b->forward(batch.x), batch.y);
+  dp.BeforeBackward();
+  loss2.backward();
+  dp.AfterBackward();
+  auto loss3 = torch::nn::functional::cross_entropy(b->forward(batch.x), batch.y);
+  loss3.backward();
+  EXPECT_THROW(dp.AfterBackward(), StatusError);
+}
+
+TEST(MpiCommunicator, WorldOfOneCollectivesAndSequenceNumbers) {
+  auto comm = WorldOfOne();
+  const uint64_t s0 = comm->next_seq();
+  auto t = torch::arange(6, torch::kFloat);
+  ASSERT_TRUE(comm->AllReduce(t, ReduceOp::kAvg).ok());
+  EXPECT_EQ(t[5].item<float>(), 5.0f);
+  auto bf = torch::ones({3}, torch::kBFloat16);
+  ASSERT_TRUE(comm->AllReduce(bf, ReduceOp::kSum).ok());
+  auto g = comm->AllGather("abc");
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ(g->at(0), "abc");
+  ASSERT_TRUE(comm->Barrier().ok());
+  EXPECT_EQ(comm->next_seq(), s0 + 4);
+  auto bad = comm->AllReduceAsync(torch::zeros({4, 4}).t(), ReduceOp::kSum);
+  EXPECT_EQ(bad->Wait().code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace effnet::dist

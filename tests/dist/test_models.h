@@ -1,0 +1,49 @@
+// Small deterministic models and data for the dist tests.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+
+namespace effnet::dist::testing {
+
+// conv + BN + conv + BN + pool + linear, all reachable through a Sequential (sync BN convertible).
+inline torch::nn::Sequential SmallConvNet(uint64_t seed, int classes = 5) {
+  torch::manual_seed(seed);
+  namespace nn = torch::nn;
+  return nn::Sequential(
+      nn::Conv2d(nn::Conv2dOptions(3, 8, 3).padding(1).bias(false)), nn::BatchNorm2d(8), nn::ReLU(),
+      nn::Conv2d(nn::Conv2dOptions(8, 16, 3).stride(2).padding(1).bias(false)), nn::BatchNorm2d(16),
+      nn::ReLU(), nn::AdaptiveAvgPool2d(1), nn::Flatten(), nn::Linear(16, classes));
+}
+
+struct Batch {
+  torch::Tensor x, y;
+};
+
+// The same global batch on every rank (seeded); a rank takes rows [rank*b, (rank+1)*b).
+inline Batch GlobalBatch(int64_t step, int64_t n, int classes = 5, int hw = 8) {
+  torch::manual_seed(1000 + step);
+  Batch b;
+  b.x = torch::randn({n, 3, hw, hw}) * 2.0 + 0.5;
+  b.y = torch::randint(0, classes, {n}, torch::kLong);
+  return b;
+}
+
+inline double MaxAbsDiff(torch::nn::Module& a, torch::nn::Module& b) {
+  double d = 0;
+  auto pa = a.named_parameters(true), pb = b.named_parameters(true);
+  for (const auto& item : pa) {
+    d = std::max(d, (item.value() - pb[item.key()]).abs().max().item<double>());
+  }
+  auto ba = a.named_buffers(true), bb = b.named_buffers(true);
+  for (const auto& item : ba) {
+    d = std::max(d, (item.value().to(torch::kDouble) - bb[item.key()].to(torch::kDouble))
+                        .abs()
+                        .max()
+                        .item<double>());
+  }
+  return d;
+}
+
+}  // namespace effnet::dist::testing
