@@ -1,0 +1,195 @@
+// The coordinator's job state machine, without any networking: registrations and generations,
+// per-epoch shard plans, metrics aggregation, early stopping, the checkpoint registry, worker
+// liveness, and the state file that lets a restarted coordinator resume the job.
+//
+// Note [job phases]: waiting_for_workers -> running (all ranks of the launch registered) ->
+// finished (a stop decision) | failed (a rank died or left). A failed job waits for a new launch:
+// the first worker of generation G+1 starts it (StartGeneration), which rolls the job back to the
+// last committed checkpoint (see Note [no epoch twice]) and waits for all ranks again.
+//
+// Note [no epoch twice]: each epoch record keeps the early-stopping state after its decision. On a
+// new generation every record after the last committed checkpoint is dropped and the
+// early-stopping state of the last kept record restored, so an epoch whose checkpoint never made
+// it to disk is trained and decided again, once, and never counted twice.
+//
+// Not thread-safe: the server serialises all calls behind one mutex.
+#pragma once
+
+#include <grpcpp/support/status.h>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/job_config.h"
+#include "common/job_logic.h"
+#include "common/status.h"
+
+namespace effnet::coord {
+
+using Clock = std::chrono::steady_clock;
+
+enum class Phase { kWaitingForWorkers, kRunning, kFinished, kFailed };
+const char* PhaseName(Phase p);  // "waiting_for_workers" | "running" | "finished" | "failed"
+
+enum class WorkerState { kRegistered, kAlive, kDead, kLeft };
+const char* WorkerStateName(WorkerState s);  // "registered" | "alive" | "dead" | "left"
+
+// Who calls: sent by the worker with every call.
+struct WorkerInfo {
+  int rank = 0;
+  int world_size = 0;
+  int64_t generation = 0;
+  std::string worker_id;  // random per process
+  std::string host;
+  std::string device;
+  int64_t pid = 0;
+  // "rank 1 (host h, pid 42)"
+  std::string Describe() const;
+};
+
+struct WorkerRecord {
+  WorkerInfo info;
+  WorkerState state = WorkerState::kRegistered;
+  Clock::time_point last_seen;  // not persisted; a restored coordinator restarts the clock
+  std::optional<Clock::time_point> disconnected_at;  // its heartbeat stream broke (not persisted)
+  int epoch = -1;
+  int64_t step = 0;
+};
+
+struct RankReport {
+  int rank = 0;
+  int epoch = 0;
+  int64_t train_samples = 0;  // weight of this rank's numbers; 0 everywhere = equal weights
+  double train_loss = 0, train_accuracy = 0, val_loss = 0, val_accuracy = 0;
+  double images_per_second = 0, step_time_ms = 0;
+  int image_size = 0;
+  std::string host;
+};
+
+struct Decision {
+  bool is_best = false;
+  bool stop = false;
+  int best_epoch = -1;
+  std::string reason;
+};
+
+struct EpochRecord {
+  int epoch = 0;
+  job::Stage stage;
+  double train_loss = 0, train_accuracy = 0, val_loss = 0, val_accuracy = 0;
+  double images_per_second = 0;  // sum over ranks
+  std::vector<RankReport> ranks;
+  Decision decision;
+  job::EarlyStopping::State early_stopping_after;  // Note [no epoch twice]
+  std::string status_line;
+  int64_t generation = 0;
+};
+
+struct CheckpointRef {
+  int epoch = -1;  // -1: none
+  std::string path;
+};
+
+struct EpochPlanOut {
+  int epoch = 0;
+  bool stop = false;
+  std::string stop_reason;
+  job::Stage stage;
+  std::vector<int64_t> indices;
+};
+
+// What the job is about; fixed for its whole life and checked again on restore.
+struct JobSetup {
+  int world_size = 1;
+  job::JobConfig config;
+  std::vector<int64_t> train_indices;  // the train split of the data set
+  std::string data_path;               // for the state file and the messages
+};
+
+class Job {
+ public:
+  Job(JobSetup setup, int64_t generation);
+  // Restores a job from its state file text. The setup must match the one the state was written
+  // with (world size, seed, epochs, train split); `generation` above the stored one starts a new
+  // launch at once.
+  static Result<Job> Restore(const std::string& state_json, JobSetup setup, int64_t generation,
+                             Clock::time_point now);
+  std::string ToJson() const;
+
+  // --- worker calls (grpc::Status carries the refusal with its code and reason) ---
+  grpc::Status Register(const WorkerInfo& w, Clock::time_point now);
+  grpc::Status Plan(const WorkerInfo& w, int epoch, EpochPlanOut* out);
+  // Stores the report; `*decided` is set when the decision of r.epoch exists (possibly made by
+  // this call).
+  grpc::Status Report(const WorkerInfo& w, const RankReport& r, bool* decided);
+  grpc::Status Commit(const WorkerInfo& w, int epoch, const std::string& path, bool is_best);
+  grpc::Status Beat(const WorkerInfo& w, int epoch, int64_t step, Clock::time_point now);
+  // The worker's heartbeat stream ended: on purpose (`leaving`: the worker is done) or broken
+  // (killed or crashed, or a network blip: see CheckDeadlines). Returns true when the job changed.
+  bool StreamEnded(const WorkerInfo& w, bool leaving, Clock::time_point now);
+  // Marks dead, and names, the workers whose stream broke more than `reconnect_grace` ago without
+  // a new one (earliest break first: that is the rank that died first), then those silent for
+  // longer than `timeout`. Returns true when the job changed.
+  //
+  // Note [broken stream grace]: a broken stream alone does not kill a worker at once; a worker
+  // whose connection blipped reconnects (a new stream's beat clears the mark) within the grace.
+  bool CheckDeadlines(Clock::time_point now, std::chrono::duration<double> timeout,
+                      std::chrono::duration<double> reconnect_grace);
+
+  // --- state ---
+  Phase phase() const { return phase_; }
+  int64_t generation() const { return generation_; }
+  int next_epoch() const { return next_epoch_; }
+  int world_size() const { return setup_.world_size; }
+  const JobSetup& setup() const { return setup_; }
+  const std::string& job_id() const { return job_id_; }
+  const std::vector<EpochRecord>& history() const { return history_; }
+  const EpochRecord* Record(int epoch) const;
+  const CheckpointRef& last_checkpoint() const { return last_checkpoint_; }
+  const CheckpointRef& best_checkpoint() const { return best_checkpoint_; }
+  const std::string& failure_reason() const { return failure_reason_; }
+  const std::vector<int>& dead_ranks() const { return dead_ranks_; }
+  const std::map<int, WorkerRecord>& workers() const { return workers_; }
+  std::vector<int> MissingReports() const;
+  int registered() const;
+  int best_epoch() const { return early_stopping_.state().best_epoch; }
+  // One line: the last epoch's status, or what the job waits for.
+  std::string StatusLine() const;
+  // Increases with every change (for WatchJobState and the state file).
+  int64_t version() const { return version_; }
+
+ private:
+  grpc::Status CheckMember(const WorkerInfo& w, bool allow_finished) const;
+  void StartGeneration(int64_t generation);
+  void Decide();
+  void Fail(const WorkerRecord& w, const std::string& what);
+  void Changed() { ++version_; }
+
+  JobSetup setup_;
+  std::string job_id_;
+  int64_t generation_ = 0;
+  Phase phase_ = Phase::kWaitingForWorkers;
+  int next_epoch_ = 0;
+  job::EarlyStopping early_stopping_;
+  std::vector<EpochRecord> history_;
+  std::map<int, RankReport> pending_;    // reports of next_epoch_
+  std::map<int, WorkerRecord> workers_;  // this generation's ranks
+  CheckpointRef last_checkpoint_, best_checkpoint_;
+  std::string failure_reason_;
+  std::vector<int> dead_ranks_;
+  std::vector<std::string> failures_;  // every failure so far, "generation 0: rank 1 ..."
+  int64_t version_ = 1;
+  // Cache of the last computed plan (all ranks ask for the same epoch).
+  int cached_plan_epoch_ = -1;
+  std::vector<std::vector<int64_t>> cached_plan_;
+};
+
+// "epoch 3/10 | stage 1 @ 192px | 1234 img/s | loss 0.512 acc 0.871 | val loss 0.49 acc 0.90 |
+//  step ms r0 120 r1 310 (slow)": ranks whose step time is above 1.25x the median are marked.
+std::string FormatStatusLine(const EpochRecord& r, int total_epochs, int num_stages);
+
+}  // namespace effnet::coord

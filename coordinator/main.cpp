@@ -1,0 +1,136 @@
+// effnet-coordinator: serves one training job to its workers (see coordinator/server.h).
+//
+//   effnet-coordinator --data data.h5 --config run.yaml --world-size 2 --port 0
+//       --port-file out/coordinator.port --state-dir out/coordinator --token-file out/token
+//
+// Exits 0 once the job finished and every worker left (unless --stay), 1 on a start-up error, 130
+// on SIGINT/SIGTERM (the state file is kept: a restart resumes the job).
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <csignal>
+#include <iostream>
+
+#include "common/atomic_file.h"
+#include "common/job_config.h"
+#include "common/log.h"
+#include "coordinator/server.h"
+#include "storage/dataset_reader.h"
+
+namespace {
+
+std::atomic<int> g_signal{0};
+void OnSignal(int sig) { g_signal = sig; }
+
+std::string Trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+int Run(int argc, char** argv) {
+  using namespace effnet;
+  CLI::App app{"effnet-coordinator: the job's control plane (shards, schedule, decisions)"};
+  std::string data, config_path, port_file, token_file;
+  int world_size = 0;
+  bool exit_when_done = true;
+  coord::CoordinatorConfig c;
+  app.add_option("--data", data, "HDF5 data set (its train split is sharded)")->required();
+  app.add_option("--config", config_path, "YAML config; its job: section is used")->required();
+  app.add_option("--world-size", world_size, "number of worker ranks")->required();
+  app.add_option("--host", c.host, "listen address")->capture_default_str();
+  app.add_option("--port", c.port, "listen port; 0 = pick a free one")->capture_default_str();
+  app.add_option("--port-file", port_file, "write the port here (atomically) once listening");
+  app.add_option("--state-dir", c.state_dir, "state.json lives here; an existing one is resumed");
+  app.add_option("--token", c.token, "job token (prefer --token-file: argv is visible in ps)");
+  app.add_option("--token-file", token_file, "file holding the job token");
+  app.add_option("--tls-cert", c.tls_cert_file, "PEM certificate (enables TLS)");
+  app.add_option("--tls-key", c.tls_key_file, "PEM private key");
+  app.add_option("--generation", c.generation, "launch generation")->capture_default_str();
+  app.add_option("--heartbeat-timeout", c.heartbeat_timeout_s,
+                 "seconds without a heartbeat "
+                 "before a worker is marked dead")
+      ->capture_default_str();
+  app.add_option("--reconnect-grace", c.reconnect_grace_s,
+                 "seconds a worker whose heartbeat stream broke has to reconnect before it is "
+                 "marked dead")
+      ->capture_default_str();
+  app.add_flag("--exit-when-done,!--stay", exit_when_done,
+               "exit once the job finished and all workers left (default) or stay")
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  log::SetTag("coordinator");
+  if (!token_file.empty()) {
+    auto t = ReadFile(token_file);
+    if (!t.ok()) {
+      log::Error("--token-file: " + t.status().ToString());
+      return 1;
+    }
+    c.token = Trim(*t);
+  }
+  if (c.token.empty()) {
+    log::Error("a job token is required (--token or --token-file)");
+    return 1;
+  }
+  if (c.tls_cert_file.empty() != c.tls_key_file.empty()) {
+    log::Error("--tls-cert and --tls-key go together");
+    return 1;
+  }
+  auto cfg = job::LoadJobConfig(config_path);
+  if (!cfg.ok()) {
+    log::Error("--config: " + cfg.status().ToString());
+    return 1;
+  }
+  auto reader = storage::DatasetReader::Open(data);
+  if (!reader.ok()) {
+    log::Error("--data: " + reader.status().ToString());
+    return 1;
+  }
+  coord::JobSetup setup;
+  setup.world_size = world_size;
+  setup.config = *cfg;
+  setup.data_path = data;
+  setup.train_indices = (*reader)->info().IndicesOf(storage::Split::kTrain);
+  reader->reset();  // the coordinator only needs the split
+
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  auto server = coord::CoordinatorServer::Start(c, std::move(setup));
+  if (!server.ok()) {
+    log::Error(server.status().ToString());
+    return 1;
+  }
+  std::cout << "effnet-coordinator listening on port " << (*server)->port() << std::endl;
+  if (!port_file.empty()) {
+    Status s = WriteFileAtomic(port_file, std::to_string((*server)->port()) + "\n");
+    if (!s.ok()) {
+      log::Error("--port-file: " + s.ToString());
+      return 1;
+    }
+  }
+  int64_t version = 0;
+  while (g_signal == 0) {
+    version = (*server)->WaitForChange(version, 0.2);
+    if (exit_when_done && (*server)->FinishedAndIdle()) {
+      log::Info((*server)->StatusLine());
+      return 0;
+    }
+  }
+  log::Warn(std::string("stopping on signal ") + std::to_string(g_signal.load()) +
+            "; state kept for a restart");
+  (*server)->Shutdown();
+  return 130;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return Run(argc, argv);
+  } catch (const std::exception& e) {
+    effnet::log::Error(std::string("effnet-coordinator: ") + e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,532 @@
+#include "coordinator/server.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include "common/atomic_file.h"
+#include "common/log.h"
+#include "proto/coordinator.grpc.pb.h"
+
+namespace effnet::coord {
+namespace {
+
+namespace v1 = ::effnet::v1;
+using grpc::ServerContext;
+using grpc::StatusCode;
+
+v1::Phase ToProto(Phase p) {
+  switch (p) {
+    case Phase::kWaitingForWorkers:
+      return v1::PHASE_WAITING_FOR_WORKERS;
+    case Phase::kRunning:
+      return v1::PHASE_RUNNING;
+    case Phase::kFinished:
+      return v1::PHASE_FINISHED;
+    case Phase::kFailed:
+      return v1::PHASE_FAILED;
+  }
+  return v1::PHASE_UNSPECIFIED;
+}
+
+WorkerInfo FromProto(const v1::WorkerIdentity& w) {
+  WorkerInfo i;
+  i.rank = w.rank();
+  i.world_size = w.world_size();
+  i.generation = w.generation();
+  i.worker_id = w.worker_id();
+  i.host = w.host();
+  i.device = w.device();
+  i.pid = w.pid();
+  return i;
+}
+
+void ToProto(const job::Stage& s, v1::Stage* out) {
+  out->set_index(s.index);
+  out->set_image_size(s.image_size);
+  out->set_randaug_magnitude(s.randaug_magnitude);
+  out->set_mixup_alpha(s.mixup_alpha);
+  out->set_cutmix_alpha(s.cutmix_alpha);
+  out->set_dropout(s.dropout);
+}
+
+void ToProto(const CheckpointRef& c, v1::CheckpointRef* out) {
+  out->set_epoch(c.epoch);
+  out->set_path(c.path);
+}
+
+void ToProto(const Decision& d, v1::Decision* out) {
+  out->set_is_best(d.is_best);
+  out->set_stop(d.stop);
+  out->set_best_epoch(d.best_epoch);
+  out->set_reason(d.reason);
+}
+
+void ToProto(const RankReport& r, v1::RankMetrics* out) {
+  out->set_rank(r.rank);
+  out->set_epoch(r.epoch);
+  out->set_train_samples(r.train_samples);
+  out->set_train_loss(r.train_loss);
+  out->set_train_accuracy(r.train_accuracy);
+  out->set_val_loss(r.val_loss);
+  out->set_val_accuracy(r.val_accuracy);
+  out->set_images_per_second(r.images_per_second);
+  out->set_step_time_ms(r.step_time_ms);
+  out->set_image_size(r.image_size);
+  out->set_host(r.host);
+}
+
+RankReport FromProto(const v1::RankMetrics& m) {
+  RankReport r;
+  r.rank = m.rank();
+  r.epoch = m.epoch();
+  r.train_samples = m.train_samples();
+  r.train_loss = m.train_loss();
+  r.train_accuracy = m.train_accuracy();
+  r.val_loss = m.val_loss();
+  r.val_accuracy = m.val_accuracy();
+  r.images_per_second = m.images_per_second();
+  r.step_time_ms = m.step_time_ms();
+  r.image_size = m.image_size();
+  r.host = m.host();
+  return r;
+}
+
+void ToProto(const EpochRecord& r, v1::EpochSummary* out) {
+  out->set_epoch(r.epoch);
+  ToProto(r.stage, out->mutable_stage());
+  out->set_train_loss(r.train_loss);
+  out->set_train_accuracy(r.train_accuracy);
+  out->set_val_loss(r.val_loss);
+  out->set_val_accuracy(r.val_accuracy);
+  out->set_images_per_second(r.images_per_second);
+  for (const auto& k : r.ranks) ToProto(k, out->add_ranks());
+  ToProto(r.decision, out->mutable_decision());
+  out->set_status_line(r.status_line);
+  out->set_generation(r.generation);
+}
+
+void JobInfoToProto(const Job& job, v1::JobInfo* out) {
+  out->set_job_id(job.job_id());
+  out->set_world_size(job.world_size());
+  out->set_generation(job.generation());
+  out->set_epochs(job.setup().config.epochs);
+  out->set_seed(job.setup().config.seed);
+  out->set_num_train_samples(static_cast<int64_t>(job.setup().train_indices.size()));
+  out->set_next_epoch(job.next_epoch());
+  ToProto(job.last_checkpoint(), out->mutable_last_checkpoint());
+  ToProto(job.best_checkpoint(), out->mutable_best_checkpoint());
+  out->set_phase(ToProto(job.phase()));
+}
+
+void JobStateToProto(const Job& job, Clock::time_point now, v1::JobState* out) {
+  JobInfoToProto(job, out->mutable_job());
+  out->set_version(job.version());
+  out->set_status_line(job.StatusLine());
+  out->set_failure_reason(job.failure_reason());
+  for (int r : job.dead_ranks()) out->add_dead_ranks(r);
+  for (const auto& [rank, w] : job.workers()) {
+    auto* ws = out->add_workers();
+    ws->set_rank(rank);
+    ws->set_host(w.info.host);
+    ws->set_device(w.info.device);
+    ws->set_pid(w.info.pid);
+    ws->set_state(WorkerStateName(w.state));
+    ws->set_seconds_since_heartbeat(std::chrono::duration<double>(now - w.last_seen).count());
+    ws->set_epoch(w.epoch);
+    ws->set_step(w.step);
+  }
+  for (const auto& r : job.history()) ToProto(r, out->add_history());
+  out->set_best_epoch(job.best_epoch());
+}
+
+grpc::Status ToGrpc(const Status& s) {
+  StatusCode code = StatusCode::INTERNAL;
+  switch (s.code()) {
+    case effnet::StatusCode::kOk:
+      return grpc::Status::OK;
+    case effnet::StatusCode::kInvalidArgument:
+      code = StatusCode::INVALID_ARGUMENT;
+      break;
+    case effnet::StatusCode::kNotFound:
+      code = StatusCode::NOT_FOUND;
+      break;
+    case effnet::StatusCode::kFailedPrecondition:
+      code = StatusCode::FAILED_PRECONDITION;
+      break;
+    case effnet::StatusCode::kPermissionDenied:
+      code = StatusCode::PERMISSION_DENIED;
+      break;
+    case effnet::StatusCode::kUnavailable:
+      code = StatusCode::UNAVAILABLE;
+      break;
+    case effnet::StatusCode::kDeadlineExceeded:
+      code = StatusCode::DEADLINE_EXCEEDED;
+      break;
+    default:
+      break;
+  }
+  return {code, s.message()};
+}
+
+// Constant-time comparison, so the token cannot be guessed byte by byte from response times.
+bool SameSecret(const std::string& a, const std::string& b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < a.size(); ++i) diff |= a[i] ^ b[i % std::max<size_t>(1, b.size())];
+  return diff == 0;
+}
+
+}  // namespace
+
+struct CoordinatorServer::Impl final : public v1::Coordinator::Service {
+  CoordinatorConfig config;
+  mutable std::mutex mu;
+  mutable std::condition_variable cv;
+  Job job;
+  int64_t saved_version = 0;
+  std::atomic<bool> shutting_down{false};
+  std::unique_ptr<grpc::Server> server;
+  int port = 0;
+  std::thread monitor;
+
+  Impl(CoordinatorConfig c, Job j) : config(std::move(c)), job(std::move(j)) {}
+
+  std::string StatePath() const { return config.state_dir + "/state.json"; }
+
+  // Caller holds mu. Note [state on every change]: the state file is rewritten (atomically)
+  // whenever the job's version moved, before the caller answers, so an answer a worker acted on
+  // is never lost by a coordinator crash.
+  void SaveLocked() {
+    if (job.version() == saved_version) return;
+    if (!config.state_dir.empty()) {
+      Status s = WriteFileAtomic(StatePath(), job.ToJson());
+      if (!s.ok()) log::Error("saving the job state: " + s.ToString());
+    }
+    saved_version = job.version();
+    cv.notify_all();
+  }
+
+  grpc::Status Authorize(const ServerContext* ctx, const char* call) const {
+    const auto& md = ctx->client_metadata();
+    auto it = md.find("authorization");
+    if (it == md.end()) {
+      return {StatusCode::UNAUTHENTICATED,
+              std::string(call) +
+                  ": missing token (expected metadata 'authorization: Bearer "
+                  "<token>')"};
+    }
+    const std::string value(it->second.data(), it->second.size());
+    const std::string prefix = "Bearer ";
+    if (value.compare(0, prefix.size(), prefix) != 0 ||
+        !SameSecret(value.substr(prefix.size()), config.token)) {
+      return {StatusCode::UNAUTHENTICATED, std::string(call) + ": wrong token"};
+    }
+    return grpc::Status::OK;
+  }
+
+  // How long a long-poll may wait: the request's wish, bounded by the configured maximum and by
+  // the caller's deadline (minus a margin so the answer arrives in time).
+  Clock::time_point PollUntil(const ServerContext* ctx, int wish_ms) const {
+    int ms = std::clamp(wish_ms, 0, config.max_long_poll_ms);
+    auto until = Clock::now() + std::chrono::milliseconds(ms);
+    const auto deadline = ctx->deadline();
+    const auto sys_now = std::chrono::system_clock::now();
+    if (deadline < sys_now + std::chrono::hours(24 * 365)) {
+      auto left = deadline - sys_now - std::chrono::milliseconds(200);
+      auto by_deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(left);
+      until = std::min(until, by_deadline);
+    }
+    return until;
+  }
+
+  grpc::Status RegisterWorker(ServerContext* ctx, const v1::RegisterWorkerRequest* req,
+                              v1::RegisterWorkerResponse* resp) override {
+    if (auto st = Authorize(ctx, "RegisterWorker"); !st.ok()) return st;
+    const WorkerInfo who = FromProto(req->worker());
+    std::unique_lock<std::mutex> lock(mu);
+    grpc::Status st = job.Register(who, Clock::now());
+    SaveLocked();
+    if (!st.ok()) {
+      log::Warn("RegisterWorker refused for " + who.Describe() + ": " + st.error_message());
+      return st;
+    }
+    const auto until = PollUntil(ctx, req->wait_for_start_ms());
+    cv.wait_until(lock, until, [&] {
+      return shutting_down || job.phase() != Phase::kWaitingForWorkers ||
+             job.generation() != who.generation;
+    });
+    if (job.generation() != who.generation) return job.Register(who, Clock::now());
+    JobInfoToProto(job, resp->mutable_job());
+    resp->set_registered(job.registered());
+    return grpc::Status::OK;
+  }
+
+  grpc::Status GetEpochPlan(ServerContext* ctx, const v1::GetEpochPlanRequest* req,
+                            v1::GetEpochPlanResponse* resp) override {
+    if (auto st = Authorize(ctx, "GetEpochPlan"); !st.ok()) return st;
+    EpochPlanOut plan;
+    std::lock_guard<std::mutex> lock(mu);
+    grpc::Status st = job.Plan(FromProto(req->worker()), req->epoch(), &plan);
+    if (!st.ok()) return st;
+    resp->set_epoch(plan.epoch);
+    resp->set_stop(plan.stop);
+    resp->set_stop_reason(plan.stop_reason);
+    ToProto(plan.stage, resp->mutable_stage());
+    resp->mutable_sample_indices()->Add(plan.indices.begin(), plan.indices.end());
+    resp->set_num_train_samples(static_cast<int64_t>(job.setup().train_indices.size()));
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Heartbeat(
+      ServerContext* ctx,
+      grpc::ServerReaderWriter<v1::HeartbeatResponse, v1::HeartbeatRequest>* stream) override {
+    if (auto st = Authorize(ctx, "Heartbeat"); !st.ok()) return st;
+    v1::HeartbeatRequest req;
+    WorkerInfo who;
+    bool have_worker = false;
+    bool ended_on_purpose = false;
+    while (stream->Read(&req)) {
+      who = FromProto(req.worker());
+      have_worker = true;
+      v1::HeartbeatResponse resp;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (req.leaving()) {
+          job.StreamEnded(who, /*leaving=*/true, Clock::now());
+          SaveLocked();
+          ended_on_purpose = true;
+        } else {
+          grpc::Status st = job.Beat(who, req.epoch(), req.step(), Clock::now());
+          SaveLocked();
+          if (!st.ok()) return st;
+          ended_on_purpose = req.closing();
+        }
+        resp.set_phase(ToProto(job.phase()));
+        resp.set_generation(job.generation());
+        resp.set_message(job.failure_reason());
+      }
+      stream->Write(resp);
+      if (ended_on_purpose) return grpc::Status::OK;
+    }
+    // Note [broken stream]: the stream broke without a closing/leaving beat. A killed process's
+    // socket is closed by its kernel before its parent (mpirun) learns of the death and tears down
+    // the other ranks, so the earliest broken stream is the rank that died first; the monitor
+    // names it once the reconnect grace has passed (Job::CheckDeadlines).
+    if (have_worker && !shutting_down) {
+      std::lock_guard<std::mutex> lock(mu);
+      job.StreamEnded(who, /*leaving=*/false, Clock::now());
+      SaveLocked();
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ReportMetrics(ServerContext* ctx, const v1::ReportMetricsRequest* req,
+                             v1::ReportMetricsResponse* resp) override {
+    if (auto st = Authorize(ctx, "ReportMetrics"); !st.ok()) return st;
+    const WorkerInfo who = FromProto(req->worker());
+    const RankReport report = FromProto(req->metrics());
+    std::unique_lock<std::mutex> lock(mu);
+    bool decided = false;
+    grpc::Status st = job.Report(who, report, &decided);
+    SaveLocked();
+    if (!st.ok()) return st;
+    const auto until = PollUntil(ctx, req->wait_ms());
+    cv.wait_until(lock, until, [&] {
+      return shutting_down || job.Record(report.epoch) != nullptr ||
+             job.phase() == Phase::kFailed || job.generation() != who.generation;
+    });
+    const EpochRecord* rec = job.Record(report.epoch);
+    if (rec == nullptr || rec->generation != who.generation) {
+      if (job.phase() == Phase::kFailed || job.generation() != who.generation) {
+        return job.Report(who, report, &decided);  // answers the refusal with its reason
+      }
+      resp->set_ready(false);
+      for (int r : job.MissingReports()) resp->add_missing_ranks(r);
+      return grpc::Status::OK;
+    }
+    resp->set_ready(true);
+    ToProto(rec->decision, resp->mutable_decision());
+    ToProto(*rec, resp->mutable_summary());
+    return grpc::Status::OK;
+  }
+
+  grpc::Status CommitCheckpoint(ServerContext* ctx, const v1::CommitCheckpointRequest* req,
+                                v1::CommitCheckpointResponse* resp) override {
+    if (auto st = Authorize(ctx, "CommitCheckpoint"); !st.ok()) return st;
+    std::lock_guard<std::mutex> lock(mu);
+    grpc::Status st =
+        job.Commit(FromProto(req->worker()), req->epoch(), req->path(), req->is_best());
+    SaveLocked();
+    if (!st.ok()) return st;
+    ToProto(job.last_checkpoint(), resp->mutable_last_checkpoint());
+    ToProto(job.best_checkpoint(), resp->mutable_best_checkpoint());
+    return grpc::Status::OK;
+  }
+
+  grpc::Status GetJobState(ServerContext* ctx, const v1::GetJobStateRequest*,
+                           v1::JobState* resp) override {
+    if (auto st = Authorize(ctx, "GetJobState"); !st.ok()) return st;
+    std::lock_guard<std::mutex> lock(mu);
+    JobStateToProto(job, Clock::now(), resp);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status WatchJobState(ServerContext* ctx, const v1::WatchJobStateRequest* req,
+                             grpc::ServerWriter<v1::JobState>* writer) override {
+    if (auto st = Authorize(ctx, "WatchJobState"); !st.ok()) return st;
+    int64_t after = req->after_version();
+    while (!ctx->IsCancelled()) {
+      v1::JobState state;
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        // Short waits so a cancelled caller or a shutdown ends the stream promptly.
+        cv.wait_for(lock, std::chrono::milliseconds(200),
+                    [&] { return shutting_down || job.version() > after; });
+        if (shutting_down) return {StatusCode::UNAVAILABLE, "coordinator shutting down"};
+        if (job.version() <= after) continue;
+        JobStateToProto(job, Clock::now(), &state);
+        after = job.version();
+      }
+      if (!writer->Write(state)) break;
+      if (state.job().phase() == v1::PHASE_FINISHED) break;
+    }
+    return grpc::Status::OK;
+  }
+
+  void MonitorLoop() {
+    const auto timeout = std::chrono::duration<double>(config.heartbeat_timeout_s);
+    const auto grace = std::chrono::duration<double>(config.reconnect_grace_s);
+    const auto every = std::chrono::duration<double>(config.monitor_interval_s);
+    std::unique_lock<std::mutex> lock(mu);
+    while (!shutting_down) {
+      cv.wait_for(lock, every, [&] { return shutting_down.load(); });
+      if (shutting_down) break;
+      if (job.CheckDeadlines(Clock::now(), timeout, grace)) SaveLocked();
+    }
+  }
+};
+
+Result<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(const CoordinatorConfig& c,
+                                                                    JobSetup setup) {
+  if (c.token.empty()) return InvalidArgument("coordinator: a job token is required");
+  if (setup.world_size < 1) {
+    return InvalidArgument("coordinator: world size must be >= 1, got " +
+                           std::to_string(setup.world_size));
+  }
+  if (setup.train_indices.empty()) {
+    return InvalidArgument("coordinator: the train split of " + setup.data_path + " is empty");
+  }
+  if (c.heartbeat_timeout_s <= 0) return InvalidArgument("coordinator: heartbeat timeout <= 0");
+  if (c.reconnect_grace_s < 0) return InvalidArgument("coordinator: reconnect grace < 0");
+  EFFNET_RETURN_IF_ERROR(job::Validate(setup.config.progressive));
+
+  // The job: restored from the state file, or new.
+  std::optional<Job> job;
+  if (!c.state_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(c.state_dir, ec);
+    if (ec) return Internal("cannot create state dir " + c.state_dir + ": " + ec.message());
+    const std::string path = c.state_dir + "/state.json";
+    if (std::filesystem::exists(path)) {
+      EFFNET_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+      auto restored = Job::Restore(text, setup, c.generation, Clock::now());
+      if (!restored.ok()) return restored.status().WithContext("restoring " + path);
+      job.emplace(std::move(restored).value());
+      log::Info("resumed job " + job->job_id() + " from " + path + ": generation " +
+                std::to_string(job->generation()) + ", " + PhaseName(job->phase()) +
+                ", next epoch " + std::to_string(job->next_epoch()) + ", last checkpoint epoch " +
+                std::to_string(job->last_checkpoint().epoch));
+    }
+  }
+  if (!job) job.emplace(setup, c.generation);
+
+  auto impl = std::make_unique<Impl>(c, std::move(*job));
+  std::shared_ptr<grpc::ServerCredentials> creds;
+  if (!c.tls_cert_file.empty() || !c.tls_key_file.empty()) {
+    EFFNET_ASSIGN_OR_RETURN(std::string cert, ReadFile(c.tls_cert_file));
+    EFFNET_ASSIGN_OR_RETURN(std::string key, ReadFile(c.tls_key_file));
+    grpc::SslServerCredentialsOptions opts;
+    opts.pem_key_cert_pairs.push_back({key, cert});
+    creds = grpc::SslServerCredentials(opts);
+  } else {
+    creds = grpc::InsecureServerCredentials();
+  }
+  const std::string address = c.host + ":" + std::to_string(c.port);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(address, creds, &impl->port);
+  builder.RegisterService(impl.get());
+  builder.SetMaxSendMessageSize(-1);
+  builder.SetMaxReceiveMessageSize(64 << 20);
+  impl->server = builder.BuildAndStart();
+  if (!impl->server || impl->port == 0) {
+    return Unavailable("coordinator: cannot listen on " + address +
+                       " (port in use or address not local?)");
+  }
+  {
+    std::lock_guard<std::mutex> lock(impl->mu);
+    impl->saved_version = 0;
+    impl->SaveLocked();
+  }
+  impl->monitor = std::thread([p = impl.get()] { p->MonitorLoop(); });
+  log::Info("coordinator listening on " + c.host + ":" + std::to_string(impl->port) + " (" +
+            (c.tls_cert_file.empty() ? "plaintext" : "TLS") + "), job " + impl->job.job_id() +
+            ", world size " + std::to_string(impl->job.world_size()) + ", " +
+            std::to_string(impl->job.setup().train_indices.size()) + " train samples, " +
+            std::to_string(impl->job.setup().config.epochs) + " epochs");
+  return std::unique_ptr<CoordinatorServer>(new CoordinatorServer(std::move(impl)));
+}
+
+CoordinatorServer::CoordinatorServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+CoordinatorServer::~CoordinatorServer() { Shutdown(); }
+
+int CoordinatorServer::port() const { return impl_->port; }
+
+void CoordinatorServer::Shutdown() {
+  if (impl_->shutting_down.exchange(true)) return;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->cv.notify_all();
+  }
+  impl_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+  impl_->server->Wait();
+  if (impl_->monitor.joinable()) impl_->monitor.join();
+}
+
+Phase CoordinatorServer::phase() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->job.phase();
+}
+
+std::string CoordinatorServer::StatusLine() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->job.StatusLine();
+}
+
+int64_t CoordinatorServer::WaitForChange(int64_t version, double timeout_s) const {
+  std::unique_lock<std::mutex> lock(impl_->mu);
+  impl_->cv.wait_for(lock, std::chrono::duration<double>(timeout_s),
+                     [&] { return impl_->shutting_down || impl_->job.version() > version; });
+  return impl_->job.version();
+}
+
+bool CoordinatorServer::FinishedAndIdle() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  if (impl_->job.phase() != Phase::kFinished) return false;
+  for (const auto& [rank, w] : impl_->job.workers()) {
+    if (w.state == WorkerState::kRegistered || w.state == WorkerState::kAlive) return false;
+  }
+  return true;
+}
+
+void CoordinatorServer::Inspect(const std::function<void(const Job&)>& fn) const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  fn(impl_->job);
+}
+
+}  // namespace effnet::coord

@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""End-to-end training through effnet-run: coordinator + `mpirun -np 2` CPU effnet-workers with
+the `tiny` preset on generated photos must reach >= 90 % test accuracy - undisturbed, after a
+kill -9 of one worker mid-epoch (the dead rank is named, the workers are relaunched from the last
+committed checkpoint, no epoch is counted twice), and after the coordinator is killed mid-run.
+
+Run one case with `test_e2e_training.py EndToEnd.test_plain` (ctest runs each case as its own
+test). Needs EFFNET_BIN_DIR and EFFNET_SOURCE_DIR.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+BIN = os.environ.get("EFFNET_BIN_DIR", "")
+SRC = os.environ.get("EFFNET_SOURCE_DIR", "")
+MIN_ACCURACY = float(os.environ.get("EFFNET_E2E_MIN_ACCURACY", "0.90"))
+
+
+class EndToEnd(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="effnet-e2e-")
+        synth = os.path.join(cls.tmp, "synth")
+        subprocess.run([os.path.join(BIN, "effnet-synth"), "--out", synth, "--per-class", "60",
+                        "--size", "64", "--seed", "1"], check=True, capture_output=True)
+        cls.data = os.path.join(cls.tmp, "data.h5")
+        subprocess.run([os.path.join(BIN, "effnet-prepare"), "--csv",
+                        os.path.join(synth, "synth.csv"), "--images",
+                        os.path.join(synth, "images"), "--out", cls.data, "--size", "64"],
+                       check=True, capture_output=True)
+        cls.config = os.path.join(SRC, "worker", "train", "presets", "tiny.yaml")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def launch(self, out):
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        cmd = [sys.executable, os.path.join(BIN, "effnet-run"), "--np", "2", "--oversubscribe",
+               "--config", self.config, "--data", self.data, "--out", out,
+               "--heartbeat-timeout", "5", "--max-restarts", "2"]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=env, start_new_session=True)
+
+    def state(self, out):
+        try:
+            with open(os.path.join(out, "coordinator", "state.json")) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def wait_for(self, out, proc, pred, timeout=240):
+        deadline = time.time() + timeout
+        while time.time() < deadline and proc.poll() is None:
+            s = self.state(out)
+            if s is not None and pred(s):
+                return s
+            time.sleep(0.05)
+        self.fail(f"condition not reached; state: {self.state(out)}")
+
+    def finish(self, proc, timeout=600):
+        try:
+            text, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            text, _ = proc.communicate()
+            self.fail("effnet-run did not finish:\n" + text[-5000:])
+        return proc.returncode, text
+
+    def check_result(self, out, rc, text):
+        self.assertEqual(rc, 0, text[-5000:])
+        s = self.state(out)
+        self.assertEqual(s["phase"], "finished")
+        epochs = [r["epoch"] for r in s["history"]]
+        self.assertEqual(epochs, list(range(len(epochs))), "an epoch counted twice or skipped")
+        with open(os.path.join(out, "summary.json")) as f:
+            summary = json.load(f)
+        print(f"\n{self.id()}: test accuracy {summary['test_accuracy']:.4f}, fit "
+              f"{summary['fit_time_s']:.1f} s, generation {s['generation']}", file=sys.stderr)
+        self.assertGreaterEqual(summary["test_accuracy"], MIN_ACCURACY, text[-3000:])
+        return s
+
+    def test_plain(self):
+        out = os.path.join(self.tmp, "plain")
+        rc, text = self.finish(self.launch(out))
+        s = self.check_result(out, rc, text)
+        self.assertEqual(s["generation"], 0)
+        self.assertIn("| epoch |", text)
+
+    def test_kill_worker(self):
+        out = os.path.join(self.tmp, "kill-worker")
+        proc = self.launch(out)
+        # Mid-epoch, after at least one committed checkpoint.
+        s = self.wait_for(out, proc, lambda s: s["last_checkpoint"]["epoch"] >= 1
+                          and s["phase"] == "running" and len(s["workers"]) == 2)
+        time.sleep(0.5)
+        victim = next(w for w in s["workers"] if w["rank"] == 1)
+        os.kill(victim["pid"], signal.SIGKILL)
+        rc, text = self.finish(proc)
+        s = self.check_result(out, rc, text)
+        self.assertEqual(s["generation"], 1)
+        self.assertEqual(len(s["failures"]), 1, s["failures"])
+        self.assertIn(f"rank 1 (host", s["failures"][0])
+        self.assertIn(f"pid {victim['pid']}", s["failures"][0])
+
+    def test_kill_coordinator(self):
+        out = os.path.join(self.tmp, "kill-coordinator")
+        proc = self.launch(out)
+        self.wait_for(out, proc, lambda s: len(s["history"]) >= 2 and s["phase"] == "running")
+        with open(os.path.join(out, "coordinator.pid")) as f:
+            os.kill(int(f.read()), signal.SIGKILL)
+        rc, text = self.finish(proc)
+        s = self.check_result(out, rc, text)
+        self.assertEqual(s["generation"], 0)
+        self.assertIn("restarting the coordinator", text)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""End-to-end tests of effnet-run + effnet-coordinator + mpirun with the scripted worker.
+
+The scripted worker (tests/launch/scripted_worker.cpp) uses the real coordinator client but
+sleeps instead of training, so these tests check the control plane in seconds: a whole run, a
+kill -9 of one worker mid-epoch (named, relaunched, resumed, no epoch counted twice), a
+coordinator killed mid-run (restarted, resumed), and Ctrl-C (everything stops).
+
+Needs EFFNET_BIN_DIR (effnet-run, effnet-coordinator, effnet-synth, effnet-prepare) and
+EFFNET_SCRIPTED_WORKER.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+BIN = os.environ.get("EFFNET_BIN_DIR", "")
+WORKER = os.environ.get("EFFNET_SCRIPTED_WORKER", "")
+EPOCHS = 6
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+class EffnetRunTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="effnet-run-test-")
+        synth = os.path.join(cls.tmp, "synth")
+        subprocess.run([os.path.join(BIN, "effnet-synth"), "--out", synth, "--per-class", "6",
+                        "--size", "32", "--seed", "3"], check=True, capture_output=True)
+        cls.data = os.path.join(cls.tmp, "data.h5")
+        subprocess.run([os.path.join(BIN, "effnet-prepare"), "--csv",
+                        os.path.join(synth, "synth.csv"), "--images",
+                        os.path.join(synth, "images"), "--out", cls.data, "--size", "32"],
+                       check=True, capture_output=True)
+        cls.config = os.path.join(cls.tmp, "job.yaml")
+        with open(cls.config, "w") as f:
+            f.write(f"job:\n  epochs: {EPOCHS}\n  seed: 5\n"
+                    "  early_stopping: {patience: 0}\n")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def launch(self, out, epoch_seconds, extra=()):
+        cmd = [sys.executable, os.path.join(BIN, "effnet-run"), "--np", "2", "--oversubscribe",
+               "--worker-bin", WORKER, "--config", self.config, "--data", self.data,
+               "--out", out, "--heartbeat-timeout", "3", "--max-restarts", "2", *extra,
+               "--", "--epoch-seconds", str(epoch_seconds)]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+
+    def state(self, out):
+        try:
+            with open(os.path.join(out, "coordinator", "state.json")) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def wait_for(self, out, pred, timeout=60):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            s = self.state(out)
+            if s is not None and pred(s):
+                return s
+            time.sleep(0.05)
+        self.fail(f"condition not reached within {timeout} s; state: {self.state(out)}")
+
+    def finish(self, proc, timeout=120):
+        try:
+            text, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            text, _ = proc.communicate()
+            self.fail("effnet-run did not finish:\n" + text)
+        return proc.returncode, text
+
+    def assert_each_epoch_once(self, state):
+        self.assertEqual(state["phase"], "finished")
+        self.assertEqual([r["epoch"] for r in state["history"]], list(range(EPOCHS)))
+        self.assertEqual(state["last_checkpoint"]["epoch"], EPOCHS - 1)
+
+    def test_run_prints_results_table(self):
+        out = os.path.join(self.tmp, "plain")
+        rc, text = self.finish(self.launch(out, 0.2))
+        self.assertEqual(rc, 0, text)
+        self.assert_each_epoch_once(self.state(out))
+        self.assertIn("job finished", text)
+        self.assertIn("| epoch |", text)
+        self.assertEqual(self.state(out)["generation"], 0)
+
+    def test_killed_worker_is_named_and_the_run_resumes(self):
+        out = os.path.join(self.tmp, "kill-worker")
+        proc = self.launch(out, 0.6)
+        # Mid-epoch 2: epochs 0 and 1 decided, both ranks alive.
+        s = self.wait_for(out, lambda s: len(s["history"]) >= 2 and s["phase"] == "running"
+                          and len(s["workers"]) == 2)
+        victim = next(w for w in s["workers"] if w["rank"] == 1)
+        time.sleep(0.2)
+        os.kill(victim["pid"], signal.SIGKILL)
+        rc, text = self.finish(proc)
+        self.assertEqual(rc, 0, text)
+        s = self.state(out)
+        self.assert_each_epoch_once(s)
+        self.assertEqual(s["generation"], 1, text)
+        self.assertEqual(len(s["failures"]), 1, s["failures"])
+        self.assertIn(f"rank 1 (host", s["failures"][0])
+        self.assertIn(f"pid {victim['pid']}", s["failures"][0])
+        self.assertIn("lost its connection", s["failures"][0])
+        self.assertIn("restart 1/2", text)
+        self.assertIn("generation 0 failed", text)
+        # The new generation started right after the last committed checkpoint.
+        with open(os.path.join(out, "trace-rank0.log")) as f:
+            trace = f.read().splitlines()
+        gen1 = [int(l.split()[3]) for l in trace if l.startswith("generation 1 ")]
+        gen0 = [int(l.split()[3]) for l in trace if l.startswith("generation 0 ")]
+        self.assertTrue(gen1, trace)
+        self.assertEqual(gen1, list(range(gen1[0], EPOCHS)))
+        self.assertLessEqual(gen1[0], max(gen0) + 1)
+        resumed = [r for r in s["history"] if r["generation"] == 1]
+        self.assertEqual(resumed[0]["epoch"], gen1[0])
+
+    def test_killed_coordinator_is_restarted_and_resumes(self):
+        out = os.path.join(self.tmp, "kill-coordinator")
+        proc = self.launch(out, 0.6)
+        self.wait_for(out, lambda s: len(s["history"]) >= 2 and s["phase"] == "running")
+        with open(os.path.join(out, "coordinator.pid")) as f:
+            pid = int(f.read())
+        os.kill(pid, signal.SIGKILL)
+        rc, text = self.finish(proc)
+        self.assertEqual(rc, 0, text)
+        s = self.state(out)
+        self.assert_each_epoch_once(s)
+        self.assertEqual(s["generation"], 0, "the workers should carry on without a relaunch:\n" + text)
+        self.assertEqual(s["failures"], [])
+        self.assertIn("restarting the coordinator", text)
+        self.assertIn("1 coordinator restarts", text)
+
+    def test_joins_a_running_coordinator(self):
+        out = os.path.join(self.tmp, "join")
+        os.makedirs(out)
+        token_file = os.path.join(out, "my-token")
+        with open(token_file, "w") as f:
+            f.write("join-token\n")
+        port_file = os.path.join(out, "port")
+        coord = subprocess.Popen(
+            [os.path.join(BIN, "effnet-coordinator"), "--data", self.data, "--config",
+             self.config, "--world-size", "2", "--port", "0", "--port-file", port_file,
+             "--state-dir", os.path.join(out, "state"), "--token-file", token_file,
+             "--heartbeat-timeout", "3"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True)
+        try:
+            deadline = time.time() + 30
+            while not os.path.exists(port_file) and time.time() < deadline:
+                time.sleep(0.05)
+            with open(port_file) as f:
+                port = int(f.read())
+            proc = subprocess.Popen(
+                [sys.executable, os.path.join(BIN, "effnet-run"), "--np", "2", "--oversubscribe",
+                 "--worker-bin", WORKER, "--config", self.config, "--data", self.data,
+                 "--out", os.path.join(out, "run"), "--coordinator", f"127.0.0.1:{port}",
+                 "--token-file", token_file, "--", "--epoch-seconds", "0.1"],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            rc, text = self.finish(proc)
+            self.assertEqual(rc, 0, text)
+            # The coordinator exits by itself once the job finished and the workers left.
+            ctext, _ = coord.communicate(timeout=30)
+            self.assertEqual(coord.returncode, 0, ctext)
+            self.assertIn("finished", ctext)
+            with open(os.path.join(out, "state", "state.json")) as f:
+                self.assert_each_epoch_once(json.load(f))
+        finally:
+            if coord.poll() is None:
+                coord.kill()
+                coord.wait()
+
+    def test_ctrl_c_stops_everything(self):
+        out = os.path.join(self.tmp, "interrupt")
+        proc = self.launch(out, 1.0)
+        s = self.wait_for(out, lambda s: s["phase"] == "running" and len(s["workers"]) == 2
+                          and all(w["state"] == "alive" for w in s["workers"]))
+        pids = [w["pid"] for w in s["workers"]]
+        with open(os.path.join(out, "coordinator.pid")) as f:
+            pids.append(int(f.read()))
+        os.kill(proc.pid, signal.SIGINT)
+        rc, text = self.finish(proc, timeout=60)
+        self.assertEqual(rc, 130, text)
+        deadline = time.time() + 10
+        while any(alive(p) for p in pids) and time.time() < deadline:
+            time.sleep(0.1)
+        self.assertEqual([p for p in pids if alive(p)], [], text)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
