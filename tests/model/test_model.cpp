@@ -1,0 +1,524 @@
+// Unit tests of worker/model: architecture tables, parameter counts, MACs, padding, memory
+// format, dropout, freezing, weights I/O and import errors. No Python needed.
+#include <ftw.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+
+#include "worker/model/efficientnet.h"
+#include "worker/model/weights.h"
+
+namespace effnet::model {
+namespace {
+
+// Note [no std::filesystem]: the torch wheel's libtorch.so exports its own std::filesystem
+// symbols and calls into them crash (seen: remove_all segfaults), so tests use POSIX calls.
+struct TempDir {
+  TempDir() {
+    char tmpl[] = "/tmp/effnet_model_test_XXXXXX";
+    if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
+    path = tmpl;
+  }
+  ~TempDir() {
+    ::nftw(
+        path.c_str(),
+        [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); }, 16,
+        FTW_DEPTH | FTW_PHYS);
+  }
+  std::string operator/(const std::string& name) const { return path + "/" + name; }
+  std::string path;
+};
+
+// Reduced B0 for fast CPU tests: 6 stages, 1 block each, narrow.
+ModelConfig Tiny(int classes = 10) {
+  ModelConfig c;
+  c.variant = "b0";
+  c.num_classes = classes;
+  c.extra_width = 0.25;
+  c.extra_depth = 0.34;
+  c.drop_path = 0.0;
+  c.dropout = 0.0;
+  return c;
+}
+
+bool SameStateDict(const StateDict& a, const StateDict& b) {
+  if (a.size() != b.size()) return false;
+  for (const auto& item : a) {
+    const at::Tensor* o = b.find(item.key());
+    if (!o || !item.value().equal(*o)) return false;
+  }
+  return true;
+}
+
+TEST(Architecture, ParameterCountsExact) {
+  const std::map<std::string, int64_t> expected = {
+      {"b0", 7139704}, {"b1", 8141052}, {"b2", 10096086}, {"b3", 14358406},
+      {"s", 21458488}, {"m", 54139356}, {"l", 118515272},
+  };
+  for (const auto& [v, n] : expected) {
+    ModelConfig c;
+    c.variant = v;
+    EXPECT_EQ(CountParametersAnalytic(c), n) << v;
+    torch::NoGradGuard g;
+    EfficientNetV2 m(c);
+    EXPECT_EQ(CountParameters(*m), n) << v;
+  }
+}
+
+TEST(Architecture, ResolvedTablesMatchReference) {
+  // Reference table 1.4: stem, (out x repeats) per stage, head, blocks.
+  struct Row {
+    std::string v;
+    int stem;
+    std::vector<std::pair<int, int>> stages;
+    int head;
+    int blocks;
+  };
+  const std::vector<Row> rows = {
+      {"b0", 32, {{16, 1}, {32, 2}, {48, 2}, {96, 3}, {112, 5}, {192, 8}}, 1280, 21},
+      {"b1", 32, {{16, 2}, {32, 3}, {48, 3}, {96, 4}, {112, 6}, {192, 9}}, 1280, 27},
+      {"b2", 32, {{16, 2}, {32, 3}, {56, 3}, {104, 4}, {120, 6}, {208, 10}}, 1408, 28},
+      {"b3", 40, {{16, 2}, {40, 3}, {56, 3}, {112, 5}, {136, 7}, {232, 12}}, 1536, 32},
+      {"s", 24, {{24, 2}, {48, 4}, {64, 4}, {128, 6}, {160, 9}, {256, 15}}, 1280, 40},
+      {"m", 24, {{24, 3}, {48, 5}, {80, 5}, {160, 7}, {176, 14}, {304, 18}, {512, 5}}, 1280, 57},
+      {"l", 32, {{32, 4}, {64, 7}, {96, 7}, {192, 10}, {224, 19}, {384, 25}, {640, 7}}, 1280, 79},
+  };
+  const std::vector<std::string> types = {"cn", "er", "er", "ir", "ir", "ir", "ir"};
+  const std::vector<int> strides = {1, 2, 2, 2, 1, 2, 1};
+  for (const Row& r : rows) {
+    ModelConfig c;
+    c.variant = r.v;
+    const Architecture a = ResolveArchitecture(c);
+    EXPECT_EQ(a.stem_channels, r.stem) << r.v;
+    EXPECT_EQ(a.head_channels, r.head) << r.v;
+    EXPECT_EQ(a.num_blocks(), r.blocks) << r.v;
+    ASSERT_EQ(a.stages.size(), r.stages.size()) << r.v;
+    for (size_t i = 0; i < r.stages.size(); ++i) {
+      EXPECT_EQ(a.stages[i].out_channels, r.stages[i].first) << r.v << " stage " << i;
+      EXPECT_EQ(a.stages[i].repeats, r.stages[i].second) << r.v << " stage " << i;
+      EXPECT_EQ(a.stages[i].block_type, types[i]) << r.v << " stage " << i;
+      EXPECT_EQ(a.stages[i].stride, strides[i]) << r.v << " stage " << i;
+      EXPECT_EQ(a.stages[i].se, i >= 3) << r.v << " stage " << i;
+    }
+  }
+}
+
+TEST(Architecture, UnknownVariantIsAnError) {
+  ModelConfig c;
+  c.variant = "b9";
+  EXPECT_FALSE(ValidateConfig(c).ok());
+  EXPECT_THROW(ResolveArchitecture(c), StatusError);
+  try {
+    EfficientNetV2 m(c);
+    FAIL() << "built an unknown variant";
+  } catch (const StatusError& e) {
+    EXPECT_NE(std::string(e.what()).find("b9"), std::string::npos);
+  }
+}
+
+TEST(Architecture, MacsB0AndClasses) {
+  ModelConfig c;
+  const double g = CountMacs(c, 224) / 1e9;
+  EXPECT_GT(g, 0.715);
+  EXPECT_LT(g, 0.735);
+  // S at 384 px: the official README's 8.4B "FLOPs" (multiply-adds).
+  c.variant = "s";
+  EXPECT_NEAR(CountMacs(c, 384) / 1e9, 8.37, 0.05);
+  // Only the classifier depends on the class count.
+  ModelConfig b2;
+  b2.variant = "b2";
+  ModelConfig b2_7 = b2;
+  b2_7.num_classes = 7;
+  EXPECT_EQ(CountMacs(b2, 260) - CountMacs(b2_7, 260), int64_t{1408} * (1000 - 7));
+}
+
+TEST(Architecture, StateDictKeysAreTimmNames) {
+  ModelConfig c;  // full B0
+  EfficientNetV2 m(c);
+  const StateDict sd = GetStateDict(*m);
+  EXPECT_EQ(sd.size(), 420u);  // reference section 6 (with num_batches_tracked)
+  const std::map<std::string, std::vector<int64_t>> shapes = {
+      {"conv_stem.weight", {32, 3, 3, 3}},
+      {"bn1.running_var", {32}},
+      {"blocks.0.0.conv.weight", {16, 32, 3, 3}},
+      {"blocks.1.0.conv_exp.weight", {64, 16, 3, 3}},
+      {"blocks.1.1.conv_pwl.weight", {32, 128, 1, 1}},
+      {"blocks.3.0.conv_pw.weight", {192, 48, 1, 1}},
+      {"blocks.3.0.conv_dw.weight", {192, 1, 3, 3}},
+      {"blocks.3.0.se.conv_reduce.weight", {12, 192, 1, 1}},
+      {"blocks.3.0.se.conv_reduce.bias", {12}},
+      {"blocks.3.1.se.conv_expand.weight", {384, 24, 1, 1}},
+      {"blocks.3.0.conv_pwl.weight", {96, 192, 1, 1}},
+      {"blocks.5.7.bn3.weight", {192}},
+      {"conv_head.weight", {1280, 192, 1, 1}},
+      {"bn2.bias", {1280}},
+      {"classifier.weight", {1000, 1280}},
+      {"classifier.bias", {1000}},
+  };
+  for (const auto& [k, s] : shapes) {
+    const at::Tensor* t = sd.find(k);
+    ASSERT_NE(t, nullptr) << k;
+    EXPECT_EQ(t->sizes().vec(), s) << k;
+  }
+  EXPECT_EQ(sd.keys().front(), "conv_stem.weight");
+  EXPECT_EQ(sd.keys().back(), "classifier.bias");
+  EXPECT_EQ(sd.find("blocks.0.0.bn1.num_batches_tracked")->scalar_type(), at::kLong);
+}
+
+TEST(Architecture, ReferenceInit) {
+  ModelConfig c;
+  c.num_classes = 100;
+  torch::manual_seed(3);
+  EfficientNetV2 m(c);
+  const StateDict sd = GetStateDict(*m);
+  // conv_head: fan_out = 1*1*1280 -> std sqrt(2/1280).
+  EXPECT_NEAR(sd["conv_head.weight"].std().item<double>(), std::sqrt(2.0 / 1280), 0.002);
+  // depthwise 3x3 with groups = channels: fan_out = 9 -> std sqrt(2/9).
+  EXPECT_NEAR(sd["blocks.5.0.conv_dw.weight"].std().item<double>(), std::sqrt(2.0 / 9), 0.02);
+  const double bound = 1.0 / std::sqrt(100.0);
+  EXPECT_LE(sd["classifier.weight"].abs().max().item<double>(), bound);
+  EXPECT_GT(sd["classifier.weight"].abs().max().item<double>(), 0.9 * bound);
+  EXPECT_EQ(sd["classifier.bias"].abs().sum().item<double>(), 0.0);
+  EXPECT_TRUE(sd["bn2.weight"].eq(1).all().item<bool>());
+  EXPECT_EQ(sd["blocks.3.0.se.conv_reduce.bias"].abs().sum().item<double>(), 0.0);
+}
+
+TEST(Forward, TfSameShapesEvenAndOdd) {
+  torch::manual_seed(0);
+  EfficientNetV2 m(Tiny());
+  m->eval();
+  torch::NoGradGuard g;
+  const int head = m->architecture().head_channels;
+  for (auto [in, out] : std::vector<std::pair<int, int>>{{64, 2}, {65, 3}, {97, 4}, {32, 1}}) {
+    auto f = m->forward_features(torch::randn({2, 3, in, in}));
+    EXPECT_EQ(f.sizes().vec(), (std::vector<int64_t>{2, head, out, out})) << in;
+  }
+  auto rect = m->forward_features(torch::randn({1, 3, 64, 33}));
+  EXPECT_EQ(rect.sizes().vec(), (std::vector<int64_t>{1, head, 2, 2}));
+  EXPECT_EQ(m->forward(torch::randn({3, 3, 40, 40})).sizes().vec(), (std::vector<int64_t>{3, 10}));
+}
+
+TEST(Forward, TfSameEqualsSymmetricOnlyForOddSizes) {
+  // Note: a 3x3/2 conv pads 1/1 on odd inputs (same as symmetric) but 0/1 on even ones.
+  torch::manual_seed(0);
+  ModelConfig a = Tiny();
+  ModelConfig b = Tiny();
+  b.padding = Padding::kSymmetric;
+  EfficientNetV2 tf(a), sym(b);
+  ASSERT_TRUE(LoadStateDict(*sym, GetStateDict(*tf)).ok());
+  tf->eval();
+  sym->eval();
+  torch::NoGradGuard g;
+  auto odd = torch::randn({2, 3, 65, 65});
+  EXPECT_TRUE(torch::allclose(tf->forward(odd), sym->forward(odd), 1e-5, 1e-6));
+  auto even = torch::randn({2, 3, 64, 64});
+  EXPECT_FALSE(torch::allclose(tf->forward(even), sym->forward(even), 1e-3, 1e-4));
+}
+
+TEST(Forward, ChannelsLastMatchesContiguous) {
+  torch::manual_seed(0);
+  EfficientNetV2 m(Tiny());
+  m->eval();
+  torch::NoGradGuard g;
+  auto x = torch::randn({2, 3, 64, 64});
+  auto xl = x.contiguous(at::MemoryFormat::ChannelsLast);
+  m->set_memory_format(at::MemoryFormat::ChannelsLast);
+  EXPECT_TRUE(GetStateDict(*m)["conv_head.weight"].is_contiguous(at::MemoryFormat::ChannelsLast));
+  auto f = m->forward_features(xl);
+  EXPECT_TRUE(f.is_contiguous(at::MemoryFormat::ChannelsLast));
+  EXPECT_TRUE(torch::allclose(m->forward(xl), m->forward(x), 1e-4, 1e-5));
+}
+
+TEST(Forward, BackwardReachesEveryParameter) {
+  torch::manual_seed(0);
+  EfficientNetV2 m(Tiny());
+  m->train();
+  auto loss = m->forward(torch::randn({4, 3, 64, 64})).pow(2).mean();
+  loss.backward();
+  for (const auto& p : m->named_parameters()) {
+    ASSERT_TRUE(p.value().grad().defined()) << p.key();
+  }
+}
+
+TEST(Forward, SetDropoutChangesTrainingOutputOnly) {
+  torch::manual_seed(0);
+  EfficientNetV2 m(Tiny());
+  EXPECT_EQ(m->dropout(), 0.0);
+  auto x = torch::randn({4, 3, 64, 64});
+  m->train();
+  torch::NoGradGuard g;
+  // Train mode without dropout/drop-path is deterministic (BN uses batch statistics).
+  EXPECT_TRUE(m->forward(x).equal(m->forward(x)));
+  m->set_dropout(0.5);
+  EXPECT_EQ(m->dropout(), 0.5);
+  EXPECT_FALSE(m->forward(x).equal(m->forward(x)));
+  m->eval();
+  EXPECT_TRUE(m->forward(x).equal(m->forward(x)));
+  EXPECT_THROW(m->set_dropout(1.0), StatusError);
+  ModelConfig ref;
+  ref.variant = "b3";
+  EXPECT_EQ(EfficientNetV2(ref)->dropout(), 0.3);
+}
+
+TEST(Forward, DropPathOnlyInTraining) {
+  torch::manual_seed(0);
+  ModelConfig c = Tiny();
+  c.extra_depth = 1.0;  // residual blocks exist
+  c.drop_path = 0.5;
+  EfficientNetV2 m(c);
+  auto x = torch::randn({4, 3, 64, 64});
+  torch::NoGradGuard g;
+  m->train();
+  EXPECT_FALSE(m->forward(x).equal(m->forward(x)));
+  m->eval();
+  EXPECT_TRUE(m->forward(x).equal(m->forward(x)));
+}
+
+TEST(Transfer, FreezeStages) {
+  torch::manual_seed(0);
+  EfficientNetV2 m(Tiny());
+  m->freeze_stages(2);
+  m->train();
+  for (const auto& p : m->named_parameters()) {
+    const std::string& k = p.key();
+    const bool frozen = k.rfind("conv_stem", 0) == 0 || k.rfind("bn1.", 0) == 0 ||
+                        k.rfind("blocks.0.", 0) == 0 || k.rfind("blocks.1.", 0) == 0;
+    EXPECT_EQ(p.value().requires_grad(), !frozen) << k;
+  }
+  for (const auto& item : m->named_modules()) {
+    if (!item.value()->as<torch::nn::BatchNorm2dImpl>()) continue;
+    const std::string& k = item.key();
+    const bool frozen = k == "bn1" || k.rfind("blocks.0.", 0) == 0 || k.rfind("blocks.1.", 0) == 0;
+    EXPECT_EQ(item.value()->is_training(), !frozen) << k;
+  }
+  // A training step leaves the frozen BN statistics alone and moves the others.
+  const StateDict before = GetStateDict(*m);
+  std::map<std::string, at::Tensor> copy;
+  for (const auto& it : before) copy[it.key()] = it.value().clone();
+  m->forward(torch::randn({4, 3, 64, 64})).sum().backward();
+  const StateDict after = GetStateDict(*m);
+  EXPECT_TRUE(after["blocks.1.0.bn1.running_mean"].equal(copy["blocks.1.0.bn1.running_mean"]));
+  EXPECT_FALSE(after["blocks.2.0.bn1.running_mean"].equal(copy["blocks.2.0.bn1.running_mean"]));
+  for (const auto& p : m->named_parameters()) {
+    EXPECT_EQ(p.value().grad().defined(), p.value().requires_grad()) << p.key();
+  }
+  m->freeze_stages(-1);
+  for (const auto& p : m->parameters()) EXPECT_TRUE(p.requires_grad());
+  EXPECT_TRUE(m->named_modules()["bn1"]->is_training());
+  // k = stages + 1 freezes everything but the classifier; beyond is an error.
+  m->freeze_stages(7);
+  for (const auto& p : m->named_parameters()) {
+    EXPECT_EQ(p.value().requires_grad(), p.key().rfind("classifier.", 0) == 0) << p.key();
+  }
+  EXPECT_THROW(m->freeze_stages(8), StatusError);
+}
+
+TEST(Weights, TorchZipRoundTrip) {
+  const TempDir dir;
+  torch::manual_seed(1);
+  EfficientNetV2 a(Tiny());
+  a->train();
+  a->forward(torch::randn({2, 3, 32, 32}));  // non-trivial running stats
+  const std::string path = dir / "ckpt.pt";
+  ASSERT_TRUE(SaveCheckpoint(*a, path).ok());
+  torch::manual_seed(2);
+  EfficientNetV2 b(Tiny());
+  EXPECT_FALSE(SameStateDict(GetStateDict(*a), GetStateDict(*b)));
+  Status st = LoadCheckpoint(*b, path);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_TRUE(SameStateDict(GetStateDict(*a), GetStateDict(*b)));
+  auto read = ReadStateDict(path);
+  ASSERT_TRUE(read.ok());
+  EXPECT_EQ(read->keys(), GetStateDict(*a).keys());  // order kept
+  a->eval();
+  b->eval();
+  auto x = torch::randn({2, 3, 48, 48});
+  EXPECT_TRUE(a->forward(x).equal(b->forward(x)));
+}
+
+TEST(Weights, SafetensorsRoundTripAllDtypes) {
+  const TempDir dir;
+  StateDict d;
+  d.insert("f32", torch::randn({3, 4}));
+  d.insert("f16", torch::randn({5}).to(at::kHalf));
+  d.insert("bf16", torch::randn({2, 2}).to(at::kBFloat16));
+  d.insert("f64", torch::randn({1}).to(at::kDouble));
+  d.insert("i64_scalar", torch::tensor(int64_t{42}));
+  d.insert("i32", torch::arange(6, at::kInt).reshape({2, 3}));
+  d.insert("u8", torch::arange(7, at::kByte));
+  d.insert("bool", torch::tensor({true, false, true}));
+  d.insert("non_contiguous", torch::arange(12, at::kFloat).reshape({3, 4}).t());
+  d.insert("empty", torch::zeros({0, 3}));
+  const std::string path = dir / "t.safetensors";
+  ASSERT_TRUE(WriteStateDict(path, d).ok());
+  auto r = ReadStateDict(path);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_EQ(r->size(), d.size());
+  for (const auto& item : d) {
+    const at::Tensor* t = r->find(item.key());
+    ASSERT_NE(t, nullptr) << item.key();
+    EXPECT_EQ(t->scalar_type(), item.value().scalar_type()) << item.key();
+    EXPECT_TRUE(t->equal(item.value())) << item.key();
+  }
+  // The model through safetensors.
+  torch::manual_seed(1);
+  EfficientNetV2 a(Tiny());
+  const std::string mp = dir / "m.safetensors";
+  ASSERT_TRUE(SaveCheckpoint(*a, mp).ok());
+  torch::manual_seed(2);
+  EfficientNetV2 b(Tiny());
+  ASSERT_TRUE(LoadCheckpoint(*b, mp).ok());
+  EXPECT_TRUE(SameStateDict(GetStateDict(*a), GetStateDict(*b)));
+}
+
+TEST(Weights, CorruptFilesAreErrorsNamingTheProblem) {
+  const TempDir dir;
+  StateDict d;
+  d.insert("w", torch::randn({64}));
+  const std::string good = dir / "g.safetensors";
+  ASSERT_TRUE(WriteStateDict(good, d).ok());
+  std::string bytes;
+  {
+    std::ifstream f(good, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(f), {});
+  }
+  auto write = [&](const std::string& name, const std::string& content) {
+    const std::string p = dir / name;
+    std::ofstream(p, std::ios::binary) << content;
+    return p;
+  };
+  auto truncated = ReadStateDict(write("trunc.safetensors", bytes.substr(0, bytes.size() - 4)));
+  ASSERT_FALSE(truncated.ok());
+  EXPECT_NE(truncated.status().message().find("key 'w'"), std::string::npos)
+      << truncated.status().message();
+  std::string huge = bytes;
+  huge[5] = 0x7f;  // header length far beyond the file
+  auto h = ReadStateDict(write("huge.safetensors", huge));
+  ASSERT_FALSE(h.ok());
+  EXPECT_NE(h.status().message().find("header length"), std::string::npos);
+  auto missing = ReadStateDict(dir / "nope.pt");
+  EXPECT_FALSE(missing.ok());
+  // A zip that is cut short.
+  const std::string pt = dir / "x.pt";
+  ASSERT_TRUE(WriteStateDict(pt, d).ok());
+  std::string zbytes;
+  {
+    std::ifstream f(pt, std::ios::binary);
+    zbytes.assign(std::istreambuf_iterator<char>(f), {});
+  }
+  auto z = ReadStateDict(write("cut.pt", zbytes.substr(0, zbytes.size() / 2)));
+  EXPECT_FALSE(z.ok());
+}
+
+TEST(Weights, ImportErrorsNameKeyAndShapes) {
+  torch::manual_seed(0);
+  EfficientNetV2 m(Tiny());
+  const StateDict ref = GetStateDict(*m);
+  auto copy = [&](const std::string& drop) {
+    StateDict d;
+    for (const auto& it : ref) {
+      if (it.key() != drop) d.insert(it.key(), it.value().clone());
+    }
+    return d;
+  };
+  // Missing.
+  StateDict d = copy("blocks.1.0.conv_exp.weight");
+  Status st = LoadStateDict(*m, d);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(
+      st.message().find("missing key 'blocks.1.0.conv_exp.weight' (model shape [32, 8, 3, 3])"),
+      std::string::npos)
+      << st.message();
+  // Unexpected.
+  d = copy("");
+  d.insert("blocks.9.0.conv.weight", torch::zeros({4, 4, 1, 1}));
+  st = LoadStateDict(*m, d);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("unexpected key 'blocks.9.0.conv.weight' (file shape [4, 4, 1, 1])"),
+            std::string::npos)
+      << st.message();
+  // Mis-shaped: nothing is copied.
+  d = copy("conv_head.weight");
+  d.insert("conv_head.weight", torch::ones({7, 3}));
+  d["bn2.weight"].fill_(5.0);
+  st = LoadStateDict(*m, d);
+  ASSERT_FALSE(st.ok());
+  const std::string model_shape = ShapeString(ref["conv_head.weight"].sizes());
+  EXPECT_NE(st.message().find("shape mismatch for 'conv_head.weight': model " + model_shape +
+                              " vs file [7, 3]"),
+            std::string::npos)
+      << st.message();
+  EXPECT_TRUE(GetStateDict(*m)["bn2.weight"].eq(1).all().item<bool>());
+  // num_batches_tracked may be missing.
+  StateDict nbt;
+  for (const auto& it : ref) {
+    if (it.key().find("num_batches_tracked") == std::string::npos) nbt.insert(it.key(), it.value());
+  }
+  EXPECT_TRUE(LoadStateDict(*m, nbt).ok());
+  LoadOptions strict;
+  strict.allow_missing_num_batches_tracked = false;
+  EXPECT_FALSE(LoadStateDict(*m, nbt, strict).ok());
+}
+
+TEST(Transfer, LoadPretrainedReplacesClassifier) {
+  const TempDir dir;
+  torch::manual_seed(0);
+  EfficientNetV2 src(Tiny(1000));
+  const std::string path = dir / "src.safetensors";
+  ASSERT_TRUE(SaveCheckpoint(*src, path).ok());
+  EfficientNetV2 dst(Tiny(7));
+  TransferOptions opt;
+  opt.freeze_stages = 1;
+  Status st = LoadPretrained(*dst, path, opt);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  const StateDict s = GetStateDict(*src), t = GetStateDict(*dst);
+  EXPECT_TRUE(t["conv_head.weight"].equal(s["conv_head.weight"]));
+  EXPECT_TRUE(t["blocks.5.0.bn3.running_var"].equal(s["blocks.5.0.bn3.running_var"]));
+  EXPECT_EQ(t["classifier.weight"].size(0), 7);
+  EXPECT_EQ(dst->config().num_classes, 7);
+  EXPECT_EQ(dst->frozen_stages(), 1);
+  EXPECT_FALSE(dst->named_parameters()["blocks.0.0.conv.weight"].requires_grad());
+  EXPECT_TRUE(dst->named_parameters()["blocks.1.0.conv_exp.weight"].requires_grad());
+  // Same class count: the classifier is loaded unless reset is asked for.
+  EfficientNetV2 same(Tiny(1000));
+  ASSERT_TRUE(LoadPretrained(*same, path).ok());
+  EXPECT_TRUE(GetStateDict(*same)["classifier.weight"].equal(s["classifier.weight"]));
+  TransferOptions reset;
+  reset.reset_classifier = true;
+  ASSERT_TRUE(LoadPretrained(*same, path, reset).ok());
+  EXPECT_FALSE(GetStateDict(*same)["classifier.weight"].equal(s["classifier.weight"]));
+  // A backbone of another width is an error naming a key.
+  ModelConfig wide = Tiny(7);
+  wide.extra_width = 0.5;
+  EfficientNetV2 other(wide);
+  st = LoadPretrained(*other, path);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("shape mismatch for 'conv_stem.weight'"), std::string::npos)
+      << st.message();
+}
+
+TEST(Cli, EffnetModelJson) {
+  const char* bin = std::getenv("EFFNET_BIN_DIR");
+  ASSERT_NE(bin, nullptr) << "run through ctest (EFFNET_BIN_DIR)";
+  const TempDir dir;
+  const std::string out = dir / "cli.json";
+  const std::string cmd =
+      std::string(bin) + "/effnet-model --variant b2 --classes 7 --json > " + out;
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  std::ifstream f(out);
+  std::string s((std::istreambuf_iterator<char>(f)), {});
+  // 10,096,086 - (1408*1000 + 1000) + (1408*7 + 7)
+  EXPECT_NE(s.find("\"parameters\": 8696949"), std::string::npos) << s;
+  EXPECT_NE(s.find("\"image\": 260"), std::string::npos) << s;
+  EXPECT_NE(s.find("\"num_blocks\": 28"), std::string::npos) << s;
+  const std::string bad = std::string(bin) + "/effnet-model --variant q7 > /dev/null 2>&1";
+  EXPECT_NE(std::system(bad.c_str()), 0);
+}
+
+}  // namespace
+}  // namespace effnet::model

@@ -1,0 +1,577 @@
+#include "worker/model/efficientnet.h"
+
+#include <ATen/ATen.h>
+#include <torch/nn/init.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/linear.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+namespace effnet::model {
+namespace {
+
+// One row of a block table before scaling (reference 1.1).
+struct BaseStage {
+  const char* type;
+  int expansion;
+  int stride;
+  int channels;
+  int repeats;
+  bool se;
+};
+
+struct VariantSpec {
+  double width;
+  double depth;
+  double dropout;
+  int eval_size;
+  int stem;
+  int head;
+  std::vector<BaseStage> stages;
+};
+
+const std::vector<BaseStage>& BaseTableB() {
+  static const std::vector<BaseStage> t = {
+      {"cn", 1, 1, 16, 1, false}, {"er", 4, 2, 32, 2, false}, {"er", 4, 2, 48, 2, false},
+      {"ir", 4, 2, 96, 3, true},  {"ir", 6, 1, 112, 5, true}, {"ir", 6, 2, 192, 8, true},
+  };
+  return t;
+}
+
+// Reference tables 1.1 (block tables) and 1.2 (multipliers, dropout, eval size).
+const std::map<std::string, VariantSpec>& Specs() {
+  static const std::map<std::string, VariantSpec> specs = {
+      {"b0", {1.0, 1.0, 0.2, 224, 32, 1280, BaseTableB()}},
+      {"b1", {1.0, 1.1, 0.2, 240, 32, 1280, BaseTableB()}},
+      {"b2", {1.1, 1.2, 0.3, 260, 32, 1280, BaseTableB()}},
+      {"b3", {1.2, 1.4, 0.3, 300, 32, 1280, BaseTableB()}},
+      {"s",
+       {1.0,
+        1.0,
+        0.2,
+        384,
+        24,
+        1280,
+        {{"cn", 1, 1, 24, 2, false},
+         {"er", 4, 2, 48, 4, false},
+         {"er", 4, 2, 64, 4, false},
+         {"ir", 4, 2, 128, 6, true},
+         {"ir", 6, 1, 160, 9, true},
+         {"ir", 6, 2, 256, 15, true}}}},
+      {"m",
+       {1.0,
+        1.0,
+        0.3,
+        480,
+        24,
+        1280,
+        {{"cn", 1, 1, 24, 3, false},
+         {"er", 4, 2, 48, 5, false},
+         {"er", 4, 2, 80, 5, false},
+         {"ir", 4, 2, 160, 7, true},
+         {"ir", 6, 1, 176, 14, true},
+         {"ir", 6, 2, 304, 18, true},
+         {"ir", 6, 1, 512, 5, true}}}},
+      {"l",
+       {1.0,
+        1.0,
+        0.4,
+        480,
+        32,
+        1280,
+        {{"cn", 1, 1, 32, 4, false},
+         {"er", 4, 2, 64, 7, false},
+         {"er", 4, 2, 96, 7, false},
+         {"ir", 4, 2, 192, 10, true},
+         {"ir", 6, 1, 224, 19, true},
+         {"ir", 6, 2, 384, 25, true},
+         {"ir", 6, 1, 640, 7, true}}}},
+  };
+  return specs;
+}
+
+const VariantSpec& SpecOf(const std::string& variant) {
+  auto it = Specs().find(variant);
+  if (it == Specs().end()) {
+    throw StatusError(InvalidArgument("unknown EfficientNetV2 variant '" + variant +
+                                      "' (known: b0 b1 b2 b3 s m l)"));
+  }
+  return it->second;
+}
+
+// Reference 1.3: max(8, int(c*w + 4) // 8 * 8), no 90% correction.
+int RoundChannels(int channels, double width) {
+  const double v = channels * width;
+  return std::max(8, static_cast<int>(v + 4.0) / 8 * 8);
+}
+
+int RoundRepeats(int repeats, double depth) { return static_cast<int>(std::ceil(repeats * depth)); }
+
+// Squeeze-excite reduced width: from the BLOCK INPUT channels (reference 1.5).
+int SeReduced(int in_channels) { return std::max(1, static_cast<int>(in_channels * 0.25)); }
+
+// timm make_divisible(v, 8) for expanded widths (a no-op for multiples of 8).
+int MakeDivisible(int v) { return std::max(8, (v + 4) / 8 * 8); }
+
+int OutSize(int x, int stride) { return (x + stride - 1) / stride; }
+
+// ---------------------------------------------------------------------------------------------
+// Layers
+
+// Conv without bias by default. Note [tf_same padding]: with kTfSame, stride-1 convs pad
+// statically and symmetrically ((k-1)/2); strided convs pad at run time like TF 'SAME':
+// total = max((ceil(x/s)-1)*s + k - x, 0), top/left = total/2, bottom/right = the rest, so an
+// even input to a 3x3/2 conv gets 0 before and 1 after. kSymmetric uses PyTorch's static
+// ((s-1)+(k-1))/2 on every conv.
+class ConvImpl : public torch::nn::Module {
+ public:
+  ConvImpl(int in, int out, int kernel, int stride, int groups, bool bias, Padding padding)
+      : kernel_(kernel), stride_(stride), groups_(groups) {
+    weight = register_parameter("weight", torch::empty({out, in / groups, kernel, kernel}));
+    if (bias) this->bias = register_parameter("bias", torch::zeros({out}));
+    dynamic_ = padding == Padding::kTfSame && stride > 1;
+    static_pad_ =
+        padding == Padding::kTfSame ? (kernel - 1) / 2 : ((stride - 1) + (kernel - 1)) / 2;
+    stride2_[0] = stride2_[1] = stride;
+    pad2_[0] = pad2_[1] = static_pad_;
+    reset_parameters();
+  }
+
+  void reset_parameters() {
+    torch::NoGradGuard no_grad;
+    // Reference 1.6: Normal(0, sqrt(2/fan_out)), fan_out = k*k*out/groups.
+    const double fan_out = static_cast<double>(kernel_) * kernel_ * weight.size(0) / groups_;
+    weight.normal_(0.0, std::sqrt(2.0 / fan_out));
+    if (bias.defined()) bias.zero_();
+  }
+
+  torch::Tensor forward(const torch::Tensor& x) {
+    if (!dynamic_) {
+      return at::conv2d(x, weight, bias, at::IntArrayRef(stride2_), at::IntArrayRef(pad2_),
+                        at::IntArrayRef(kOnes), groups_);
+    }
+    const int64_t h = x.size(2), w = x.size(3);
+    const int64_t ph = std::max<int64_t>((OutSize(h, stride_) - 1) * stride_ + kernel_ - h, 0);
+    const int64_t pw = std::max<int64_t>((OutSize(w, stride_) - 1) * stride_ + kernel_ - w, 0);
+    torch::Tensor xp = x;
+    if (ph > 0 || pw > 0) {
+      xp = at::constant_pad_nd(x, {pw / 2, pw - pw / 2, ph / 2, ph - ph / 2}, 0.0);
+    }
+    return at::conv2d(xp, weight, bias, at::IntArrayRef(stride2_), at::IntArrayRef(kZeros),
+                      at::IntArrayRef(kOnes), groups_);
+  }
+
+  torch::Tensor weight;
+  torch::Tensor bias;
+
+ private:
+  static constexpr int64_t kOnes[2] = {1, 1};
+  static constexpr int64_t kZeros[2] = {0, 0};
+  int kernel_, stride_, groups_;
+  bool dynamic_ = false;
+  int static_pad_ = 0;
+  int64_t stride2_[2];
+  int64_t pad2_[2];
+};
+TORCH_MODULE(Conv);
+
+torch::nn::BatchNorm2d MakeBn(int channels, const ModelConfig& c) {
+  return torch::nn::BatchNorm2d(
+      torch::nn::BatchNorm2dOptions(channels).eps(c.bn_eps).momentum(c.bn_momentum));
+}
+
+torch::Tensor BnAct(torch::nn::BatchNorm2d& bn, const torch::Tensor& x) {
+  // The BN output is a fresh tensor, so the in-place SiLU is safe for autograd (BN's backward
+  // needs its input, not its output).
+  torch::Tensor y = bn->forward(x);
+  at::silu_(y);
+  return y;
+}
+
+// Stochastic depth on the residual branch: per-sample keep mask scaled by 1/keep.
+torch::Tensor DropPath(const torch::Tensor& x, double rate, bool training) {
+  if (!training || rate <= 0.0) return x;
+  const double keep = 1.0 - rate;
+  auto mask = at::empty({x.size(0), 1, 1, 1}, x.options()).bernoulli_(keep).div_(keep);
+  return x * mask;
+}
+
+class BlockImpl : public torch::nn::Module {
+ public:
+  virtual torch::Tensor forward(torch::Tensor x) = 0;
+  // Note [drop path only with skip]: blocks without a residual ignore their drop-path rate, as in
+  // timm and the official code.
+  torch::Tensor Finish(const torch::Tensor& shortcut, const torch::Tensor& branch) {
+    if (!has_skip) return branch;
+    return DropPath(branch, drop_path, is_training()) + shortcut;
+  }
+  bool has_skip = false;
+  double drop_path = 0.0;
+};
+
+// timm 'cn' (ConvBnAct): conv kxk stride s, BN, SiLU.
+class ConvBnActBlock : public BlockImpl {
+ public:
+  ConvBnActBlock(int in, int out, int k, int stride, const ModelConfig& c) {
+    conv = register_module("conv", Conv(in, out, k, stride, 1, false, c.padding));
+    bn1 = register_module("bn1", MakeBn(out, c));
+    has_skip = stride == 1 && in == out;
+  }
+  torch::Tensor forward(torch::Tensor x) override { return Finish(x, BnAct(bn1, conv(x))); }
+  Conv conv{nullptr};
+  torch::nn::BatchNorm2d bn1{nullptr};
+};
+
+// timm 'er' (EdgeResidual, FusedMBConv e>1): conv kxk stride s to mid, BN, SiLU; 1x1 to out, BN.
+class EdgeResidualBlock : public BlockImpl {
+ public:
+  EdgeResidualBlock(int in, int out, int k, int stride, int e, const ModelConfig& c) {
+    const int mid = MakeDivisible(in * e);
+    conv_exp = register_module("conv_exp", Conv(in, mid, k, stride, 1, false, c.padding));
+    bn1 = register_module("bn1", MakeBn(mid, c));
+    conv_pwl = register_module("conv_pwl", Conv(mid, out, 1, 1, 1, false, c.padding));
+    bn2 = register_module("bn2", MakeBn(out, c));
+    has_skip = stride == 1 && in == out;
+  }
+  torch::Tensor forward(torch::Tensor x) override {
+    auto y = BnAct(bn1, conv_exp(x));
+    y = bn2(conv_pwl(y));
+    return Finish(x, y);
+  }
+  Conv conv_exp{nullptr}, conv_pwl{nullptr};
+  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
+};
+
+class SqueezeExciteImpl : public torch::nn::Module {
+ public:
+  SqueezeExciteImpl(int mid, int rd, Padding padding) {
+    conv_reduce = register_module("conv_reduce", Conv(mid, rd, 1, 1, 1, true, padding));
+    conv_expand = register_module("conv_expand", Conv(rd, mid, 1, 1, 1, true, padding));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    auto s = x.mean({2, 3}, /*keepdim=*/true);
+    s = conv_reduce(s);
+    at::silu_(s);
+    return x * at::sigmoid(conv_expand(s));
+  }
+  Conv conv_reduce{nullptr}, conv_expand{nullptr};
+};
+TORCH_MODULE(SqueezeExcite);
+
+// timm 'ir' (InvertedResidual, MBConv): 1x1 to mid, BN, SiLU; depthwise kxk stride s, BN, SiLU;
+// SE; 1x1 to out, BN.
+class InvertedResidualBlock : public BlockImpl {
+ public:
+  InvertedResidualBlock(int in, int out, int k, int stride, int e, bool se_on,
+                        const ModelConfig& c) {
+    const int mid = MakeDivisible(in * e);
+    conv_pw = register_module("conv_pw", Conv(in, mid, 1, 1, 1, false, c.padding));
+    bn1 = register_module("bn1", MakeBn(mid, c));
+    conv_dw = register_module("conv_dw", Conv(mid, mid, k, stride, mid, false, c.padding));
+    bn2 = register_module("bn2", MakeBn(mid, c));
+    if (se_on) se = register_module("se", SqueezeExcite(mid, SeReduced(in), c.padding));
+    conv_pwl = register_module("conv_pwl", Conv(mid, out, 1, 1, 1, false, c.padding));
+    bn3 = register_module("bn3", MakeBn(out, c));
+    has_skip = stride == 1 && in == out;
+  }
+  torch::Tensor forward(torch::Tensor x) override {
+    auto y = BnAct(bn1, conv_pw(x));
+    y = BnAct(bn2, conv_dw(y));
+    if (se) y = se(y);
+    y = bn3(conv_pwl(y));
+    return Finish(x, y);
+  }
+  Conv conv_pw{nullptr}, conv_dw{nullptr}, conv_pwl{nullptr};
+  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  SqueezeExcite se{nullptr};
+};
+
+void InitLinear(torch::nn::Linear& fc) {
+  torch::NoGradGuard no_grad;
+  // Reference 1.6: U(-1/sqrt(fan_out), 1/sqrt(fan_out)), fan_out = out features; bias 0.
+  const double r = 1.0 / std::sqrt(static_cast<double>(fc->weight.size(0)));
+  fc->weight.uniform_(-r, r);
+  fc->bias.zero_();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Architecture
+
+int Architecture::num_blocks() const {
+  int n = 0;
+  for (const auto& s : stages) n += s.repeats;
+  return n;
+}
+
+const std::vector<std::string>& KnownVariants() {
+  static const std::vector<std::string> v = {"b0", "b1", "b2", "b3", "s", "m", "l"};
+  return v;
+}
+
+double ReferenceDropout(const std::string& variant) { return SpecOf(variant).dropout; }
+int ReferenceEvalImageSize(const std::string& variant) { return SpecOf(variant).eval_size; }
+
+Status ValidateConfig(const ModelConfig& c) {
+  if (Specs().count(c.variant) == 0) {
+    return InvalidArgument("model.variant: unknown EfficientNetV2 variant '" + c.variant +
+                           "' (known: b0 b1 b2 b3 s m l)");
+  }
+  if (c.num_classes < 1) {
+    return InvalidArgument("model.num_classes: must be >= 1, got " + std::to_string(c.num_classes));
+  }
+  if (c.dropout >= 1.0) {
+    return InvalidArgument("model.dropout: must be < 1, got " + std::to_string(c.dropout));
+  }
+  if (c.drop_path < 0.0 || c.drop_path >= 1.0) {
+    return InvalidArgument("model.drop_path: must be in [0, 1), got " +
+                           std::to_string(c.drop_path));
+  }
+  if (!(c.extra_width > 0.0) || !(c.extra_depth > 0.0)) {
+    return InvalidArgument("model.extra_width/extra_depth: must be > 0");
+  }
+  if (!(c.bn_eps > 0.0) || c.bn_momentum < 0.0 || c.bn_momentum > 1.0) {
+    return InvalidArgument("model.bn_eps must be > 0 and model.bn_momentum in [0, 1]");
+  }
+  return Status::Ok();
+}
+
+Architecture ResolveArchitecture(const ModelConfig& config) {
+  ThrowIfError(ValidateConfig(config));
+  const VariantSpec& spec = SpecOf(config.variant);
+  const double w = spec.width * config.extra_width;
+  const double d = spec.depth * config.extra_depth;
+  Architecture arch;
+  arch.stem_channels = RoundChannels(spec.stem, w);
+  arch.head_channels = RoundChannels(spec.head, w);
+  for (const BaseStage& b : spec.stages) {
+    StageInfo s;
+    s.block_type = b.type;
+    s.out_channels = RoundChannels(b.channels, w);
+    s.repeats = RoundRepeats(b.repeats, d);
+    s.stride = b.stride;
+    s.expansion = b.expansion;
+    s.kernel = 3;
+    s.se = b.se;
+    arch.stages.push_back(s);
+  }
+  return arch;
+}
+
+int64_t CountMacs(const ModelConfig& config, int image_size) {
+  const Architecture a = ResolveArchitecture(config);
+  int64_t macs = 0;
+  int64_t hw = OutSize(image_size, 2);
+  macs += hw * hw * 3 * 9 * a.stem_channels;
+  int64_t in = a.stem_channels;
+  for (const StageInfo& s : a.stages) {
+    const int64_t kk = int64_t{s.kernel} * s.kernel;
+    for (int i = 0; i < s.repeats; ++i) {
+      const int stride = i == 0 ? s.stride : 1;
+      const int64_t ho = OutSize(static_cast<int>(hw), stride);
+      const int64_t out = s.out_channels;
+      const int64_t mid = MakeDivisible(static_cast<int>(in * s.expansion));
+      if (s.block_type == "cn") {
+        macs += ho * ho * in * out * kk;
+      } else if (s.block_type == "er") {
+        macs += ho * ho * (in * mid * kk + mid * out);
+      } else {
+        macs += hw * hw * in * mid;                // conv_pw at the input size
+        macs += ho * ho * (mid * kk + mid * out);  // depthwise + conv_pwl
+        if (s.se) macs += 2 * mid * SeReduced(static_cast<int>(in));
+      }
+      hw = ho;
+      in = out;
+    }
+  }
+  macs += hw * hw * in * a.head_channels;
+  macs += int64_t{a.head_channels} * config.num_classes;
+  return macs;
+}
+
+int64_t CountParametersAnalytic(const ModelConfig& config) {
+  const Architecture a = ResolveArchitecture(config);
+  int64_t p = 27 * int64_t{a.stem_channels} + 2 * a.stem_channels;
+  int64_t in = a.stem_channels;
+  for (const StageInfo& s : a.stages) {
+    const int64_t kk = int64_t{s.kernel} * s.kernel;
+    for (int i = 0; i < s.repeats; ++i) {
+      const int64_t out = s.out_channels;
+      const int64_t mid = MakeDivisible(static_cast<int>(in * s.expansion));
+      if (s.block_type == "cn") {
+        p += in * out * kk + 2 * out;
+      } else if (s.block_type == "er") {
+        p += in * mid * kk + 2 * mid + mid * out + 2 * out;
+      } else {
+        p += in * mid + 2 * mid + mid * kk + 2 * mid + mid * out + 2 * out;
+        if (s.se) {
+          const int64_t rd = SeReduced(static_cast<int>(in));
+          p += mid * rd + rd + rd * mid + mid;
+        }
+      }
+      in = out;
+    }
+  }
+  p += in * a.head_channels + 2 * a.head_channels;
+  p += int64_t{a.head_channels} * config.num_classes + config.num_classes;
+  return p;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model
+
+struct EfficientNetV2Impl::Parts {
+  Conv conv_stem{nullptr};
+  torch::nn::BatchNorm2d bn1{nullptr};
+  torch::nn::ModuleList blocks{nullptr};
+  std::vector<std::vector<std::shared_ptr<BlockImpl>>> stages;
+  Conv conv_head{nullptr};
+  torch::nn::BatchNorm2d bn2{nullptr};
+  torch::nn::Linear classifier{nullptr};
+  double dropout = 0.0;
+};
+
+EfficientNetV2Impl::EfficientNetV2Impl(const ModelConfig& config)
+    : config_(config), arch_(ResolveArchitecture(config)), parts_(std::make_shared<Parts>()) {
+  Parts& p = *parts_;
+  p.dropout = config.dropout < 0.0 ? ReferenceDropout(config.variant) : config.dropout;
+  // Registration order = timm's state_dict order (Note [timm names]).
+  p.conv_stem =
+      register_module("conv_stem", Conv(3, arch_.stem_channels, 3, 2, 1, false, config.padding));
+  p.bn1 = register_module("bn1", MakeBn(arch_.stem_channels, config));
+  p.blocks = register_module("blocks", torch::nn::ModuleList());
+  const int total = arch_.num_blocks();
+  int in = arch_.stem_channels;
+  int idx = 0;
+  for (const StageInfo& s : arch_.stages) {
+    torch::nn::ModuleList stage;
+    std::vector<std::shared_ptr<BlockImpl>> blocks;
+    for (int i = 0; i < s.repeats; ++i, ++idx) {
+      const int stride = i == 0 ? s.stride : 1;
+      std::shared_ptr<BlockImpl> b;
+      if (s.block_type == "cn") {
+        b = std::make_shared<ConvBnActBlock>(in, s.out_channels, s.kernel, stride, config);
+      } else if (s.block_type == "er") {
+        b = std::make_shared<EdgeResidualBlock>(in, s.out_channels, s.kernel, stride, s.expansion,
+                                                config);
+      } else {
+        b = std::make_shared<InvertedResidualBlock>(in, s.out_channels, s.kernel, stride,
+                                                    s.expansion, s.se, config);
+      }
+      // Reference 1.6: rate * global_block_idx / num_blocks (first block 0).
+      b->drop_path = config.drop_path * idx / total;
+      stage->push_back(b);
+      blocks.push_back(b);
+      in = s.out_channels;
+    }
+    p.blocks->push_back(stage);
+    p.stages.push_back(std::move(blocks));
+  }
+  p.conv_head =
+      register_module("conv_head", Conv(in, arch_.head_channels, 1, 1, 1, false, config.padding));
+  p.bn2 = register_module("bn2", MakeBn(arch_.head_channels, config));
+  p.classifier =
+      register_module("classifier", torch::nn::Linear(arch_.head_channels, config.num_classes));
+  reset_parameters();
+}
+
+void EfficientNetV2Impl::reset_parameters() {
+  torch::NoGradGuard no_grad;
+  for (auto& m : modules(/*include_self=*/false)) {
+    if (auto* conv = m->as<ConvImpl>()) {
+      conv->reset_parameters();
+    } else if (auto* bn = m->as<torch::nn::BatchNorm2dImpl>()) {
+      bn->reset_parameters();  // gamma 1, beta 0, running stats reset
+    }
+  }
+  InitLinear(parts_->classifier);
+}
+
+torch::Tensor EfficientNetV2Impl::forward_features(torch::Tensor x) {
+  Parts& p = *parts_;
+  x = BnAct(p.bn1, p.conv_stem(x));
+  for (auto& stage : p.stages) {
+    for (auto& b : stage) x = b->forward(x);
+  }
+  return BnAct(p.bn2, p.conv_head(x));
+}
+
+torch::Tensor EfficientNetV2Impl::forward(torch::Tensor x) {
+  x = forward_features(std::move(x)).mean({2, 3});
+  if (parts_->dropout > 0.0) x = at::dropout(x, parts_->dropout, is_training());
+  return parts_->classifier(x);
+}
+
+void EfficientNetV2Impl::set_dropout(double rate) {
+  if (rate < 0.0 || rate >= 1.0) {
+    throw StatusError(
+        InvalidArgument("set_dropout: rate must be in [0, 1), got " + std::to_string(rate)));
+  }
+  parts_->dropout = rate;
+}
+
+double EfficientNetV2Impl::dropout() const { return parts_->dropout; }
+
+void EfficientNetV2Impl::reset_classifier(int num_classes) {
+  if (num_classes < 1) {
+    throw StatusError(InvalidArgument("reset_classifier: num_classes must be >= 1, got " +
+                                      std::to_string(num_classes)));
+  }
+  const auto& ref = parts_->conv_head->weight;
+  torch::nn::Linear fc(arch_.head_channels, num_classes);
+  InitLinear(fc);
+  fc->to(ref.device(), ref.scalar_type());
+  fc->train(is_training());
+  parts_->classifier = replace_module("classifier", fc);
+  config_.num_classes = num_classes;
+}
+
+void EfficientNetV2Impl::freeze_stages(int k) {
+  const int n = static_cast<int>(arch_.stages.size());
+  if (k > n + 1) {
+    throw StatusError(InvalidArgument("freeze_stages: k = " + std::to_string(k) +
+                                      " but the model has " + std::to_string(n) +
+                                      " stages (max k = stages + 1 = head)"));
+  }
+  Parts& p = *parts_;
+  auto set = [](torch::nn::Module& m, bool frozen) {
+    for (auto& t : m.parameters()) t.set_requires_grad(!frozen);
+  };
+  set(*p.conv_stem, k >= 0);
+  set(*p.bn1, k >= 0);
+  for (int s = 0; s < n; ++s) set(*p.blocks[s], s < k);
+  set(*p.conv_head, k == n + 1);
+  set(*p.bn2, k == n + 1);
+  set(*p.classifier, false);
+  frozen_stages_ = k < 0 ? -1 : k;
+  train(is_training());
+}
+
+void EfficientNetV2Impl::train(bool on) {
+  torch::nn::Module::train(on);
+  if (!on || frozen_stages_ < 0) return;
+  Parts& p = *parts_;
+  const int n = static_cast<int>(arch_.stages.size());
+  p.bn1->eval();
+  for (int s = 0; s < std::min(frozen_stages_, n); ++s) p.blocks[s]->eval();
+  if (frozen_stages_ == n + 1) p.bn2->eval();
+}
+
+void EfficientNetV2Impl::set_memory_format(c10::MemoryFormat format) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : parameters()) {
+    if (p.dim() == 4) p.set_data(p.data().contiguous(format));
+  }
+}
+
+int64_t CountParameters(torch::nn::Module& module) {
+  int64_t n = 0;
+  for (const auto& t : module.parameters()) n += t.numel();
+  return n;
+}
+
+}  // namespace effnet::model
