@@ -52,6 +52,8 @@ fi
 
 torch_prefix="$("$venv/bin/python" -c 'import torch;print(torch.utils.cmake_prefix_path)')"
 build_dir="${BUILD_DIR:-$root/build}"
+# ccache keys on paths relative to the checkout, so clean clones in other folders reuse the cache.
+export CCACHE_BASEDIR="$root"
 if [ ! -f "$build_dir/build.ninja" ]; then
   cmake -S "$root" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_PREFIX_PATH="$torch_prefix" -DPython3_EXECUTABLE="$venv/bin/python"
