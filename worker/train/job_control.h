@@ -60,6 +60,11 @@ class JobControl {
   virtual Status CommitCheckpoint(int epoch, const std::string& path, bool is_best) = 0;
   // Last committed checkpoint to resume from ("" when none).
   virtual Result<std::string> ResumeCheckpoint() = 0;
+  // Decision state (early stopping) to keep inside checkpoints, and to restore from one when a
+  // run resumes. Implementations that keep this state elsewhere (the coordinator's state file)
+  // keep the defaults: nothing to save, nothing to restore.
+  virtual std::string SaveDecisionState() const { return ""; }
+  virtual Status RestoreDecisionState(const std::string& /*state*/) { return Status::Ok(); }
 };
 
 }  // namespace effnet::train

@@ -1,0 +1,222 @@
+// RMSpropTF and EMA against timm (Python reference on the same inputs), optimiser state
+// serialisation, and the param-group rule (no weight decay on BN and bias).
+#include <gtest/gtest.h>
+#include <torch/nn/module.h>
+#include <torch/optim/sgd.h>
+#include <torch/serialize.h>
+#include <torch/types.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "tests/train/synthetic_data.h"
+#include "worker/train/ema.h"
+#include "worker/train/optim.h"
+
+namespace {
+
+torch::Tensor ReadBin(const std::string& path, std::vector<int64_t> shape,
+                      torch::Dtype dtype = torch::kFloat) {
+  std::ifstream f(path, std::ios::binary);
+  EXPECT_TRUE(f.good()) << path;
+  std::stringstream ss;
+  ss << f.rdbuf();
+  const std::string bytes = ss.str();
+  auto t = torch::empty(shape, torch::TensorOptions().dtype(dtype));
+  EXPECT_EQ(static_cast<size_t>(t.numel() * t.element_size()), bytes.size()) << path;
+  std::memcpy(t.data_ptr(), bytes.data(),
+              std::min<size_t>(bytes.size(), t.numel() * t.element_size()));
+  return t;
+}
+
+struct Net : torch::nn::Module {
+  Net(const torch::Tensor& w0, const torch::Tensor& b0, const torch::Tensor& buf0) {
+    w = register_parameter("w", w0.clone());
+    b = register_parameter("b", b0.clone());
+    running = register_buffer("running", buf0.clone());
+  }
+  torch::Tensor w, b, running;
+};
+
+struct Reference {
+  torch::Tensor w0, b0, buf0, gw, gb, bufs, lrs, out_w, out_b, ema_w, ema_b, ema_buf;
+};
+
+class OptimEmaReference : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ =
+        std::filesystem::temp_directory_path() / ("effnet_rmsprop_ref_" + std::to_string(getpid()));
+    const std::string cmd = std::string(EFFNET_PYTHON) + " " + EFFNET_TRAIN_TEST_DIR +
+                            "/rmsprop_ema_reference.py " + dir_.string() + " > " + dir_.string() +
+                            ".log 2>&1";
+    rc_ = std::system(cmd.c_str());
+  }
+  static void TearDownTestSuite() {
+    effnet::testing::RemoveTree(dir_.string());
+    std::filesystem::remove(dir_.string() + ".log");
+  }
+  Reference Load() {
+    const int T = 12;
+    auto p = [&](const char* n) { return (dir_ / (std::string(n) + ".bin")).string(); };
+    Reference r;
+    r.w0 = ReadBin(p("w0"), {4, 3});
+    r.b0 = ReadBin(p("b0"), {5});
+    r.buf0 = ReadBin(p("buf0"), {5});
+    r.gw = ReadBin(p("gw"), {T, 4, 3});
+    r.gb = ReadBin(p("gb"), {T, 5});
+    r.bufs = ReadBin(p("bufs"), {T, 5});
+    r.lrs = ReadBin(p("lrs"), {T}, torch::kDouble);
+    r.out_w = ReadBin(p("out_w"), {4, 3});
+    r.out_b = ReadBin(p("out_b"), {5});
+    r.ema_w = ReadBin(p("ema_w"), {4, 3});
+    r.ema_b = ReadBin(p("ema_b"), {5});
+    r.ema_buf = ReadBin(p("ema_buf"), {5});
+    return r;
+  }
+  static std::unique_ptr<torch::optim::RMSpropTF> MakeOpt(Net& net) {
+    using torch::optim::RMSpropTFOptions;
+    auto o = RMSpropTFOptions(0.01).alpha(0.9).eps(1e-3).momentum(0.9).lr_in_momentum(true);
+    std::vector<torch::optim::OptimizerParamGroup> groups;
+    auto with = o;
+    with.weight_decay(1e-2);
+    auto without = o;
+    without.weight_decay(0.0);
+    groups.emplace_back(std::vector<torch::Tensor>{net.w},
+                        std::make_unique<RMSpropTFOptions>(with));
+    groups.emplace_back(std::vector<torch::Tensor>{net.b},
+                        std::make_unique<RMSpropTFOptions>(without));
+    return std::make_unique<torch::optim::RMSpropTF>(groups, o);
+  }
+  // Runs steps [from, to) of the reference sequence.
+  static void Steps(Net& net, torch::optim::Optimizer& opt, effnet::train::ModelEma& ema,
+                    const Reference& r, int from, int to) {
+    for (int t = from; t < to; ++t) {
+      effnet::train::SetLearningRate(opt, r.lrs[t].item<double>());
+      net.w.mutable_grad() = r.gw[t].clone();
+      net.b.mutable_grad() = r.gb[t].clone();
+      opt.step();
+      {
+        torch::NoGradGuard g;
+        net.running.copy_(r.bufs[t]);
+      }
+      ema.Update(net);
+    }
+  }
+  static double MaxDiff(const torch::Tensor& a, const torch::Tensor& b) {
+    return (a - b).abs().max().item<double>();
+  }
+  static inline std::filesystem::path dir_;
+  static inline int rc_ = -1;
+};
+
+TEST_F(OptimEmaReference, RmspropTfAndEmaMatchTimm) {
+  ASSERT_EQ(rc_, 0) << "the Python reference failed; see " << dir_.string() << ".log";
+  auto r = Load();
+  Net net(r.w0, r.b0, r.buf0);
+  auto opt = MakeOpt(net);
+  effnet::train::ModelEma ema(net, 0.999, /*tf_warmup=*/true);
+  Steps(net, *opt, ema, r, 0, 12);
+  EXPECT_LE(MaxDiff(net.w, r.out_w), 1e-6);
+  EXPECT_LE(MaxDiff(net.b, r.out_b), 1e-6);
+  // The sequence moved the weights far from their start, so the comparison is not vacuous.
+  EXPECT_GT(MaxDiff(net.w, r.w0), 1e-2);
+  const auto& shadow = ema.tensors();
+  ASSERT_EQ(shadow.size(), 3u);
+  EXPECT_EQ(shadow[2].first, "running");
+  EXPECT_LE(MaxDiff(shadow[0].second, r.ema_w), 1e-6);
+  EXPECT_LE(MaxDiff(shadow[1].second, r.ema_b), 1e-6);
+  EXPECT_LE(MaxDiff(shadow[2].second, r.ema_buf), 1e-6);  // BN buffers are averaged too
+  EXPECT_GT(MaxDiff(shadow[2].second, r.buf0), 1e-3);
+}
+
+TEST_F(OptimEmaReference, StateSurvivesSaveAndLoad) {
+  ASSERT_EQ(rc_, 0);
+  auto r = Load();
+  Net a(r.w0, r.b0, r.buf0);
+  auto opt_a = MakeOpt(a);
+  effnet::train::ModelEma ema_a(a, 0.999, true);
+  Steps(a, *opt_a, ema_a, r, 0, 5);
+  std::stringstream opt_bytes, ema_bytes;
+  {
+    torch::serialize::OutputArchive oa, ea;
+    opt_a->save(oa);
+    ema_a.Save(ea);
+    oa.save_to(opt_bytes);
+    ea.save_to(ema_bytes);
+  }
+  // A fresh model/optimiser/EMA (as after a restart) loads the state and continues.
+  Net b(r.w0, r.b0, r.buf0);
+  {
+    torch::NoGradGuard g;
+    b.w.copy_(a.w);
+    b.b.copy_(a.b);
+    b.running.copy_(a.running);
+  }
+  auto opt_b = MakeOpt(b);
+  effnet::train::ModelEma ema_b(b, 0.999, true);
+  torch::serialize::InputArchive oi, ei;
+  oi.load_from(opt_bytes);
+  ei.load_from(ema_bytes);
+  opt_b->load(oi);
+  ema_b.Load(ei);
+  EXPECT_EQ(ema_b.num_updates(), 5);
+  Steps(a, *opt_a, ema_a, r, 5, 12);
+  Steps(b, *opt_b, ema_b, r, 5, 12);
+  EXPECT_TRUE(torch::equal(a.w, b.w));
+  EXPECT_TRUE(torch::equal(a.b, b.b));
+  EXPECT_TRUE(torch::equal(ema_a.tensors()[0].second, ema_b.tensors()[0].second));
+  EXPECT_LE(MaxDiff(b.w, r.out_w), 1e-6);
+}
+
+TEST(TfWarmupDecay, Formula) {
+  Net n(torch::zeros({4, 3}), torch::zeros({5}), torch::zeros({5}));
+  effnet::train::ModelEma warm(n, 0.9999, true), plain(n, 0.9999, false);
+  EXPECT_DOUBLE_EQ(warm.DecayAt(0), 0.1);
+  EXPECT_DOUBLE_EQ(warm.DecayAt(10), 11.0 / 20.0);
+  EXPECT_DOUBLE_EQ(warm.DecayAt(1000000), 0.9999);
+  EXPECT_DOUBLE_EQ(plain.DecayAt(0), 0.9999);
+}
+
+struct BnNet : torch::nn::Module {
+  BnNet() {
+    conv = register_parameter("conv_weight", torch::ones({4, 3, 3, 3}));
+    conv_bias = register_parameter("conv_bias", torch::zeros({4}));
+    gamma = register_parameter("bn_weight", torch::ones({4}));
+    fc = register_parameter("fc_weight", torch::ones({2, 4}));
+  }
+  torch::Tensor conv, conv_bias, gamma, fc;
+};
+
+TEST(MakeOptimizer, NoWeightDecayOnOneDimensionalParams) {
+  BnNet net;
+  effnet::train::OptimizerSection c;
+  c.name = "sgd";
+  c.weight_decay = 0.1;
+  auto opt = effnet::train::MakeOptimizer(net, c);
+  ASSERT_TRUE(opt.ok()) << opt.status().ToString();
+  auto& groups = (*opt)->param_groups();
+  ASSERT_EQ(groups.size(), 2u);
+  EXPECT_EQ(groups[0].params().size(), 2u);  // conv + fc weights
+  EXPECT_EQ(groups[1].params().size(), 2u);  // bias + BN gamma
+  auto& g0 = static_cast<torch::optim::SGDOptions&>(groups[0].options());
+  auto& g1 = static_cast<torch::optim::SGDOptions&>(groups[1].options());
+  EXPECT_DOUBLE_EQ(g0.weight_decay(), 0.1);
+  EXPECT_DOUBLE_EQ(g1.weight_decay(), 0.0);
+  EXPECT_TRUE(g0.nesterov());
+  c.decay_bn_and_bias = true;
+  auto one = effnet::train::MakeOptimizer(net, c);
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ((*one)->param_groups().size(), 1u);
+  c.name = "lamb";
+  auto bad = effnet::train::MakeOptimizer(net, c);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("optimizer.name"), std::string::npos);
+  EXPECT_NE(bad.status().message().find("rmsproptf"), std::string::npos);
+}
+
+}  // namespace

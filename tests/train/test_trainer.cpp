@@ -1,0 +1,346 @@
+// The trainer with a small stand-in model (conv + BN + dropout + linear) on generated HDF5 data:
+// exact resume after a stop, NaN stop naming the step and the last good checkpoint, refusal of
+// a class-count mismatch, and the loss scaling of Note [shard plan]: 2 ranks x b == 1 rank x 2b.
+#include <gtest/gtest.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/dropout.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/types.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include "storage/dataset_reader.h"
+#include "tests/train/synthetic_data.h"
+#include "worker/train/local_job_control.h"
+#include "worker/train/trainer.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace effnet;
+
+struct TinyNetImpl : torch::nn::Module {
+  TinyNetImpl(int classes, bool with_bn) : with_bn_(with_bn) {
+    conv = register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 8, 3).stride(2)));
+    if (with_bn) bn = register_module("bn", torch::nn::BatchNorm2d(8));
+    fc = register_module("fc", torch::nn::Linear(8, classes));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    ++calls;
+    auto h = conv->forward(x);
+    if (with_bn_) h = bn->forward(h);
+    h = torch::relu(h).mean({2, 3});
+    h = torch::dropout(h, dropout_rate, is_training());
+    auto out = fc->forward(h);
+    if (nan_at_call >= 0 && calls == nan_at_call) out = out * std::nan("");
+    return out;
+  }
+  bool with_bn_;
+  double dropout_rate = 0.1;
+  int64_t calls = 0, nan_at_call = -1;
+  torch::nn::Conv2d conv{nullptr};
+  torch::nn::BatchNorm2d bn{nullptr};
+  torch::nn::Linear fc{nullptr};
+};
+TORCH_MODULE(TinyNet);
+
+train::ModelHandle Handle(TinyNet net, int classes) {
+  train::ModelHandle h;
+  h.module = net.ptr();
+  h.forward = [net](const torch::Tensor& x) mutable { return net->forward(x); };
+  h.set_dropout = [net](double r) mutable { net->dropout_rate = r; };
+  h.num_classes = classes;
+  h.name = "TinyNet";
+  return h;
+}
+
+class TrainerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("effnet_trainer_" + std::to_string(getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    effnet::testing::RemoveTree(dir_.string());
+    fs::create_directories(dir_);
+    data_ = (dir_ / "data.h5").string();
+    effnet::testing::SyntheticSpec s;
+    s.classes = 3;
+    s.train_per_class = 6;  // 18 train images (shards of 9 and 9 / odd with 17 below)
+    s.val_per_class = 3;
+    s.test_per_class = 2;
+    s.image_size = 32;
+    ASSERT_TRUE(effnet::testing::WriteSyntheticStore(data_, s).ok());
+    auto r = storage::DatasetReader::Open(data_);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    reader_ = std::move(r).value();
+  }
+  void TearDown() override { effnet::testing::RemoveTree(dir_.string()); }
+
+  static train::TrainConfig Config() {
+    auto c = train::ParseTrainConfig(R"(
+job:
+  epochs: 4
+  seed: 3
+  progressive: {num_stages: 2, min_image_size: 32, max_image_size: 40, min_randaug: 2,
+                max_randaug: 6, min_mixup: 0, max_mixup: 0.3, min_dropout: 0.0, max_dropout: 0.2}
+  early_stopping: {patience: 0}
+data: {batch_size: 4, eval_image_size: 32, prefetch_depth: 2}
+optimizer: {name: rmsproptf, lr: 0.01, weight_decay: 0.0001, eps: 0.001, label_smoothing: 0.1}
+schedule: {name: exponential, warmup_epochs: 1, decay_epochs: 1, decay_rate: 0.9}
+augment: {randaug_translate_px: 4, randaug_cutout_px: 2, rot90: true}
+ema: {enabled: true, decay: 0.99}
+output: {progress: false, tensorboard: false, log_every_steps: 2}
+)");
+    EXPECT_TRUE(c.ok()) << c.status().ToString();
+    return *c;
+  }
+
+  // Runs a full (or stopped) training in `run`; returns the final parameters and buffers.
+  std::vector<torch::Tensor> Run(const train::TrainConfig& c, const std::string& run,
+                                 train::FitResult* fit_out = nullptr, Status* error = nullptr) {
+    torch::manual_seed(11);
+    TinyNet net(3, true);
+    train::SingleProcess dp;
+    train::LocalJobControl jc(c.job, reader_->info().IndicesOf(storage::Split::kTrain), 0, 1,
+                              run + "/checkpoints");
+    train::Trainer t(c, Handle(net, 3), *reader_, dp, jc, run);
+    auto st = t.Setup();
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    auto fit = t.Fit();
+    if (error) *error = fit.ok() ? Status::Ok() : fit.status();
+    if (fit.ok() && fit_out) *fit_out = *fit;
+    if (!error) EXPECT_TRUE(fit.ok()) << fit.status().ToString();
+    std::vector<torch::Tensor> out;
+    for (auto& p : net->parameters()) out.push_back(p.detach().clone());
+    for (auto& b : net->buffers()) out.push_back(b.detach().clone());
+    return out;
+  }
+
+  fs::path dir_;
+  std::string data_;
+  std::unique_ptr<storage::DatasetReader> reader_, reader2_;
+};
+
+TEST_F(TrainerTest, ResumeAfterStopIsBitwiseIdentical) {
+  auto c = Config();
+  const std::string full = (dir_ / "full").string(), split = (dir_ / "split").string();
+  train::FitResult f;
+  auto uninterrupted = Run(c, full, &f);
+  EXPECT_EQ(f.epochs_run, 4);
+  auto stopped = c;
+  stopped.output.stop_after_epoch = 1;  // as if killed after epoch 1's checkpoint
+  train::FitResult first;
+  Run(stopped, split, &first);
+  EXPECT_TRUE(first.stopped_early_for_test);
+  EXPECT_EQ(first.last_epoch, 1);
+  train::FitResult second;
+  auto resumed = Run(c, split, &second);  // a new process: fresh init, then resume from LATEST
+  EXPECT_EQ(second.epochs_run, 2);
+  EXPECT_EQ(second.last_epoch, 3);
+  ASSERT_EQ(resumed.size(), uninterrupted.size());
+  for (size_t i = 0; i < resumed.size(); ++i) {
+    EXPECT_TRUE(torch::equal(resumed[i], uninterrupted[i])) << "tensor " << i;
+  }
+  // A fresh run (different init, no resume) differs: the comparison above is not vacuous.
+  auto never = c;
+  never.checkpoint.resume = "never";
+  never.job.seed = 4;
+  auto other = Run(never, (dir_ / "other").string());
+  EXPECT_FALSE(torch::equal(other[0], uninterrupted[0]));
+  EXPECT_TRUE(fs::exists(split + "/checkpoints/best.pt"));
+  EXPECT_TRUE(fs::exists(split + "/metrics.jsonl"));
+}
+
+TEST_F(TrainerTest, NanLossStopsWithStepAndLastGoodCheckpoint) {
+  auto c = Config();
+  torch::manual_seed(1);
+  TinyNet net(3, true);
+  net->nan_at_call = 9;  // epoch 0: 5 train steps + 2 val batches; call 9 = epoch 1, step 1
+  train::SingleProcess dp;
+  const std::string run = (dir_ / "nan").string();
+  train::LocalJobControl jc(c.job, reader_->info().IndicesOf(storage::Split::kTrain), 0, 1,
+                            run + "/checkpoints");
+  train::Trainer t(c, Handle(net, 3), *reader_, dp, jc, run);
+  ASSERT_TRUE(t.Setup().ok());
+  auto fit = t.Fit();
+  ASSERT_FALSE(fit.ok());
+  const auto& m = fit.status().message();
+  EXPECT_NE(m.find("non-finite loss at epoch 1, step 6"), std::string::npos) << m;
+  EXPECT_NE(m.find("last good checkpoint: " + run + "/checkpoints/epoch-0000.pt"),
+            std::string::npos)
+      << m;
+}
+
+TEST_F(TrainerTest, RefusesClassCountMismatch) {
+  auto c = Config();
+  TinyNet net(5, true);
+  train::SingleProcess dp;
+  train::LocalJobControl jc(c.job, {}, 0, 1, "");
+  train::Trainer t(c, Handle(net, 5), *reader_, dp, jc, "");
+  auto st = t.Setup();
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("5 classes"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("3 classes"), std::string::npos) << st.message();
+  c.model.num_classes = 4;
+  TinyNet net3(3, true);
+  train::Trainer t2(c, Handle(net3, 3), *reader_, dp, jc, "");
+  st = t2.Setup();
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("model.num_classes is 4"), std::string::npos) << st.message();
+}
+
+// Two ranks as threads of one process: gradients averaged in AfterBackward, host sums reduced.
+class ThreadGroup {
+ public:
+  explicit ThreadGroup(int n) : n_(n), sums_(), grads_(static_cast<size_t>(n)) {}
+  void Sync() {
+    std::unique_lock<std::mutex> l(mu_);
+    const int64_t gen = gen_;
+    if (++arrived_ == n_) {
+      arrived_ = 0;
+      ++gen_;
+      cv_.notify_all();
+    } else {
+      cv_.wait(l, [&] { return gen_ != gen; });
+    }
+  }
+  int n_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int arrived_ = 0;
+  int64_t gen_ = 0;
+  std::vector<double> sums_;
+  std::vector<std::vector<torch::Tensor>> grads_;
+  std::vector<torch::Tensor> params0_;
+};
+
+class ThreadRank final : public train::DataParallel {
+ public:
+  ThreadRank(ThreadGroup& g, int rank) : g_(g), rank_(rank) {}
+  int rank() const override { return rank_; }
+  int world_size() const override { return g_.n_; }
+  void Attach(torch::nn::Module& m) override {
+    model_ = &m;
+    if (rank_ == 0) {
+      g_.params0_.clear();
+      for (auto& p : m.parameters()) g_.params0_.push_back(p.detach().clone());
+    }
+    g_.Sync();
+    torch::NoGradGuard ng;
+    auto ps = m.parameters();
+    for (size_t i = 0; i < ps.size(); ++i) ps[i].copy_(g_.params0_[i]);
+    g_.Sync();
+  }
+  void BeforeBackward() override {}
+  void AfterBackward() override {
+    auto ps = model_->parameters();
+    auto& mine = g_.grads_[static_cast<size_t>(rank_)];
+    mine.clear();
+    for (auto& p : ps) mine.push_back(p.grad().clone());
+    g_.Sync();
+    for (size_t i = 0; i < ps.size(); ++i) {
+      torch::Tensor sum = torch::zeros_like(mine[i]);
+      for (int r = 0; r < g_.n_; ++r) sum += g_.grads_[static_cast<size_t>(r)][i];
+      ps[i].mutable_grad().copy_(sum / g_.n_);
+    }
+    g_.Sync();
+  }
+  std::vector<double> AllReduceSum(const std::vector<double>& v) override {
+    {
+      std::lock_guard<std::mutex> l(g_.mu_);
+      if (g_.sums_.size() != v.size()) g_.sums_.assign(v.size(), 0.0);
+    }
+    g_.Sync();
+    {
+      std::lock_guard<std::mutex> l(g_.mu_);
+      for (size_t i = 0; i < v.size(); ++i) g_.sums_[i] += v[i];
+    }
+    g_.Sync();
+    auto out = g_.sums_;
+    g_.Sync();
+    if (rank_ == 0) g_.sums_.clear();
+    g_.Sync();
+    return out;
+  }
+  void Barrier() override { g_.Sync(); }
+
+ private:
+  ThreadGroup& g_;
+  int rank_;
+  torch::nn::Module* model_ = nullptr;
+};
+
+TEST_F(TrainerTest, TwoRanksTimesBatchEqualsOneRankTimesTwiceTheBatch) {
+  // 17 train images of 2 classes (shards 9 and 8): with b = 4 the last step has 1 real sample on
+  // rank 0 and none on rank 1, which then feeds a zero-weight copy; 1 rank x 8 runs 8, 8, 1.
+  // No randomness besides the shard plan, no BN (batch statistics would differ by design).
+  effnet::testing::SyntheticSpec two;
+  two.classes = 2;
+  two.train_per_class = 9;
+  two.train_skip = 1;
+  two.val_per_class = 1;
+  two.test_per_class = 1;
+  two.image_size = 32;
+  const std::string path2 = (dir_ / "two.h5").string();
+  ASSERT_TRUE(effnet::testing::WriteSyntheticStore(path2, two).ok());
+  reader2_ = std::move(storage::DatasetReader::Open(path2)).value();
+  ASSERT_EQ(reader2_->info().IndicesOf(storage::Split::kTrain).size(), 17u);
+  auto c = train::ParseTrainConfig(R"(
+job: {epochs: 2, seed: 5, progressive: {num_stages: 1, min_image_size: 32, max_image_size: 32,
+      min_dropout: 0, max_dropout: 0}, early_stopping: {patience: 0}}
+optimizer: {name: sgd, lr: 0.5, momentum: 0.9, nesterov: true}
+augment: {random_resized_crop: false, hflip_prob: 0, vflip_prob: 0, rot90: false}
+output: {progress: false}
+)");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  auto run = [&](int world, int batch) {
+    auto cfg = *c;
+    cfg.data.batch_size = batch;
+    ThreadGroup g(world);
+    std::vector<std::vector<torch::Tensor>> finals(static_cast<size_t>(world));
+    std::vector<std::thread> threads;
+    // Models are built before the threads start: the global generator is not thread-safe.
+    std::vector<TinyNet> nets;
+    for (int r = 0; r < world; ++r) {
+      torch::manual_seed(21);
+      nets.emplace_back(2, /*with_bn=*/false);
+      nets.back()->dropout_rate = 0;
+    }
+    for (int r = 0; r < world; ++r) {
+      threads.emplace_back([&, r] {
+        TinyNet net = nets[static_cast<size_t>(r)];
+        ThreadRank dp(g, r);
+        train::LocalJobControl jc(cfg.job, reader2_->info().IndicesOf(storage::Split::kTrain), r,
+                                  world, "");
+        train::Trainer t(cfg, Handle(net, 2), *reader2_, dp, jc, "");
+        auto st = t.Setup();
+        EXPECT_TRUE(st.ok()) << st.ToString();
+        auto fit = t.Fit();
+        EXPECT_TRUE(fit.ok()) << fit.status().ToString();
+        for (auto& p : net->parameters())
+          finals[static_cast<size_t>(r)].push_back(p.detach().clone());
+      });
+    }
+    for (auto& t : threads) t.join();
+    return finals;
+  };
+  // 17 images: b=4 x 2 ranks (steps 4,4,1 / 4,4,0+pad) vs b=8 x 1 rank (8, 8, 1).
+  auto one = run(1, 8);
+  auto two_ranks = run(2, 4);
+  ASSERT_EQ(one[0].size(), two_ranks[0].size());
+  for (size_t i = 0; i < one[0].size(); ++i) {
+    EXPECT_TRUE(torch::equal(two_ranks[0][i], two_ranks[1][i]));  // ranks agree
+    EXPECT_LE((one[0][i] - two_ranks[0][i]).abs().max().item<double>(), 1e-5) << "param " << i;
+  }
+  // The runs trained (the parameters moved), so the equality is not vacuous.
+  torch::manual_seed(21);
+  TinyNet init(2, false);
+  EXPECT_GT((init->parameters()[0] - one[0][0]).abs().max().item<double>(), 1e-3);
+}
+
+}  // namespace

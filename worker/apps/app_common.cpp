@@ -1,0 +1,237 @@
+#include "worker/apps/app_common.h"
+
+#include <ATen/Parallel.h>
+#include <torch/utils.h>
+
+#include <filesystem>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "common/atomic_file.h"
+#include "common/log.h"
+#include "storage/dataset_reader.h"
+#include "worker/model/efficientnet.h"
+#include "worker/report/report.h"
+#include "worker/train/local_job_control.h"
+
+namespace effnet::apps {
+namespace fs = std::filesystem;
+
+void AddTrainOptions(CLI::App& app, TrainArgs* a) {
+  app.add_option("--config", a->config_file, "YAML config file");
+  app.add_option("--preset", a->preset, "built-in preset (see --list-presets)");
+  app.add_option("--data", a->data, "HDF5 data file (effnet-prepare); overrides data.path");
+  app.add_option("--out", a->out, "run directory (created; an existing one is resumed)");
+  app.add_option("--set", a->sets, "override: section.field=value (repeatable)");
+  app.add_option("--stop-after-epoch", a->stop_after_epoch,
+                 "exit after this epoch's checkpoint (0-based; preemption drill)");
+  app.add_flag("--config-doc", a->config_doc, "print the config fields as Markdown and exit");
+  app.add_flag("--list-presets", a->list_presets, "print the preset names and exit");
+  app.add_flag("--print-config", a->print_config, "print the resolved config and exit");
+}
+
+Result<train::TrainConfig> ResolveConfig(const TrainArgs& a) {
+  if (!a.config_file.empty() && !a.preset.empty()) {
+    return InvalidArgument("--config and --preset: give one of them, not both");
+  }
+  std::vector<std::string> sets = a.sets;
+  if (!a.data.empty()) sets.push_back("data.path=" + a.data);
+  if (a.stop_after_epoch >= 0) {
+    sets.push_back("output.stop_after_epoch=" + std::to_string(a.stop_after_epoch));
+  }
+  if (!a.config_file.empty()) return train::LoadTrainConfig(a.config_file, sets);
+  std::string text = "{}";
+  if (!a.preset.empty()) {
+    EFFNET_ASSIGN_OR_RETURN(text, train::PresetText(a.preset));
+  }
+  auto c = train::ParseTrainConfig(text, sets);
+  if (!c.ok() && !a.preset.empty()) return c.status().WithContext("preset " + a.preset);
+  return c;
+}
+
+Result<train::ModelHandle> BuildModel(const train::TrainConfig& c, int num_classes) {
+  model::ModelConfig mc;
+  mc.variant = c.model.variant;
+  mc.num_classes = num_classes;
+  mc.dropout = c.job.progressive.max_dropout;
+  mc.drop_path = c.model.drop_path;
+  mc.bn_momentum = c.model.bn_momentum;
+  mc.bn_eps = c.model.bn_eps;
+  mc.padding =
+      c.model.padding == "symmetric" ? model::Padding::kSymmetric : model::Padding::kTfSame;
+  mc.extra_width = c.model.extra_width;
+  mc.extra_depth = c.model.extra_depth;
+  EFFNET_RETURN_IF_ERROR(model::ValidateConfig(mc).WithContext("model"));
+  train::ModelHandle h;
+  try {
+    auto net = model::EfficientNetV2(mc);
+    h.module = net.ptr();
+    h.forward = [net](const torch::Tensor& x) mutable { return net->forward(x); };
+    h.set_dropout = [net](double r) mutable { net->set_dropout(r); };
+  } catch (const StatusError& e) {
+    return e.status().WithContext("building the model");
+  } catch (const std::exception& e) {
+    return InvalidArgument(std::string("building the model: ") + e.what());
+  }
+  h.num_classes = num_classes;
+  std::string v = c.model.variant;
+  for (auto& ch : v) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  h.name = "EfficientNetV2-" + v;
+  if (c.model.extra_width != 1.0 || c.model.extra_depth != 1.0) h.name += " (reduced)";
+  return h;
+}
+
+int ReportFailure(const std::string& what) {
+  log::Error(what);
+  std::cerr << "error: " << what << std::endl;
+  return 1;
+}
+
+namespace {
+
+Status WriteReports(const std::string& out, const train::TrainConfig& c,
+                    const train::ModelHandle& model, const train::FitResult& fit,
+                    const train::EvalResult& test, const std::vector<std::string>& classes,
+                    int world, const std::string& device, int best_epoch) {
+  report::ConfusionMatrix cm;
+  cm.class_names = classes;
+  cm.counts = test.confusion;
+  const std::string title =
+      model.name + " test split (best epoch " + std::to_string(best_epoch + 1) + ")";
+  EFFNET_RETURN_IF_ERROR(
+      report::WriteConfusionMatrixCsv(cm, out + "/" + report::kConfusionMatrixCsv));
+  EFFNET_RETURN_IF_ERROR(
+      report::WriteConfusionMatrixSvg(cm, out + "/" + report::kConfusionMatrixSvg, title));
+  EFFNET_RETURN_IF_ERROR(report::WriteLearningCurvesSvg(out + "/" + report::kMetricsJsonl,
+                                                        out + "/" + report::kLearningCurvesSvg,
+                                                        model.name + " learning curves"));
+  report::ResultRow row;
+  row.model = model.name + " (effnet-dist, " + std::to_string(world) +
+              (world == 1 ? " rank " : " ranks ") + device + ")";
+  row.batch_size = c.data.batch_size * world;
+  row.fit_time_s = fit.fit_time_s;
+  row.accuracy = test.accuracy;
+  row.note = "best epoch " + std::to_string(best_epoch + 1) + ", " + fit.stop_reason;
+  EFFNET_RETURN_IF_ERROR(report::WriteResultsMarkdown({row}, out + "/results.md", true));
+  nlohmann::json s = {{"model", "EfficientNetV2"},
+                      {"variant", c.model.variant},
+                      {"batch_size", c.data.batch_size * world},
+                      {"fit_time_s", fit.fit_time_s},
+                      {"test_accuracy", test.accuracy},
+                      {"world_size", world},
+                      {"device", device},
+                      {"test_loss", test.loss},
+                      {"test_count", test.count},
+                      {"best_epoch", best_epoch},
+                      {"stop_reason", fit.stop_reason},
+                      {"reduced", c.model.extra_width != 1.0 || c.model.extra_depth != 1.0}};
+  return WriteFileAtomic(out + "/" + report::kRunSummaryJson, s.dump(2) + "\n");
+}
+
+}  // namespace
+
+int RunTraining(const TrainArgs& args, Runtime& rt) {
+  if (args.config_doc) {
+    std::cout << train::ConfigDocMarkdown();
+    return 0;
+  }
+  if (args.list_presets) {
+    for (const auto& n : train::PresetNames()) std::cout << n << "\n";
+    return 0;
+  }
+  auto cfg_r = ResolveConfig(args);
+  if (!cfg_r.ok()) return ReportFailure(cfg_r.status().ToString());
+  train::TrainConfig cfg = std::move(cfg_r).value();
+  if (args.print_config) {
+    std::cout << train::TrainConfigToYaml(cfg);
+    return 0;
+  }
+  if (cfg.data.path.empty()) return ReportFailure("no data file: give --data FILE.h5 or data.path");
+  if (args.out.empty()) return ReportFailure("no run directory: give --out RUN_DIR");
+  const int rank = rt.dp->rank(), world = rt.dp->world_size();
+  if (cfg.output.threads > 0) at::set_num_threads(cfg.output.threads);
+
+  auto reader_r = storage::DatasetReader::Open(cfg.data.path);
+  if (!reader_r.ok()) return ReportFailure(reader_r.status().ToString());
+  auto reader = std::move(reader_r).value();
+  const auto& info = reader->info();
+  if (cfg.model.num_classes > 0 && cfg.model.num_classes != info.num_classes()) {
+    return ReportFailure("model.num_classes is " + std::to_string(cfg.model.num_classes) + " but " +
+                         cfg.data.path + " has " + std::to_string(info.num_classes()) +
+                         " classes (" + std::to_string(info.num_classes()) +
+                         " expected); refusing to train");
+  }
+  // Same initial weights on every rank even before Attach broadcasts them.
+  torch::manual_seed(cfg.job.seed);
+  auto model_r = BuildModel(cfg, info.num_classes());
+  if (!model_r.ok()) return ReportFailure(model_r.status().ToString());
+  auto model = std::move(model_r).value();
+
+  std::error_code ec;
+  fs::create_directories(args.out, ec);
+  if (ec) return ReportFailure("creating " + args.out + ": " + ec.message());
+  if (rank == 0) {
+    auto st = WriteFileAtomic(args.out + "/config.yaml", train::TrainConfigToYaml(cfg));
+    if (!st.ok()) return ReportFailure(st.ToString());
+  }
+  const std::string ckpt_dir = args.out + "/checkpoints";
+  std::unique_ptr<train::JobControl> jc;
+  auto train_idx = info.IndicesOf(storage::Split::kTrain);
+  if (rt.make_job_control) {
+    auto jr = rt.make_job_control(cfg.job, train_idx, ckpt_dir);
+    if (!jr.ok()) return ReportFailure(jr.status().ToString());
+    jc = std::move(jr).value();
+  } else {
+    jc = std::make_unique<train::LocalJobControl>(cfg.job, train_idx, rank, world, ckpt_dir);
+  }
+  train::Trainer trainer(cfg, model, *reader, *rt.dp, *jc, args.out);
+  std::unique_ptr<report::TensorBoardWriter> tb;
+  if (rank == 0 && cfg.output.tensorboard) {
+    auto tr = report::TensorBoardWriter::Create(args.out);
+    if (tr.ok()) {
+      tb = std::move(tr).value();
+      trainer.on_scalar = [&tb](const std::string& tag, double v, int64_t step) {
+        auto st = tb->AddScalar(tag, v, step);
+        if (!st.ok()) log::Warn("tensorboard: " + st.ToString());
+      };
+    } else {
+      log::Warn("tensorboard disabled: " + tr.status().ToString());
+    }
+  }
+  auto st = trainer.Setup();
+  if (!st.ok()) return ReportFailure(st.ToString());
+  log::Info(model.name + ": " + std::to_string(model::CountParameters(*model.module)) +
+            " parameters, " + std::to_string(info.num_classes()) + " classes, " +
+            std::to_string(train_idx.size()) + " train images, world " + std::to_string(world) +
+            ", device " + trainer.device().str());
+  auto fit_r = trainer.Fit();
+  if (tb) (void)tb->Flush();
+  if (!fit_r.ok()) return ReportFailure(fit_r.status().ToString());
+  auto fit = std::move(fit_r).value();
+  if (fit.stopped_early_for_test) {
+    log::Info("stopped after epoch " + std::to_string(fit.last_epoch) +
+              " as asked; resume with "
+              "the same --out");
+    return 0;
+  }
+  // The TEST split is evaluated once, with the BEST checkpoint's weights only.
+  std::string best = fit.best_checkpoint;
+  if (best.empty()) best = fit.last_checkpoint;
+  if (best.empty()) return ReportFailure("no checkpoint to evaluate (no epoch finished)");
+  st = trainer.LoadWeights(best);
+  if (!st.ok()) return ReportFailure(st.ToString());
+  auto test_r = trainer.Evaluate(storage::Split::kTest);
+  if (!test_r.ok()) return ReportFailure(test_r.status().ToString());
+  const auto& test = *test_r;
+  log::Info("test accuracy " + std::to_string(test.accuracy) + " on " + std::to_string(test.count) +
+            " images (best epoch " + std::to_string(fit.best_epoch + 1) + "), fit time " +
+            std::to_string(fit.fit_time_s) + " s");
+  if (rank == 0) {
+    st = WriteReports(args.out, cfg, model, fit, test, info.class_names, world,
+                      trainer.device().is_cuda() ? "cuda" : "cpu", fit.best_epoch);
+    if (!st.ok()) return ReportFailure(st.ToString());
+  }
+  return 0;
+}
+
+}  // namespace effnet::apps

@@ -1,0 +1,100 @@
+// effnet-evaluate: accuracy, loss and confusion matrix of a checkpoint on one split.
+//   effnet-evaluate runs/x/checkpoints/best.pt --data data.h5 --split test [--out DIR]
+#include <CLI/CLI.hpp>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "common/atomic_file.h"
+#include "storage/dataset_reader.h"
+#include "worker/apps/app_common.h"
+#include "worker/report/report.h"
+#include "worker/train/local_job_control.h"
+
+namespace {
+
+int Run(const std::string& ckpt, const std::string& data, const std::string& split_name,
+        const std::string& out, const std::vector<std::string>& sets) {
+  using namespace effnet;
+  storage::Split split;
+  if (split_name == "train") {
+    split = storage::Split::kTrain;
+  } else if (split_name == "val") {
+    split = storage::Split::kVal;
+  } else if (split_name == "test") {
+    split = storage::Split::kTest;
+  } else {
+    return apps::ReportFailure("--split: expected train|val|test, got '" + split_name + "'");
+  }
+  auto meta_r = train::ReadCheckpointMeta(ckpt);
+  if (!meta_r.ok()) return apps::ReportFailure(meta_r.status().ToString());
+  auto meta = nlohmann::json::parse(*meta_r);
+  std::vector<std::string> overrides = sets;
+  overrides.push_back("checkpoint.resume=never");
+  overrides.push_back("output.progress=false");
+  auto cfg_r = train::ParseTrainConfig(meta.at("config_yaml").get<std::string>(), overrides);
+  if (!cfg_r.ok()) return apps::ReportFailure(cfg_r.status().WithContext(ckpt).ToString());
+  auto cfg = std::move(cfg_r).value();
+  auto reader_r = storage::DatasetReader::Open(data);
+  if (!reader_r.ok()) return apps::ReportFailure(reader_r.status().ToString());
+  auto reader = std::move(reader_r).value();
+  const int ck_classes = meta.at("model").at("num_classes").get<int>();
+  if (ck_classes != reader->info().num_classes()) {
+    return apps::ReportFailure(ckpt + " was trained for " + std::to_string(ck_classes) +
+                               " classes but " + data + " has " +
+                               std::to_string(reader->info().num_classes()) + "; refusing");
+  }
+  auto model_r = apps::BuildModel(cfg, ck_classes);
+  if (!model_r.ok()) return apps::ReportFailure(model_r.status().ToString());
+  train::SingleProcess dp;
+  train::LocalJobControl jc(cfg.job, {}, 0, 1, "");
+  train::Trainer trainer(cfg, *model_r, *reader, dp, jc, "");
+  auto st = trainer.Setup();
+  if (st.ok()) st = trainer.LoadWeights(ckpt);
+  if (!st.ok()) return apps::ReportFailure(st.ToString());
+  auto r = trainer.Evaluate(split);
+  if (!r.ok()) return apps::ReportFailure(r.status().ToString());
+  nlohmann::json j = {{"checkpoint", ckpt},
+                      {"data", data},
+                      {"split", split_name},
+                      {"accuracy", r->accuracy},
+                      {"loss", r->loss},
+                      {"count", r->count},
+                      {"epoch", meta.value("epoch", -1)},
+                      {"image_size", trainer.eval_image_size()},
+                      {"confusion", r->confusion}};
+  std::cout << j.dump(2) << std::endl;
+  if (!out.empty()) {
+    report::ConfusionMatrix cm;
+    cm.class_names = reader->info().class_names;
+    cm.counts = r->confusion;
+    st = report::WriteConfusionMatrixCsv(cm, out + "/confusion_matrix_" + split_name + ".csv");
+    if (st.ok()) {
+      st = report::WriteConfusionMatrixSvg(cm, out + "/confusion_matrix_" + split_name + ".svg",
+                                           model_r->name + " " + split_name + " split");
+    }
+    if (st.ok()) st = WriteFileAtomic(out + "/eval_" + split_name + ".json", j.dump(2) + "\n");
+    if (!st.ok()) return apps::ReportFailure(st.ToString());
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"effnet-evaluate: evaluate a checkpoint on one split of an effnet HDF5 file"};
+  std::string ckpt, data, split = "test", out;
+  std::vector<std::string> sets;
+  app.add_option("checkpoint", ckpt, "checkpoint file (.pt)")->required();
+  app.add_option("--data", data, "HDF5 data file")->required();
+  app.add_option("--split", split, "train | val | test");
+  app.add_option("--out", out, "directory for confusion matrix CSV/SVG and eval JSON");
+  app.add_option("--set", sets, "override: section.field=value (e.g. output.device=cpu)");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    return Run(ckpt, data, split, out, sets);
+  } catch (const effnet::StatusError& e) {
+    return effnet::apps::ReportFailure(e.status().ToString());
+  } catch (const std::exception& e) {
+    return effnet::apps::ReportFailure(e.what());
+  }
+}

@@ -1,0 +1,77 @@
+// effnet-worker: one rank of a data-parallel job, started by mpirun (or effnet-run).
+//   mpirun -np 2 effnet-worker --preset tiny --data data.h5 --out runs/x
+//   ... --coordinator HOST:PORT --token T   (decisions and shards from the coordinator)
+// World and rank come from MPI; on CUDA each rank uses the GPU of its local rank. Only rank 0
+// writes reports and checkpoints.
+#include <torch/cuda.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+
+#include "common/log.h"
+#include "worker/apps/app_common.h"
+#include "worker/dist/create.h"
+#include "worker/train/local_job_control.h"
+#if __has_include("worker/client/coordinator_job_control.h") && defined(EFFNET_HAVE_CLIENT)
+#include "worker/client/coordinator_job_control.h"
+#endif
+
+int main(int argc, char** argv) {
+  CLI::App app{"effnet-worker: one rank of data-parallel EfficientNetV2 training"};
+  effnet::apps::TrainArgs args;
+  effnet::apps::AddTrainOptions(app, &args);
+  effnet::dist::DistConfig dc;
+  std::string coordinator, token;
+  int64_t generation = 0;
+  app.add_option("--backend", dc.backend, "auto | nccl | mpi");
+  app.add_option("--bucket-cap-mb", dc.bucket_cap_mb, "gradient bucket size");
+  app.add_flag("--compress-bf16", dc.compress_bf16, "all-reduce gradients in bf16");
+  app.add_option("--collective-timeout", dc.timeout_s, "deadline of every collective (s)");
+  app.add_option("--coordinator", coordinator, "coordinator address HOST:PORT");
+  app.add_option("--token", token, "the job's token (with --coordinator)");
+  app.add_option("--generation", generation, "launch generation (with --coordinator)");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    const auto world = effnet::dist::InitMpi();
+    effnet::log::SetTag("rank " + std::to_string(world.rank));
+    if (torch::cuda::is_available()) {
+      bool device_given = false;
+      for (const auto& s : args.sets) device_given |= s.rfind("output.device=", 0) == 0;
+      if (!device_given) {
+        const int n = static_cast<int>(torch::cuda::device_count());
+        args.sets.push_back("output.device=cuda:" + std::to_string(world.local_rank % n));
+      }
+    }
+    if (world.rank != 0) args.sets.push_back("output.progress=false");
+    effnet::apps::Runtime rt;
+    rt.dp = effnet::dist::CreateDataParallel(dc);
+    if (!coordinator.empty()) {
+#if defined(EFFNET_HAVE_CLIENT)
+      rt.make_job_control =
+          [&](const effnet::job::JobConfig&, const std::vector<int64_t>&,
+              const std::string&) -> effnet::Result<std::unique_ptr<effnet::train::JobControl>> {
+        effnet::client::CoordinatorClientConfig cc;
+        cc.address = coordinator;
+        cc.token = token;
+        cc.rank = world.rank;
+        cc.world_size = world.world_size;
+        cc.generation = generation;
+        char host[256] = {0};
+        gethostname(host, sizeof(host) - 1);
+        cc.host = host;
+        cc.device =
+            torch::cuda::is_available() ? "cuda:" + std::to_string(world.local_rank) : "cpu";
+        return effnet::client::ConnectCoordinator(cc);
+      };
+#else
+      return effnet::apps::ReportFailure(
+          "--coordinator: this effnet-worker was built without the coordinator client");
+#endif
+    }
+    return effnet::apps::RunTraining(args, rt);
+  } catch (const effnet::StatusError& e) {
+    return effnet::apps::ReportFailure(e.status().ToString());
+  } catch (const std::exception& e) {
+    return effnet::apps::ReportFailure(e.what());
+  }
+}

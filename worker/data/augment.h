@@ -1,0 +1,105 @@
+// Batched, seeded augmentation on the training device (shared/reference/efficientnetv2.md sec 3-5).
+//
+// Pixels flow as float tensors holding uint8 values (0..255) until Normalize, so that the
+// RandAugment ops keep their uint8 semantics (truncation after each op, fill 128). Every random
+// choice comes from a HostRng (Note [portable randomness]) and is per sample.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+#include <vector>
+
+#include "worker/data/rng.h"
+
+namespace effnet::data {
+
+// Every augmentation tunable with its default (docs/config.md, section `augment:`).
+struct AugmentConfig {
+  bool random_resized_crop = true;  // false: the whole stored image resized to the stage size
+  double crop_area_min = 0.08, crop_area_max = 1.0;  // fraction of the image area
+  double aspect_min = 3.0 / 4.0, aspect_max = 4.0 / 3.0;
+  double hflip_prob = 0.5;
+  double vflip_prob = 0.0;
+  bool rot90 = false;      // rotate each image by a random multiple of 90 degrees
+  int randaug_layers = 2;  // N of RandAugment; the magnitude comes from the progressive stage
+  // Translate and cutout sizes at magnitude 10, in pixels (official: 100 and 40 for 224-300 px
+  // images; scale them down for small images).
+  double randaug_translate_px = 100.0;
+  double randaug_cutout_px = 40.0;
+  std::string normalize = "imagenet";  // imagenet (mean/std) | inception ((x-128)/128) | none
+  bool eval_center_crop = true;        // eval: centre crop size/(size+32) of the image, then resize
+};
+
+// Parameters of the current progressive stage that augmentation needs.
+struct StageAugment {
+  int image_size = 224;
+  double randaug_magnitude = 0.0;  // 0 = off
+  double mixup_alpha = 0.0;        // 0 = off
+  double cutmix_alpha = 0.0;       // 0 = off
+};
+
+// The 16 RandAugment ops in the official order (autoaugment.py NAME_TO_FUNC).
+enum class RandAugOp : int {
+  kAutoContrast = 0,
+  kEqualize,
+  kInvert,
+  kRotate,
+  kPosterize,
+  kSolarize,
+  kColor,
+  kContrast,
+  kBrightness,
+  kSharpness,
+  kShearX,
+  kShearY,
+  kTranslateX,
+  kTranslateY,
+  kCutout,
+  kSolarizeAdd,
+};
+constexpr int kNumRandAugOps = 16;
+const char* RandAugOpName(RandAugOp op);
+
+// uint8 [N,H,W,3] -> float [N,3,size,size] (values 0..255): per-sample random resized crop,
+// flips and 90-degree rotations in one affine grid_sample (bilinear).
+at::Tensor RandomResizedCropFlip(const at::Tensor& nhwc_u8, int size, const AugmentConfig& c,
+                                 HostRng& rng);
+
+// Applies `op` to every image of x (float [n,3,H,W], 0..255) at `magnitude`; `signs` holds +1/-1
+// per image for the signed ops, `rng` draws cutout centres. Result is truncated to integers.
+at::Tensor ApplyRandAugOp(const at::Tensor& x, RandAugOp op, double magnitude,
+                          const std::vector<double>& signs, const AugmentConfig& c, HostRng& rng);
+
+// RandAugment: `layers` times, each image picks one of the 16 ops uniformly and always applies
+// it (official semantics). `chosen` (optional) receives the op index per layer and image.
+at::Tensor RandAugment(const at::Tensor& x, int layers, double magnitude, const AugmentConfig& c,
+                       HostRng& rng, std::vector<std::vector<int>>* chosen = nullptr);
+
+// Mixup / cutmix on images (float [N,3,H,W]) and soft targets ([N,C]) in place. With both alphas
+// > 0 the first half of the batch gets mixup and the second half cutmix; the partner of image i
+// is the reversed (half-)batch; mixup lambda ~ Beta(a,a) then max(l, 1-l); cutmix box area from
+// Beta(a,a), and the targets weighted by the area actually pasted.
+void MixupCutmix(at::Tensor& images, at::Tensor& targets, double mixup_alpha, double cutmix_alpha,
+                 HostRng& rng);
+
+// float 0..255 [N,3,H,W] -> normalised (`mode` imagenet | inception | none).
+at::Tensor Normalize(const at::Tensor& x, const std::string& mode);
+
+// Evaluation transform: uint8 [N,H,W,3] -> float [N,3,size,size] 0..255: centre crop of side
+// size/(size+32)*min(H,W) (when `center_crop`), then bicubic resize with antialias.
+at::Tensor EvalResize(const at::Tensor& nhwc_u8, int size, bool center_crop);
+
+struct TrainBatch {
+  at::Tensor images;   // float [N,3,S,S], normalised
+  at::Tensor targets;  // float [N,C] soft targets (label smoothing, mixup/cutmix applied)
+};
+
+// The whole training pipeline for one batch on the batch's device.
+TrainBatch AugmentTrain(const at::Tensor& nhwc_u8, const at::Tensor& labels, int num_classes,
+                        const StageAugment& stage, double label_smoothing, const AugmentConfig& c,
+                        HostRng& rng);
+// Evaluation pipeline: EvalResize + Normalize.
+at::Tensor AugmentEval(const at::Tensor& nhwc_u8, int size, const AugmentConfig& c);
+
+}  // namespace effnet::data

@@ -1,0 +1,638 @@
+#include "worker/train/trainer.h"
+
+#include <ATen/autocast_mode.h>
+#include <torch/cuda.h>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/serialize.h>
+#include <torch/serialize/archive.h>
+#include <torch/types.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "common/atomic_file.h"
+#include "common/log.h"
+#include "common/progress.h"
+#include "worker/data/augment.h"
+#include "worker/data/loader.h"
+#include "worker/data/rng.h"
+#include "worker/train/ema.h"
+#include "worker/train/optim.h"
+#include "worker/train/schedule.h"
+
+namespace effnet::train {
+namespace fs = std::filesystem;
+using data::HostRng;
+
+namespace {
+
+constexpr int kCheckpointFormat = 1;
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// bf16 autocast on CUDA for the forward pass; a no-op elsewhere.
+class AutocastGuard {
+ public:
+  explicit AutocastGuard(bool on) : on_(on) {
+    if (on_) {
+      at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+      at::autocast::set_autocast_enabled(at::kCUDA, true);
+    }
+  }
+  ~AutocastGuard() {
+    if (on_) {
+      at::autocast::set_autocast_enabled(at::kCUDA, false);
+      at::autocast::clear_cache();
+    }
+  }
+
+ private:
+  bool on_;
+};
+
+std::string Fixed(double v, int digits = 6) {
+  std::ostringstream ss;
+  ss << std::setprecision(digits) << v;
+  return ss.str();
+}
+
+// Sum over ranks of one entry per rank: every rank learns every rank's number.
+std::vector<int64_t> GatherCounts(DataParallel& dp, int64_t mine) {
+  std::vector<double> v(static_cast<size_t>(dp.world_size()), 0.0);
+  v[static_cast<size_t>(dp.rank())] = static_cast<double>(mine);
+  auto sum = dp.AllReduceSum(v);
+  std::vector<int64_t> out(sum.size());
+  for (size_t i = 0; i < sum.size(); ++i) out[i] = static_cast<int64_t>(std::llround(sum[i]));
+  return out;
+}
+
+}  // namespace
+
+Trainer::Trainer(TrainConfig config, ModelHandle model, storage::DatasetReader& reader,
+                 DataParallel& dp, JobControl& jc, std::string run_dir)
+    : config_(std::move(config)),
+      model_(std::move(model)),
+      reader_(reader),
+      dp_(dp),
+      jc_(jc),
+      run_dir_(std::move(run_dir)) {
+  ckpt_dir_ = run_dir_.empty() ? "" : run_dir_ + "/checkpoints";
+}
+
+Trainer::~Trainer() = default;
+
+int Trainer::eval_image_size() const {
+  return config_.data.eval_image_size > 0 ? config_.data.eval_image_size
+                                          : config_.job.progressive.max_image_size;
+}
+
+Status Trainer::Setup() {
+  const auto& info = reader_.info();
+  // A data file whose class count disagrees with the model (or the config) is refused.
+  if (config_.model.num_classes > 0 && config_.model.num_classes != info.num_classes()) {
+    return InvalidArgument("model.num_classes is " + std::to_string(config_.model.num_classes) +
+                           " but " + reader_.path() + " has " + std::to_string(info.num_classes()) +
+                           " classes");
+  }
+  if (model_.num_classes != info.num_classes()) {
+    return InvalidArgument("the model has " + std::to_string(model_.num_classes) + " classes but " +
+                           reader_.path() + " has " + std::to_string(info.num_classes()) +
+                           " classes");
+  }
+  const auto& dev = config_.output.device;
+  if (dev == "auto") {
+    device_ = torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0) : torch::kCPU;
+  } else {
+    try {
+      device_ = torch::Device(dev);
+    } catch (const std::exception& e) {
+      return InvalidArgument("output.device: expected auto|cpu|cuda|cuda:N, got '" + dev + "'");
+    }
+    if (device_.is_cuda() && !torch::cuda::is_available()) {
+      return FailedPrecondition("output.device is " + dev + " but CUDA is not available");
+    }
+  }
+  model_.module->to(device_);
+  if (config_.model.channels_last) {
+    torch::NoGradGuard g;
+    for (auto& p : model_.module->parameters()) {
+      if (p.dim() == 4) p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
+    }
+  }
+  train_indices_ = info.IndicesOf(storage::Split::kTrain);
+  const int64_t max_shard =
+      job::ShardSize(static_cast<int64_t>(train_indices_.size()), dp_.world_size(), 0);
+  steps_per_epoch_ =
+      std::max<int64_t>(1, (max_shard + config_.data.batch_size - 1) / config_.data.batch_size);
+  schedule_ = std::make_unique<LrSchedule>();
+  schedule_->config = config_.schedule;
+  schedule_->peak_lr = config_.optimizer.lr;
+  schedule_->steps_per_epoch = steps_per_epoch_;
+  schedule_->total_steps = steps_per_epoch_ * config_.job.epochs;
+
+  EFFNET_ASSIGN_OR_RETURN(optimizer_, MakeOptimizer(*model_.module, config_.optimizer));
+  // Note [attach before EMA]: Attach broadcasts rank 0's parameters; the EMA must start from
+  // those, not from this rank's own initialisation.
+  dp_.Attach(*model_.module);
+  if (config_.ema.enabled) {
+    ema_ = std::make_unique<ModelEma>(*model_.module, config_.ema.decay, config_.ema.tf_warmup);
+  }
+  if (!ckpt_dir_.empty() && dp_.rank() == 0) {
+    std::error_code ec;
+    fs::create_directories(ckpt_dir_, ec);
+    if (ec) return Internal("creating " + ckpt_dir_ + ": " + ec.message());
+  }
+  std::string resume;
+  if (config_.checkpoint.resume == "auto") {
+    EFFNET_ASSIGN_OR_RETURN(resume, jc_.ResumeCheckpoint());
+  } else if (config_.checkpoint.resume != "never") {
+    resume = config_.checkpoint.resume;
+  }
+  if (!resume.empty()) {
+    EFFNET_RETURN_IF_ERROR(LoadCheckpoint(resume, /*weights_only=*/false));
+    log::Info("resumed from " + resume + " at epoch " + std::to_string(start_epoch_) + ", step " +
+              std::to_string(global_step_));
+  }
+  setup_done_ = true;
+  return Status::Ok();
+}
+
+void Trainer::AppendMetrics(const std::string& line) {
+  if (run_dir_.empty() || dp_.rank() != 0) return;
+  std::ofstream f(run_dir_ + "/metrics.jsonl", std::ios::app);
+  f << line << "\n";
+}
+
+Result<FitResult> Trainer::Fit() {
+  if (!setup_done_) return FailedPrecondition("Trainer::Fit before Setup");
+  if (train_indices_.empty()) return FailedPrecondition(reader_.path() + ": no train samples");
+  FitResult result;
+  fit_start_ = Now();
+  const int world = dp_.world_size(), rank = dp_.rank();
+  const int64_t batch = config_.data.batch_size;
+  const int num_classes = model_.num_classes;
+  const bool autocast = device_.is_cuda() && config_.output.bf16;
+  result.best_checkpoint = best_checkpoint_;
+  result.last_checkpoint = last_good_checkpoint_;
+  for (int epoch = start_epoch_;; ++epoch) {
+    EFFNET_ASSIGN_OR_RETURN(EpochPlan plan, jc_.PlanEpoch(epoch));
+    if (plan.stop) {
+      if (result.stop_reason.empty())
+        result.stop_reason = "job over before epoch " + std::to_string(epoch);
+      break;
+    }
+    const double epoch_start = Now();
+    const StageParams& stage = plan.stage;
+    if (model_.set_dropout) model_.set_dropout(stage.dropout);
+    model_.module->train();
+    // Note [per-epoch seeds]: every random stream of an epoch is seeded from (seed, epoch, rank),
+    // so an epoch run after a resume draws exactly what the uninterrupted run drew.
+    const uint64_t epoch_seed = HostRng::Mix(
+        HostRng::Mix(config_.job.seed, static_cast<uint64_t>(epoch)), static_cast<uint64_t>(rank));
+    torch::manual_seed(epoch_seed);
+    HostRng aug_rng(HostRng::Mix(epoch_seed, 1));
+
+    // Note [shard plan] (common/job_logic.h): shards differ by at most one sample, so every rank
+    // runs ceil(max_shard / batch) steps. A rank whose shard has run out feeds one zero-weight
+    // copy of a real sample so that its collectives match the others'.
+    const auto& shard = plan.sample_indices;
+    const auto shard_sizes = GatherCounts(dp_, static_cast<int64_t>(shard.size()));
+    const int64_t max_shard = *std::max_element(shard_sizes.begin(), shard_sizes.end());
+    const int64_t steps = (max_shard + batch - 1) / batch;
+    const int64_t pad_index = shard.empty() ? train_indices_.front() : shard.front();
+    std::vector<std::vector<int64_t>> batches;
+    std::vector<int64_t> real_counts, global_counts;
+    for (int64_t s = 0; s < steps; ++s) {
+      const int64_t begin = s * batch;
+      const int64_t n = std::clamp<int64_t>(static_cast<int64_t>(shard.size()) - begin, 0, batch);
+      int64_t global = 0;
+      for (auto size : shard_sizes) global += std::clamp<int64_t>(size - begin, 0, batch);
+      real_counts.push_back(n);
+      global_counts.push_back(global);
+      if (n > 0) {
+        batches.emplace_back(shard.begin() + begin, shard.begin() + begin + n);
+      } else {
+        batches.push_back({pad_index});
+      }
+    }
+    data::Loader loader(reader_, batches, device_, config_.data.prefetch_depth);
+    data::StageAugment sa{stage.image_size, stage.randaug_magnitude, stage.mixup_alpha,
+                          stage.cutmix_alpha};
+    ProgressOptions po;
+    po.label = "epoch " + std::to_string(epoch + 1) + "/" + std::to_string(config_.job.epochs);
+    po.unit = "step";
+    po.enabled = config_.output.progress && rank == 0;
+    Progress progress(steps, po);
+
+    double loss_sum = 0, correct = 0, seen = 0;
+    double window_start = Now();
+    int64_t window_images = 0;
+    double lr = 0;
+    for (int64_t s = 0; s < steps; ++s) {
+      data::DeviceBatch b;
+      EFFNET_ASSIGN_OR_RETURN(bool more, loader.Next(&b));
+      if (!more) return Internal("loader ended early at step " + std::to_string(s));
+      lr = schedule_->At(global_step_);
+      SetLearningRate(*optimizer_, lr);
+      auto tb = data::AugmentTrain(b.images, b.labels, num_classes, sa,
+                                   config_.optimizer.label_smoothing, config_.augment, aug_rng);
+      auto x = tb.images;
+      if (config_.model.channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+      const int64_t n = x.size(0);
+      auto weights = torch::zeros({n}, torch::TensorOptions().device(device_));
+      if (real_counts[s] > 0) weights.narrow(0, 0, real_counts[s]).fill_(1.0);
+
+      optimizer_->zero_grad();
+      dp_.BeforeBackward();
+      torch::Tensor logits;
+      {
+        AutocastGuard ac(autocast);
+        logits = model_.forward(x);
+      }
+      logits = logits.to(torch::kFloat);
+      auto per_sample = -(tb.targets * torch::log_softmax(logits, 1)).sum(1);
+      auto weighted_sum = (per_sample * weights).sum();
+      // Note [loss scaling]: gradients are averaged over ranks, so the local loss is scaled by
+      // world_size / global_count: the average then equals the mean over the global batch, and
+      // 2 ranks x b matches 1 rank x 2b exactly.
+      auto loss = weighted_sum * (static_cast<double>(world) / global_counts[s]);
+      loss.backward();
+      dp_.AfterBackward();
+
+      double step_loss = weighted_sum.item<double>();
+      double bad = std::isfinite(step_loss) ? 0.0 : 1.0;
+      if (world > 1) bad = dp_.AllReduceSum({bad})[0];
+      if (bad > 0) {
+        return FailedPrecondition(
+            "non-finite loss at epoch " + std::to_string(epoch) + ", step " +
+            std::to_string(global_step_) + " (step " + std::to_string(s) + " of the epoch" +
+            (std::isfinite(step_loss) ? ", on another rank" : ", loss " + Fixed(step_loss)) +
+            "); last good checkpoint: " +
+            (last_good_checkpoint_.empty() ? "none" : last_good_checkpoint_));
+      }
+      if (config_.optimizer.clip_grad_norm > 0) {
+        torch::nn::utils::clip_grad_norm_(model_.module->parameters(),
+                                          config_.optimizer.clip_grad_norm);
+      }
+      optimizer_->step();
+      if (ema_) ema_->Update(*model_.module);
+      ++global_step_;
+
+      auto pred = logits.argmax(1);
+      const double step_correct =
+          (pred.eq(b.labels).to(torch::kFloat) * weights).sum().item<double>();
+      loss_sum += step_loss;
+      correct += step_correct;
+      seen += static_cast<double>(real_counts[s]);
+      window_images += real_counts[s];
+      progress.Add(1);
+      if ((s + 1) % config_.output.log_every_steps == 0 || s + 1 == steps) {
+        const double now = Now();
+        const double ips = window_images / std::max(1e-9, now - window_start);
+        nlohmann::json j = {{"kind", "step"},
+                            {"epoch", epoch},
+                            {"step", global_step_},
+                            {"rank", rank},
+                            {"loss", real_counts[s] > 0 ? step_loss / real_counts[s] : 0.0},
+                            {"accuracy", real_counts[s] > 0 ? step_correct / real_counts[s] : 0.0},
+                            {"lr", lr},
+                            {"image_size", stage.image_size},
+                            {"randaug_magnitude", stage.randaug_magnitude},
+                            {"mixup_alpha", stage.mixup_alpha},
+                            {"cutmix_alpha", stage.cutmix_alpha},
+                            {"dropout", stage.dropout},
+                            {"img_per_s", ips}};
+        AppendMetrics(j.dump());
+        if (on_scalar && rank == 0) {
+          on_scalar("train/step_loss", j["loss"].get<double>(), global_step_);
+          on_scalar("train/lr", lr, global_step_);
+          on_scalar("train/img_per_s", ips, global_step_);
+        }
+        window_start = now;
+        window_images = 0;
+      }
+    }
+    progress.Finish();
+    const double train_time = Now() - epoch_start;
+    auto sums = dp_.AllReduceSum({loss_sum, correct, seen});
+    EFFNET_ASSIGN_OR_RETURN(EvalResult val, Evaluate(storage::Split::kVal));
+
+    EpochMetrics m;
+    m.epoch = epoch;
+    m.rank = rank;
+    m.train_loss = sums[2] > 0 ? sums[0] / sums[2] : 0;
+    m.train_accuracy = sums[2] > 0 ? sums[1] / sums[2] : 0;
+    m.val_loss = val.loss;
+    m.val_accuracy = val.accuracy;
+    m.images_per_second = seen / std::max(1e-9, train_time);
+    m.step_time_ms = 1000.0 * train_time / std::max<int64_t>(1, steps);
+    m.image_size = stage.image_size;
+    EFFNET_ASSIGN_OR_RETURN(EpochDecision decision, jc_.EndEpoch(m));
+
+    std::string epoch_path, best_path;
+    EFFNET_RETURN_IF_ERROR(SaveCheckpoint(epoch, decision.is_best, stage, &epoch_path, &best_path));
+    if (rank == 0) {
+      EFFNET_RETURN_IF_ERROR(jc_.CommitCheckpoint(epoch, epoch_path, decision.is_best));
+    }
+    dp_.Barrier();
+    last_good_checkpoint_ = epoch_path;
+    if (decision.is_best && !best_path.empty()) best_checkpoint_ = best_path;
+    const double epoch_time = Now() - epoch_start;
+    nlohmann::json ej = {{"kind", "epoch"},
+                         {"epoch", epoch},
+                         {"step", global_step_},
+                         {"stage", stage.stage},
+                         {"train_loss", m.train_loss},
+                         {"train_accuracy", m.train_accuracy},
+                         {"val_loss", m.val_loss},
+                         {"val_accuracy", m.val_accuracy},
+                         {"lr", lr},
+                         {"image_size", stage.image_size},
+                         {"eval_image_size", eval_image_size()},
+                         {"randaug_magnitude", stage.randaug_magnitude},
+                         {"mixup_alpha", stage.mixup_alpha},
+                         {"cutmix_alpha", stage.cutmix_alpha},
+                         {"dropout", stage.dropout},
+                         {"img_per_s", m.images_per_second},
+                         {"img_per_s_global", m.images_per_second * world},
+                         {"epoch_time_s", epoch_time},
+                         {"is_best", decision.is_best},
+                         {"best_epoch", decision.best_epoch},
+                         {"world_size", world}};
+    AppendMetrics(ej.dump());
+    if (on_scalar && rank == 0) {
+      on_scalar("epoch/train_loss", m.train_loss, epoch);
+      on_scalar("epoch/train_accuracy", m.train_accuracy, epoch);
+      on_scalar("epoch/val_loss", m.val_loss, epoch);
+      on_scalar("epoch/val_accuracy", m.val_accuracy, epoch);
+      on_scalar("epoch/image_size", stage.image_size, epoch);
+      on_scalar("epoch/img_per_s", m.images_per_second * world, epoch);
+    }
+    log::Info("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(config_.job.epochs) +
+              " size " + std::to_string(stage.image_size) + ": loss " + Fixed(m.train_loss, 4) +
+              " acc " + Fixed(m.train_accuracy, 4) + " | val loss " + Fixed(m.val_loss, 4) +
+              " acc " + Fixed(m.val_accuracy, 4) + " | " + Fixed(m.images_per_second * world, 4) +
+              " img/s" + (decision.is_best ? " | best" : ""));
+    result.epochs_run++;
+    result.last_epoch = epoch;
+    result.best_epoch = decision.best_epoch;
+    result.best_checkpoint = best_checkpoint_;
+    result.last_checkpoint = last_good_checkpoint_;
+    if (decision.stop) {
+      result.stop_reason = decision.reason;
+      break;
+    }
+    if (config_.output.stop_after_epoch >= 0 && epoch >= config_.output.stop_after_epoch) {
+      result.stop_reason = "output.stop_after_epoch " + std::to_string(epoch);
+      result.stopped_early_for_test = true;
+      break;
+    }
+  }
+  result.fit_time_s = fit_time_before_ + (Now() - fit_start_);
+  fit_time_before_ = result.fit_time_s;
+  fit_start_ = 0;
+  return result;
+}
+
+Result<EvalResult> Trainer::Evaluate(storage::Split split, int image_size) {
+  if (!setup_done_) return FailedPrecondition("Trainer::Evaluate before Setup");
+  if (image_size <= 0) image_size = eval_image_size();
+  const int world = dp_.world_size(), rank = dp_.rank();
+  const int C = model_.num_classes;
+  auto all = reader_.info().IndicesOf(split);
+  std::vector<int64_t> mine;
+  for (size_t i = static_cast<size_t>(rank); i < all.size(); i += static_cast<size_t>(world)) {
+    mine.push_back(all[i]);
+  }
+  const int eval_batch =
+      config_.data.eval_batch_size > 0 ? config_.data.eval_batch_size : 2 * config_.data.batch_size;
+  const bool use_ema = ema_ && config_.ema.evaluate_with_ema;
+  if (use_ema) ema_->Swap(*model_.module);
+  const bool was_training = model_.module->is_training();
+  model_.module->eval();
+  std::vector<double> sums(3 + static_cast<size_t>(C) * C, 0.0);  // loss, correct, count, cm
+  Status status = Status::Ok();
+  {
+    torch::NoGradGuard no_grad;
+    data::Loader loader(reader_, data::MakeBatches(mine, eval_batch), device_,
+                        config_.data.prefetch_depth);
+    const bool autocast = device_.is_cuda() && config_.output.bf16;
+    while (true) {
+      data::DeviceBatch b;
+      auto more = loader.Next(&b);
+      if (!more.ok()) {
+        status = more.status();
+        break;
+      }
+      if (!*more) break;
+      auto x = data::AugmentEval(b.images, image_size, config_.augment);
+      if (config_.model.channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+      torch::Tensor logits;
+      {
+        AutocastGuard ac(autocast);
+        logits = model_.forward(x);
+      }
+      logits = logits.to(torch::kFloat);
+      auto loss = -torch::log_softmax(logits, 1).gather(1, b.labels.unsqueeze(1)).sum();
+      auto pred = logits.argmax(1);
+      sums[0] += loss.item<double>();
+      sums[1] += pred.eq(b.labels).sum().item<double>();
+      sums[2] += static_cast<double>(b.labels.size(0));
+      auto cm = torch::zeros({C * C}, torch::TensorOptions().dtype(torch::kLong).device(device_));
+      cm.index_add_(0, b.labels * C + pred, torch::ones_like(pred));
+      auto cm_cpu = cm.cpu();
+      const auto* cp = cm_cpu.data_ptr<int64_t>();
+      for (int i = 0; i < C * C; ++i) sums[3 + i] += static_cast<double>(cp[i]);
+    }
+  }
+  if (use_ema) ema_->Swap(*model_.module);
+  if (was_training) model_.module->train();
+  // Every rank reaches the reduction even after a local read error, so none waits alone.
+  sums.push_back(status.ok() ? 0.0 : 1.0);
+  auto total = dp_.AllReduceSum(sums);
+  if (!status.ok())
+    return status.WithContext("evaluating " + std::string(storage::SplitName(split)));
+  if (total.back() > 0) return Unavailable("evaluation failed on another rank");
+  EvalResult r;
+  r.count = static_cast<int64_t>(std::llround(total[2]));
+  r.loss = r.count > 0 ? total[0] / total[2] : 0;
+  r.accuracy = r.count > 0 ? total[1] / total[2] : 0;
+  r.confusion.assign(static_cast<size_t>(C), std::vector<int64_t>(static_cast<size_t>(C), 0));
+  for (int i = 0; i < C; ++i) {
+    for (int j = 0; j < C; ++j) r.confusion[i][j] = std::llround(total[3 + i * C + j]);
+  }
+  return r;
+}
+
+Status Trainer::SaveCheckpoint(int epoch, bool is_best, const StageParams& stage,
+                               std::string* epoch_path, std::string* best_path) {
+  char name[64];
+  std::snprintf(name, sizeof(name), "epoch-%04d.pt", epoch);
+  *epoch_path = ckpt_dir_ + "/" + name;
+  *best_path = is_best && config_.checkpoint.save_best ? ckpt_dir_ + "/best.pt" : "";
+  if (ckpt_dir_.empty() || dp_.rank() != 0) return Status::Ok();
+  try {
+    torch::serialize::OutputArchive archive;
+    torch::serialize::OutputArchive model_archive;
+    for (auto& kv : model_.module->named_parameters(true))
+      model_archive.write(kv.key(), kv.value());
+    for (auto& kv : model_.module->named_buffers(true)) {
+      model_archive.write(kv.key(), kv.value(), /*is_buffer=*/true);
+    }
+    archive.write("model", model_archive);
+    torch::serialize::OutputArchive opt_archive;
+    optimizer_->save(opt_archive);
+    archive.write("optimizer", opt_archive);
+    if (ema_) {
+      torch::serialize::OutputArchive ema_archive;
+      ema_->Save(ema_archive);
+      archive.write("ema", ema_archive);
+    }
+    archive.write("rng/torch_cpu", at::detail::getDefaultCPUGenerator().get_state(), true);
+    const auto& info = reader_.info();
+    nlohmann::json meta = {
+        {"format", kCheckpointFormat},
+        {"epoch", epoch},
+        {"next_epoch", epoch + 1},
+        {"global_step", global_step_},
+        {"steps_per_epoch", steps_per_epoch_},
+        {"stage",
+         {{"index", stage.stage},
+          {"image_size", stage.image_size},
+          {"randaug_magnitude", stage.randaug_magnitude},
+          {"mixup_alpha", stage.mixup_alpha},
+          {"cutmix_alpha", stage.cutmix_alpha},
+          {"dropout", stage.dropout}}},
+        {"decision_state", jc_.SaveDecisionState()},
+        {"fit_time_s", fit_time_before_ + (fit_start_ > 0 ? Now() - fit_start_ : 0.0)},
+        {"model",
+         {{"name", model_.name},
+          {"variant", config_.model.variant},
+          {"num_classes", model_.num_classes},
+          {"extra_width", config_.model.extra_width},
+          {"extra_depth", config_.model.extra_depth},
+          {"has_ema", ema_ != nullptr}}},
+        {"class_names", info.class_names},
+        {"world_size", dp_.world_size()},
+        {"eval_image_size", eval_image_size()},
+        {"data", reader_.path()},
+        {"config_yaml", TrainConfigToYaml(config_)}};
+    archive.write("meta", c10::IValue(meta.dump()));
+    // Note [atomic output]: write to a temporary, then rename over the final name.
+    const std::string tmp = TempPathFor(*epoch_path);
+    archive.save_to(tmp);
+    EFFNET_RETURN_IF_ERROR(CommitTempFile(tmp, *epoch_path));
+    if (!best_path->empty()) {
+      const std::string btmp = TempPathFor(*best_path);
+      archive.save_to(btmp);
+      EFFNET_RETURN_IF_ERROR(CommitTempFile(btmp, *best_path));
+    }
+  } catch (const std::exception& e) {
+    return Internal("writing checkpoint " + *epoch_path + ": " + e.what());
+  }
+  // Keep the newest keep_last epoch checkpoints.
+  std::vector<fs::path> epochs;
+  for (auto& de : fs::directory_iterator(ckpt_dir_)) {
+    const auto fn = de.path().filename().string();
+    if (fn.rfind("epoch-", 0) == 0 && de.path().extension() == ".pt") epochs.push_back(de.path());
+  }
+  std::sort(epochs.begin(), epochs.end());
+  const size_t keep = static_cast<size_t>(std::max(1, config_.checkpoint.keep_last));
+  for (size_t i = 0; i + keep < epochs.size(); ++i) {
+    std::error_code ec;
+    fs::remove(epochs[i], ec);
+  }
+  return Status::Ok();
+}
+
+Result<std::string> ReadCheckpointMeta(const std::string& path) {
+  if (!fs::exists(path)) return NotFound(path + ": no such checkpoint");
+  try {
+    torch::serialize::InputArchive archive;
+    archive.load_from(path, torch::kCPU);
+    c10::IValue meta;
+    if (!archive.try_read("meta", meta)) return DataLoss(path + ": not an effnet checkpoint");
+    return meta.toStringRef();
+  } catch (const std::exception& e) {
+    return DataLoss(path + ": " + e.what());
+  }
+}
+
+Status Trainer::LoadCheckpoint(const std::string& path, bool weights_only) {
+  auto where = [&](const std::string& m) { return "loading checkpoint " + path + ": " + m; };
+  if (!fs::exists(path)) return NotFound(where("no such file"));
+  try {
+    torch::serialize::InputArchive archive;
+    archive.load_from(path, device_);
+    c10::IValue meta_iv;
+    if (!archive.try_read("meta", meta_iv)) return DataLoss(where("no metadata"));
+    auto meta = nlohmann::json::parse(meta_iv.toStringRef());
+    if (meta.value("format", 0) != kCheckpointFormat) {
+      return DataLoss(where("format " + std::to_string(meta.value("format", 0)) + ", expected " +
+                            std::to_string(kCheckpointFormat)));
+    }
+    const int ck_classes = meta.at("model").at("num_classes").get<int>();
+    if (ck_classes != model_.num_classes) {
+      return InvalidArgument(where("it has " + std::to_string(ck_classes) +
+                                   " classes, the model/data have " +
+                                   std::to_string(model_.num_classes)));
+    }
+    torch::serialize::InputArchive model_archive;
+    archive.read("model", model_archive);
+    torch::NoGradGuard no_grad;
+    for (auto& kv : model_.module->named_parameters(true)) {
+      torch::Tensor t;
+      if (!model_archive.try_read(kv.key(), t)) return DataLoss(where("missing " + kv.key()));
+      if (t.sizes() != kv.value().sizes()) return DataLoss(where("shape mismatch of " + kv.key()));
+      kv.value().copy_(t);
+    }
+    for (auto& kv : model_.module->named_buffers(true)) {
+      torch::Tensor t;
+      if (!model_archive.try_read(kv.key(), t, /*is_buffer=*/true)) {
+        return DataLoss(where("missing buffer " + kv.key()));
+      }
+      kv.value().copy_(t);
+    }
+    if (ema_ && meta.at("model").value("has_ema", false)) {
+      torch::serialize::InputArchive ema_archive;
+      archive.read("ema", ema_archive);
+      ema_->Load(ema_archive);
+    }
+    if (weights_only) return Status::Ok();
+    torch::serialize::InputArchive opt_archive;
+    archive.read("optimizer", opt_archive);
+    optimizer_->load(opt_archive);
+    torch::Tensor rng;
+    if (archive.try_read("rng/torch_cpu", rng, true)) {
+      auto gen = at::detail::getDefaultCPUGenerator();
+      gen.set_state(rng.cpu());
+    }
+    start_epoch_ = meta.at("next_epoch").get<int>();
+    global_step_ = meta.at("global_step").get<int64_t>();
+    fit_time_before_ = meta.value("fit_time_s", 0.0);
+    last_good_checkpoint_ = path;
+    if (fs::exists(ckpt_dir_ + "/best.pt")) best_checkpoint_ = ckpt_dir_ + "/best.pt";
+    EFFNET_RETURN_IF_ERROR(jc_.RestoreDecisionState(meta.value("decision_state", std::string())));
+  } catch (const StatusError& e) {
+    return e.status();
+  } catch (const std::exception& e) {
+    return DataLoss(where(e.what()));
+  }
+  return Status::Ok();
+}
+
+Status Trainer::LoadWeights(const std::string& path) {
+  if (!setup_done_) return FailedPrecondition("Trainer::LoadWeights before Setup");
+  return LoadCheckpoint(path, /*weights_only=*/true);
+}
+
+}  // namespace effnet::train

@@ -1,0 +1,104 @@
+// The training engine: progressive learning, augmentation, loss, optimiser + LR schedule, EMA,
+// data-parallel hooks, validation, decisions through JobControl, and exact-resume checkpoints.
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/optim/optimizer.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "storage/dataset_reader.h"
+#include "worker/train/config.h"
+#include "worker/train/data_parallel.h"
+#include "worker/train/job_control.h"
+
+namespace effnet::train {
+
+class ModelEma;
+struct LrSchedule;
+
+// The model as the trainer sees it; the apps wrap EfficientNetV2, tests may wrap a tiny stand-in.
+struct ModelHandle {
+  std::shared_ptr<torch::nn::Module> module;
+  std::function<torch::Tensor(const torch::Tensor&)> forward;  // [N,3,H,W] -> logits [N,C]
+  std::function<void(double)> set_dropout;                     // may be empty
+  int num_classes = 0;
+  std::string name;  // "EfficientNetV2-B0"
+};
+
+struct EvalResult {
+  double loss = 0, accuracy = 0;  // reduced over ranks
+  int64_t count = 0;
+  std::vector<std::vector<int64_t>> confusion;  // [true][predicted], reduced over ranks
+};
+
+struct FitResult {
+  int epochs_run = 0;   // epochs trained by this process
+  int last_epoch = -1;  // last finished epoch
+  int best_epoch = -1;
+  double fit_time_s = 0;  // training + validation wall time, accumulated across resumes
+  std::string best_checkpoint, last_checkpoint;
+  std::string stop_reason;
+  bool stopped_early_for_test = false;  // output.stop_after_epoch hit
+};
+
+class Trainer {
+ public:
+  // `run_dir`: metrics.jsonl and checkpoints/ go there (rank 0 writes). `reader` outlives this.
+  Trainer(TrainConfig config, ModelHandle model, storage::DatasetReader& reader, DataParallel& dp,
+          JobControl& jc, std::string run_dir);
+  ~Trainer();
+
+  // Device, class-count check, optimiser, Attach, EMA, resume. Call once before Fit/Evaluate.
+  Status Setup();
+  Result<FitResult> Fit();
+  // Evaluates `split` (each rank a shard; sums reduced). EMA weights when enabled and configured.
+  Result<EvalResult> Evaluate(storage::Split split, int image_size = 0);
+  // Loads the weights (and EMA) of a checkpoint only, e.g. best.pt before the test evaluation.
+  Status LoadWeights(const std::string& path);
+
+  // Optional sink for scalars (TensorBoard): tag, value, global step. Rank 0 only.
+  std::function<void(const std::string&, double, int64_t)> on_scalar;
+
+  const TrainConfig& config() const { return config_; }
+  torch::Device device() const { return device_; }
+  int64_t global_step() const { return global_step_; }
+  torch::nn::Module& module() { return *model_.module; }
+  torch::optim::Optimizer& optimizer() { return *optimizer_; }
+  int eval_image_size() const;
+
+ private:
+  Status LoadCheckpoint(const std::string& path, bool weights_only);
+  Status SaveCheckpoint(int epoch, bool is_best, const StageParams& stage, std::string* epoch_path,
+                        std::string* best_path);
+  void AppendMetrics(const std::string& json_line);
+
+  TrainConfig config_;
+  ModelHandle model_;
+  storage::DatasetReader& reader_;
+  DataParallel& dp_;
+  JobControl& jc_;
+  std::string run_dir_, ckpt_dir_;
+  torch::Device device_ = torch::kCPU;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::unique_ptr<ModelEma> ema_;
+  std::unique_ptr<LrSchedule> schedule_;
+  std::vector<int64_t> train_indices_;
+  int64_t steps_per_epoch_ = 0;
+  int64_t global_step_ = 0;
+  int start_epoch_ = 0;
+  double fit_time_before_ = 0;  // from the resumed checkpoint
+  double fit_start_ = 0;        // start of the running Fit (0 outside Fit)
+  std::string last_good_checkpoint_;
+  std::string best_checkpoint_;
+  bool setup_done_ = false;
+};
+
+// Reads the metadata JSON of a checkpoint (model config, classes, epoch) without a model.
+Result<std::string> ReadCheckpointMeta(const std::string& path);
+
+}  // namespace effnet::train
