@@ -1,6 +1,8 @@
 // Sync BatchNorm: see Note [sync BN math] and Note [converting BatchNorm2d] (sync_batchnorm.h).
 #include "worker/dist/sync_batchnorm.h"
 
+#include "worker/nn/batchnorm.h"
+
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>  // for torch::autograd::Function
 #include <torch/nn/modules/container/any.h>
@@ -124,21 +126,37 @@ SyncBatchNorm2dImpl::SyncBatchNorm2dImpl(const torch::nn::BatchNorm2dImpl& bn,
   if (!bn.is_training()) eval();
 }
 
-at::Tensor SyncBatchNorm2dImpl::forward(const at::Tensor& x) {
+namespace {
+
+// Forward of a BN layer with cross-rank statistics in training mode (plain BN in eval mode).
+// `num_batches_tracked` drives the cumulative-average momentum when options have none.
+at::Tensor SyncBnLayerForward(const at::Tensor& x, bool training, const at::Tensor& weight,
+                              const at::Tensor& bias, const at::Tensor& running_mean,
+                              const at::Tensor& running_var,
+                              const at::Tensor& num_batches_tracked,
+                              const torch::nn::BatchNormOptions& options,
+                              const std::shared_ptr<Communicator>& comm) {
   TORCH_CHECK(x.dim() == 4, "SyncBatchNorm2d expects [N,C,H,W], got ", x.sizes());
-  const double eps = options_.eps();
-  if (!is_training() && running_mean.defined()) {
+  const double eps = options.eps();
+  if (!training && running_mean.defined()) {
     return at::batch_norm(x, weight, bias, running_mean, running_var, false, 0.0, eps, true);
   }
-  double momentum = options_.momentum().value_or(0.0);
+  double momentum = options.momentum().value_or(0.0);
   if (running_mean.defined()) {
     at::NoGradGuard no_grad;
     num_batches_tracked.add_(1);
-    if (!options_.momentum().has_value()) {
+    if (!options.momentum().has_value()) {
       momentum = 1.0 / static_cast<double>(num_batches_tracked.item<int64_t>());
     }
   }
-  return SyncBatchNormTrain(x, weight, bias, running_mean, running_var, momentum, eps, comm_);
+  return SyncBatchNormTrain(x, weight, bias, running_mean, running_var, momentum, eps, comm);
+}
+
+}  // namespace
+
+at::Tensor SyncBatchNorm2dImpl::forward(const at::Tensor& x) {
+  return SyncBnLayerForward(x, is_training(), weight, bias, running_mean, running_var,
+                            num_batches_tracked, options_, comm_);
 }
 
 namespace {
@@ -162,6 +180,15 @@ void Walk(torch::nn::Module& m, const std::string& prefix,
   }
   for (const auto& item : m.named_children()) {
     const std::shared_ptr<torch::nn::Module>& child = item.value();
+    if (auto* replaceable = child->as<nn::BatchNorm2dImpl>()) {
+      // Note [replaceable BN forward]: same tensors, same names; only the statistics change.
+      replaceable->set_forward([comm](torch::nn::BatchNorm2dImpl& bn, const at::Tensor& x) {
+        return SyncBnLayerForward(x, bn.is_training(), bn.weight, bn.bias, bn.running_mean,
+                                  bn.running_var, bn.num_batches_tracked, bn.options, comm);
+      });
+      ++*converted;
+      continue;
+    }
     if (child->as<torch::nn::BatchNorm2dImpl>() != nullptr) {
       unconvertible->push_back(prefix + item.key());
       continue;

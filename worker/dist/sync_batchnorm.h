@@ -8,8 +8,10 @@
 // Every call is a collective: all ranks must run the same BN layers in the same order.
 //
 // Note [converting BatchNorm2d]: LibTorch modules call their typed children directly, so a BN
-// can only be swapped where the model reaches it through a Sequential (an AnyModule slot).
-// ConvertSyncBatchNorm swaps those and reports any other BatchNorm2d as an error naming it.
+// can only be swapped where the model reaches it through a Sequential (an AnyModule slot) or
+// where it is an effnet::nn::BatchNorm2d (worker/nn/batchnorm.h, whose forward is replaceable:
+// EfficientNetV2 uses it). ConvertSyncBatchNorm converts those and reports any other
+// BatchNorm2d as an error naming it.
 // The SyncBatchNorm2d shares the original weight, bias and buffers (same tensors, same names),
 // so optimisers and checkpoints are unaffected.
 #pragma once
@@ -45,7 +47,8 @@ class SyncBatchNorm2dImpl : public torch::nn::Module {
 };
 TORCH_MODULE(SyncBatchNorm2d);
 
-// Replaces every BatchNorm2d reachable through a Sequential; returns how many were converted.
+// Converts every BatchNorm2d reachable through a Sequential and every effnet::nn::BatchNorm2d;
+// returns how many were converted.
 // FailedPrecondition (naming them) if some BatchNorm2d is held any other way.
 Result<int> ConvertSyncBatchNorm(torch::nn::Module& module, std::shared_ptr<Communicator> comm);
 

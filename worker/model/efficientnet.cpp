@@ -1,4 +1,5 @@
 #include "worker/model/efficientnet.h"
+#include "worker/nn/batchnorm.h"
 
 #include <ATen/ATen.h>
 #include <torch/nn/init.h>
@@ -178,12 +179,13 @@ class ConvImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Conv);
 
-torch::nn::BatchNorm2d MakeBn(int channels, const ModelConfig& c) {
-  return torch::nn::BatchNorm2d(
+// See Note [replaceable BN forward] (worker/nn/batchnorm.h): lets sync BN replace the statistics.
+nn::BatchNorm2d MakeBn(int channels, const ModelConfig& c) {
+  return nn::BatchNorm2d(
       torch::nn::BatchNorm2dOptions(channels).eps(c.bn_eps).momentum(c.bn_momentum));
 }
 
-torch::Tensor BnAct(torch::nn::BatchNorm2d& bn, const torch::Tensor& x) {
+torch::Tensor BnAct(nn::BatchNorm2d& bn, const torch::Tensor& x) {
   // The BN output is a fresh tensor, so the in-place SiLU is safe for autograd (BN's backward
   // needs its input, not its output).
   torch::Tensor y = bn->forward(x);
@@ -222,7 +224,7 @@ class ConvBnActBlock : public BlockImpl {
   }
   torch::Tensor forward(torch::Tensor x) override { return Finish(x, BnAct(bn1, conv(x))); }
   Conv conv{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr};
+  nn::BatchNorm2d bn1{nullptr};
 };
 
 // timm 'er' (EdgeResidual, FusedMBConv e>1): conv kxk stride s to mid, BN, SiLU; 1x1 to out, BN.
@@ -242,7 +244,7 @@ class EdgeResidualBlock : public BlockImpl {
     return Finish(x, y);
   }
   Conv conv_exp{nullptr}, conv_pwl{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
+  nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
 };
 
 class SqueezeExciteImpl : public torch::nn::Module {
@@ -285,7 +287,7 @@ class InvertedResidualBlock : public BlockImpl {
     return Finish(x, y);
   }
   Conv conv_pw{nullptr}, conv_dw{nullptr}, conv_pwl{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
   SqueezeExcite se{nullptr};
 };
 
@@ -426,11 +428,11 @@ int64_t CountParametersAnalytic(const ModelConfig& config) {
 
 struct EfficientNetV2Impl::Parts {
   Conv conv_stem{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr};
+  nn::BatchNorm2d bn1{nullptr};
   torch::nn::ModuleList blocks{nullptr};
   std::vector<std::vector<std::shared_ptr<BlockImpl>>> stages;
   Conv conv_head{nullptr};
-  torch::nn::BatchNorm2d bn2{nullptr};
+  nn::BatchNorm2d bn2{nullptr};
   torch::nn::Linear classifier{nullptr};
   double dropout = 0.0;
 };
