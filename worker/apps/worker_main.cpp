@@ -8,6 +8,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "common/atomic_file.h"
 #include "common/log.h"
 #include "worker/apps/app_common.h"
 #include "worker/dist/create.h"
@@ -21,14 +22,19 @@ int main(int argc, char** argv) {
   effnet::apps::TrainArgs args;
   effnet::apps::AddTrainOptions(app, &args);
   effnet::dist::DistConfig dc;
-  std::string coordinator, token;
+  std::string coordinator, token, token_file, tls_ca;
   int64_t generation = 0;
   app.add_option("--backend", dc.backend, "auto | nccl | mpi");
+  app.add_option("--first-bucket-mb", dc.first_bucket_mb, "size of the first gradient bucket");
   app.add_option("--bucket-cap-mb", dc.bucket_cap_mb, "gradient bucket size");
+  app.add_flag("--sync-bn", dc.sync_batchnorm, "cross-rank BatchNorm statistics");
   app.add_flag("--compress-bf16", dc.compress_bf16, "all-reduce gradients in bf16");
   app.add_option("--collective-timeout", dc.timeout_s, "deadline of every collective (s)");
   app.add_option("--coordinator", coordinator, "coordinator address HOST:PORT");
   app.add_option("--token", token, "the job's token (with --coordinator)");
+  app.add_option("--token-file", token_file,
+                 "file holding the job's token (keeps it out of the process list)");
+  app.add_option("--tls-ca", tls_ca, "CA certificate (PEM) to verify the coordinator's TLS");
   app.add_option("--generation", generation, "launch generation (with --coordinator)");
   CLI11_PARSE(app, argc, argv);
   try {
@@ -43,6 +49,17 @@ int main(int argc, char** argv) {
       }
     }
     if (world.rank != 0) args.sets.push_back("output.progress=false");
+    if (!token_file.empty()) {
+      auto contents = effnet::ReadFile(token_file);
+      if (!contents.ok()) {
+        return effnet::apps::ReportFailure("--token-file: " + contents.status().ToString());
+      }
+      token = *contents;
+      while (!token.empty() && (token.back() == '\n' || token.back() == '\r' ||
+                                token.back() == ' ')) {
+        token.pop_back();
+      }
+    }
     effnet::apps::Runtime rt;
     rt.dp = effnet::dist::CreateDataParallel(dc);
     if (!coordinator.empty()) {
@@ -53,6 +70,7 @@ int main(int argc, char** argv) {
         effnet::client::CoordinatorClientConfig cc;
         cc.address = coordinator;
         cc.token = token;
+        cc.tls_ca_file = tls_ca;
         cc.rank = world.rank;
         cc.world_size = world.world_size;
         cc.generation = generation;
