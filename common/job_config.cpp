@@ -38,17 +38,19 @@ Status Read(const YAML::Node& node, const std::string& key, const std::string& w
 Result<JobConfig> ParseJobConfig(const YAML::Node& job) {
   JobConfig c;
   if (!job || job.IsNull()) return c;
-  EFFNET_RETURN_IF_ERROR(CheckKeys(job, "job", {"epochs", "seed", "progressive", "early_stopping"}));
+  EFFNET_RETURN_IF_ERROR(
+      CheckKeys(job, "job", {"epochs", "seed", "progressive", "early_stopping"}));
   EFFNET_RETURN_IF_ERROR(Read(job, "epochs", "job", &c.epochs));
   EFFNET_RETURN_IF_ERROR(Read(job, "seed", "job", &c.seed));
-  if (c.epochs < 1) return InvalidArgument("job.epochs: must be >= 1, got " + std::to_string(c.epochs));
+  if (c.epochs < 1)
+    return InvalidArgument("job.epochs: must be >= 1, got " + std::to_string(c.epochs));
   if (const auto p = job["progressive"]) {
     const std::string w = "job.progressive";
-    EFFNET_RETURN_IF_ERROR(CheckKeys(
-        p, w,
-        {"num_stages", "formula", "min_image_size", "max_image_size", "min_randaug", "max_randaug",
-         "min_mixup", "max_mixup", "min_cutmix", "max_cutmix", "min_dropout", "max_dropout",
-         "size_multiple"}));
+    EFFNET_RETURN_IF_ERROR(
+        CheckKeys(p, w,
+                  {"num_stages", "formula", "min_image_size", "max_image_size", "min_randaug",
+                   "max_randaug", "min_mixup", "max_mixup", "min_cutmix", "max_cutmix",
+                   "min_dropout", "max_dropout", "size_multiple"}));
     auto& g = c.progressive;
     EFFNET_RETURN_IF_ERROR(Read(p, "num_stages", w, &g.num_stages));
     std::string formula = g.formula == ScheduleFormula::kPaper ? "paper" : "official";
@@ -105,20 +107,19 @@ std::string JobConfigToYaml(const JobConfig& c) {
   out << YAML::BeginMap << YAML::Key << "epochs" << YAML::Value << c.epochs << YAML::Key << "seed"
       << YAML::Value << c.seed << YAML::Key << "progressive" << YAML::Value << YAML::BeginMap
       << YAML::Key << "num_stages" << YAML::Value << g.num_stages << YAML::Key << "formula"
-      << YAML::Value << (g.formula == ScheduleFormula::kPaper ? "paper" : "official")
-      << YAML::Key << "min_image_size" << YAML::Value << g.min_image_size << YAML::Key
-      << "max_image_size" << YAML::Value << g.max_image_size << YAML::Key << "min_randaug"
-      << YAML::Value << g.min_randaug << YAML::Key << "max_randaug" << YAML::Value
-      << g.max_randaug << YAML::Key << "min_mixup" << YAML::Value << g.min_mixup << YAML::Key
-      << "max_mixup" << YAML::Value << g.max_mixup << YAML::Key << "min_cutmix" << YAML::Value
-      << g.min_cutmix << YAML::Key << "max_cutmix" << YAML::Value << g.max_cutmix << YAML::Key
-      << "min_dropout" << YAML::Value << g.min_dropout << YAML::Key << "max_dropout"
-      << YAML::Value << g.max_dropout << YAML::Key << "size_multiple" << YAML::Value
-      << g.size_multiple << YAML::EndMap << YAML::Key << "early_stopping" << YAML::Value
-      << YAML::BeginMap << YAML::Key << "patience" << YAML::Value << c.early_stopping.patience
-      << YAML::Key << "min_delta" << YAML::Value << c.early_stopping.min_delta << YAML::Key
-      << "best_metric" << YAML::Value << c.early_stopping.best_metric << YAML::EndMap
-      << YAML::EndMap;
+      << YAML::Value << (g.formula == ScheduleFormula::kPaper ? "paper" : "official") << YAML::Key
+      << "min_image_size" << YAML::Value << g.min_image_size << YAML::Key << "max_image_size"
+      << YAML::Value << g.max_image_size << YAML::Key << "min_randaug" << YAML::Value
+      << g.min_randaug << YAML::Key << "max_randaug" << YAML::Value << g.max_randaug << YAML::Key
+      << "min_mixup" << YAML::Value << g.min_mixup << YAML::Key << "max_mixup" << YAML::Value
+      << g.max_mixup << YAML::Key << "min_cutmix" << YAML::Value << g.min_cutmix << YAML::Key
+      << "max_cutmix" << YAML::Value << g.max_cutmix << YAML::Key << "min_dropout" << YAML::Value
+      << g.min_dropout << YAML::Key << "max_dropout" << YAML::Value << g.max_dropout << YAML::Key
+      << "size_multiple" << YAML::Value << g.size_multiple << YAML::EndMap << YAML::Key
+      << "early_stopping" << YAML::Value << YAML::BeginMap << YAML::Key << "patience" << YAML::Value
+      << c.early_stopping.patience << YAML::Key << "min_delta" << YAML::Value
+      << c.early_stopping.min_delta << YAML::Key << "best_metric" << YAML::Value
+      << c.early_stopping.best_metric << YAML::EndMap << YAML::EndMap;
   return out.c_str();
 }
 

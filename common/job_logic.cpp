@@ -18,9 +18,9 @@ Status Validate(const ProgressiveConfig& c) {
                            std::to_string(c.num_stages));
   }
   if (c.min_image_size < 32 || c.max_image_size < c.min_image_size) {
-    return InvalidArgument("progressive.min_image_size/max_image_size: need 32 <= min <= max, got " +
-                           std::to_string(c.min_image_size) + " and " +
-                           std::to_string(c.max_image_size));
+    return InvalidArgument(
+        "progressive.min_image_size/max_image_size: need 32 <= min <= max, got " +
+        std::to_string(c.min_image_size) + " and " + std::to_string(c.max_image_size));
   }
   if (c.size_multiple < 1) return InvalidArgument("progressive.size_multiple: must be >= 1");
   auto check = [](const char* name, double lo, double hi, double upper) -> Status {

@@ -58,8 +58,8 @@ int64_t ShardSize(int64_t num_samples, int world_size, int rank);
 // --- Early stopping and best epoch (the study's Keras callbacks) ---
 
 struct EarlyStoppingConfig {
-  int patience = 2;            // epochs without val_loss improvement before stopping; <= 0: never
-  double min_delta = 0.0;      // improvement must exceed this
+  int patience = 2;        // epochs without val_loss improvement before stopping; <= 0: never
+  double min_delta = 0.0;  // improvement must exceed this
   std::string best_metric = "val_accuracy";  // val_accuracy (max) | val_loss (min)
 };
 

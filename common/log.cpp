@@ -16,8 +16,8 @@ std::shared_ptr<spdlog::logger> Logger() {
     l->set_pattern("[%H:%M:%S.%e] [%^%l%$] %v");
     const char* env = std::getenv("EFFNET_LOG_LEVEL");
     std::string lv = env ? env : "info";
-    l->set_level(lv == "debug" ? spdlog::level::debug
-                 : lv == "warn" ? spdlog::level::warn
+    l->set_level(lv == "debug"   ? spdlog::level::debug
+                 : lv == "warn"  ? spdlog::level::warn
                  : lv == "error" ? spdlog::level::err
                                  : spdlog::level::info);
     return l;
@@ -35,10 +35,14 @@ std::string Tagged(const std::string& msg) {
 
 spdlog::level::level_enum ToSpd(Level level) {
   switch (level) {
-    case Level::kDebug: return spdlog::level::debug;
-    case Level::kInfo: return spdlog::level::info;
-    case Level::kWarn: return spdlog::level::warn;
-    case Level::kError: return spdlog::level::err;
+    case Level::kDebug:
+      return spdlog::level::debug;
+    case Level::kInfo:
+      return spdlog::level::info;
+    case Level::kWarn:
+      return spdlog::level::warn;
+    case Level::kError:
+      return spdlog::level::err;
   }
   return spdlog::level::info;
 }

@@ -45,7 +45,9 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
-inline Status InvalidArgument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+inline Status InvalidArgument(std::string m) {
+  return {StatusCode::kInvalidArgument, std::move(m)};
+}
 inline Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
 inline Status DataLoss(std::string m) { return {StatusCode::kDataLoss, std::move(m)}; }
 inline Status FailedPrecondition(std::string m) {
@@ -73,7 +75,7 @@ class StatusError : public std::runtime_error {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : value_(std::move(value)) {}         // NOLINT(google-explicit-constructor)
   Result(Status status) : status_(std::move(status)) {  // NOLINT(google-explicit-constructor)
     if (status_.ok()) status_ = Internal("Result constructed from an OK status without a value");
   }
@@ -106,16 +108,15 @@ inline void ThrowIfError(const Status& s) {
 
 }  // namespace effnet
 
-#define EFFNET_RETURN_IF_ERROR(expr)      \
-  do {                                    \
-    ::effnet::Status _st = (expr);        \
-    if (!_st.ok()) return _st;            \
+#define EFFNET_RETURN_IF_ERROR(expr) \
+  do {                               \
+    ::effnet::Status _st = (expr);   \
+    if (!_st.ok()) return _st;       \
   } while (0)
 
 #define EFFNET_CONCAT_INNER(a, b) a##b
 #define EFFNET_CONCAT(a, b) EFFNET_CONCAT_INNER(a, b)
-#define EFFNET_ASSIGN_OR_RETURN(lhs, expr)                          \
-  auto EFFNET_CONCAT(_res_, __LINE__) = (expr);                     \
-  if (!EFFNET_CONCAT(_res_, __LINE__).ok())                         \
-    return EFFNET_CONCAT(_res_, __LINE__).status();                 \
+#define EFFNET_ASSIGN_OR_RETURN(lhs, expr)                                                  \
+  auto EFFNET_CONCAT(_res_, __LINE__) = (expr);                                             \
+  if (!EFFNET_CONCAT(_res_, __LINE__).ok()) return EFFNET_CONCAT(_res_, __LINE__).status(); \
   lhs = std::move(EFFNET_CONCAT(_res_, __LINE__)).value()

@@ -5,7 +5,7 @@
 #   scripts/demo.sh [OUT_DIR]            (default runs/demo; each call makes a new run-<time> in it)
 #
 # Environment: EFFNET_BUILD_DIR (default build), EFFNET_DEMO_NP (ranks, default 2),
-# EFFNET_DEMO_PER_CLASS (generated images per class, default 60).
+# EFFNET_DEMO_PER_CLASS (generated images per class, default 400).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -13,7 +13,7 @@ BUILD=${EFFNET_BUILD_DIR:-$ROOT/build}
 BIN=$BUILD/bin
 OUT=${1:-$ROOT/runs/demo}
 NP=${EFFNET_DEMO_NP:-2}
-PER_CLASS=${EFFNET_DEMO_PER_CLASS:-60}
+PER_CLASS=${EFFNET_DEMO_PER_CLASS:-400}
 
 for tool in effnet-synth effnet-prepare effnet-coordinator effnet-worker effnet-run; do
   if [[ ! -x $BIN/$tool ]]; then

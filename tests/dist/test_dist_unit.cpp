@@ -118,7 +118,8 @@ TEST(SyncBatchNorm, ConvertsEfficientNetV2AndMatchesPlainBnAtWorldOfOne) {
     for (auto& p : synced->named_parameters()) p.value().copy_(src[p.key()]);
   }
   int num_bn = 0;
-  for (const auto& m : plain->modules(false)) num_bn += m->as<torch::nn::BatchNorm2dImpl>() != nullptr;
+  for (const auto& m : plain->modules(false))
+    num_bn += m->as<torch::nn::BatchNorm2dImpl>() != nullptr;
   auto n = ConvertSyncBatchNorm(*synced, comm);
   ASSERT_TRUE(n.ok()) << n.status().ToString();
   EXPECT_EQ(*n, num_bn);

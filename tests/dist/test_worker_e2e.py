@@ -22,7 +22,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="effnet-dist-e2e-")
     try:
         synth = os.path.join(tmp, "synth")
-        subprocess.run([os.path.join(BIN, "effnet-synth"), "--out", synth, "--per-class", "60",
+        subprocess.run([os.path.join(BIN, "effnet-synth"), "--out", synth, "--per-class", "400",
                         "--size", "64", "--seed", "1"], check=True, capture_output=True)
         data = os.path.join(tmp, "data.h5")
         subprocess.run([os.path.join(BIN, "effnet-prepare"), "--csv",

@@ -28,7 +28,7 @@ class EndToEnd(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="effnet-e2e-")
         synth = os.path.join(cls.tmp, "synth")
-        subprocess.run([os.path.join(BIN, "effnet-synth"), "--out", synth, "--per-class", "60",
+        subprocess.run([os.path.join(BIN, "effnet-synth"), "--out", synth, "--per-class", "400",
                         "--size", "64", "--seed", "1"], check=True, capture_output=True)
         cls.data = os.path.join(cls.tmp, "data.h5")
         subprocess.run([os.path.join(BIN, "effnet-prepare"), "--csv",

@@ -67,9 +67,19 @@ class AppTest : public ::testing::Test {
 };
 
 TEST_F(AppTest, TinyPresetReaches90PercentWithReports) {
-  effnet::testing::SyntheticSpec s;  // 7 classes, 40/10/10 per class
-  s.image_size = 48;
-  const std::string data = Data(s), run = (dir_ / "run").string();
+  // effnet-synth data (shapes and textures, not separable by mean colour), prepared by
+  // effnet-prepare: the same path a user takes.
+  const std::string synth = (dir_ / "synth").string(), data = (dir_ / "synth.h5").string();
+  ASSERT_EQ(RunCmd(Bin("effnet-synth") + " --out " + synth + " --per-class 400 --size 64 --seed 1",
+                   dir_.string(), (dir_ / "synth.log").string()),
+            0)
+      << Slurp((dir_ / "synth.log").string());
+  ASSERT_EQ(RunCmd(Bin("effnet-prepare") + " --csv " + synth + "/synth.csv --images " + synth +
+                       "/images --out " + data + " --size 64",
+                   dir_.string(), (dir_ / "prepare.log").string()),
+            0)
+      << Slurp((dir_ / "prepare.log").string());
+  const std::string run = (dir_ / "run").string();
   const auto t0 = Clock::now();
   // From another working directory: the preset is embedded in the binary.
   const int rc = RunCmd(Bin("effnet-train") + " --preset tiny --data " + data + " --out " + run +
@@ -84,7 +94,7 @@ TEST_F(AppTest, TinyPresetReaches90PercentWithReports) {
   EXPECT_GE(acc, 0.90) << Slurp((dir_ / "train.log").string());
   EXPECT_LT(seconds, 180.0);
   EXPECT_EQ(summary.at("world_size"), 1);
-  EXPECT_EQ(summary.at("batch_size"), 16);
+  EXPECT_EQ(summary.at("batch_size"), 8);
   EXPECT_EQ(summary.at("variant"), "b0");
   EXPECT_EQ(summary.at("device"), "cpu");
   for (const char* f : {"config.yaml", "metrics.jsonl", "results.md", "confusion_matrix.csv",
@@ -244,14 +254,15 @@ TEST_F(AppTest, WorkerUnderMpirunWithTwoRanks) {
   const std::string data = Data(s), run = (dir_ / "w").string(), log = (dir_ / "w.log").string();
   ASSERT_EQ(RunCmd(std::string(mpiexec) + " --oversubscribe -np 2 " + Bin("effnet-worker") +
                        " --preset tiny --data " + data + " --out " + run +
-                       " --set job.epochs=2 --set job.progressive.max_image_size=32"
+                       " --set job.epochs=2 --set job.progressive.min_image_size=32"
+                       " --set job.progressive.max_image_size=32"
                        " --set data.eval_image_size=32 --set output.progress=false",
                    dir_.string(), log),
             0)
       << Slurp(log);
   auto summary = nlohmann::json::parse(Slurp(run + "/summary.json"));
   EXPECT_EQ(summary.at("world_size"), 2);
-  EXPECT_EQ(summary.at("batch_size"), 32);
+  EXPECT_EQ(summary.at("batch_size"), 16);
   // Both ranks logged the same reduced epoch metrics (Note [same decisions on every rank]).
   const auto text = Slurp(log);
   for (const char* epoch : {"epoch 1/2", "epoch 2/2"}) {

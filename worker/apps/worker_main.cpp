@@ -55,8 +55,8 @@ int main(int argc, char** argv) {
         return effnet::apps::ReportFailure("--token-file: " + contents.status().ToString());
       }
       token = *contents;
-      while (!token.empty() && (token.back() == '\n' || token.back() == '\r' ||
-                                token.back() == ' ')) {
+      while (!token.empty() &&
+             (token.back() == '\n' || token.back() == '\r' || token.back() == ' ')) {
         token.pop_back();
       }
     }

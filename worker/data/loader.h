@@ -32,6 +32,7 @@ class Loader {
   storage::DatasetReader& reader_;
   at::Device device_;
   std::unique_ptr<storage::BatchPrefetcher> prefetcher_;
+  storage::BatchPrefetcher::Batch recycled_;
 };
 
 // Splits `indices` into consecutive batches of `batch_size` (the last may be shorter).

@@ -1,8 +1,6 @@
 // Sync BatchNorm: see Note [sync BN math] and Note [converting BatchNorm2d] (sync_batchnorm.h).
 #include "worker/dist/sync_batchnorm.h"
 
-#include "worker/nn/batchnorm.h"
-
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>  // for torch::autograd::Function
 #include <torch/nn/modules/container/any.h>
@@ -10,6 +8,8 @@
 
 #include <string>
 #include <vector>
+
+#include "worker/nn/batchnorm.h"
 
 namespace effnet::dist {
 namespace {
@@ -132,8 +132,7 @@ namespace {
 // `num_batches_tracked` drives the cumulative-average momentum when options have none.
 at::Tensor SyncBnLayerForward(const at::Tensor& x, bool training, const at::Tensor& weight,
                               const at::Tensor& bias, const at::Tensor& running_mean,
-                              const at::Tensor& running_var,
-                              const at::Tensor& num_batches_tracked,
+                              const at::Tensor& running_var, const at::Tensor& num_batches_tracked,
                               const torch::nn::BatchNormOptions& options,
                               const std::shared_ptr<Communicator>& comm) {
   TORCH_CHECK(x.dim() == 4, "SyncBatchNorm2d expects [N,C,H,W], got ", x.sizes());

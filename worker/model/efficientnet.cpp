@@ -1,5 +1,4 @@
 #include "worker/model/efficientnet.h"
-#include "worker/nn/batchnorm.h"
 
 #include <ATen/ATen.h>
 #include <torch/nn/init.h>
@@ -10,6 +9,8 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+
+#include "worker/nn/batchnorm.h"
 
 namespace effnet::model {
 namespace {

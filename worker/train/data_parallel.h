@@ -26,7 +26,8 @@ class DataParallel {
   // After backward, before the optimiser step: waits until every bucket's all-reduce has finished
   // and gradients hold the average over ranks.
   virtual void AfterBackward() = 0;
-  // Element-wise sum over ranks of a few host numbers (metrics, decisions). Blocking, with deadline.
+  // Element-wise sum over ranks of a few host numbers (metrics, decisions). Blocking, with
+  // deadline.
   virtual std::vector<double> AllReduceSum(const std::vector<double>& values) = 0;
   // Broadcast host bytes from rank 0 (e.g. a resumed RNG/sampler state).
   virtual void Barrier() = 0;

@@ -25,10 +25,10 @@ struct StageParams {
 };
 
 struct EpochPlan {
-  int epoch = 0;                      // 0-based
+  int epoch = 0;  // 0-based
   StageParams stage;
   std::vector<int64_t> sample_indices;  // this rank's shard of the train split, in training order
-  bool stop = false;                  // true: the job is over (finished or early-stopped)
+  bool stop = false;                    // true: the job is over (finished or early-stopped)
 };
 
 // Global (already reduced over ranks) numbers of one finished epoch.
@@ -43,10 +43,10 @@ struct EpochMetrics {
 };
 
 struct EpochDecision {
-  bool is_best = false;     // save this epoch's weights as the best checkpoint
-  bool stop = false;        // early stopping triggered (or last epoch)
+  bool is_best = false;  // save this epoch's weights as the best checkpoint
+  bool stop = false;     // early stopping triggered (or last epoch)
   int best_epoch = -1;
-  std::string reason;       // "patience 2 exhausted: val_loss did not improve since epoch 3"
+  std::string reason;  // "patience 2 exhausted: val_loss did not improve since epoch 3"
 };
 
 class JobControl {
