@@ -226,3 +226,18 @@ TEST(EffnetResults, BadRunDirectoriesAreNamed) {
 
 }  // namespace
 }  // namespace effnet::report
+
+namespace effnet::report {
+namespace {
+
+TEST(ResultsMarkdown, StudyRowsOnlyForTheStudysClasses) {
+  EXPECT_TRUE(
+      IsStudyDataset({"Watches", "Computers", "Baby Care", "Home Furnishing", "Kitchen & Dining",
+                      "Home Decor & Festive Needs", "Beauty and Personal Care"}));
+  EXPECT_FALSE(IsStudyDataset({"Checkerboards", "Circles", "Crosses", "Horizontal Stripes",
+                               "Squares", "Triangles", "Vertical Stripes"}));
+  EXPECT_FALSE(IsStudyDataset({"Watches", "Computers"}));
+}
+
+}  // namespace
+}  // namespace effnet::report

@@ -112,7 +112,9 @@ Status WriteReports(const std::string& out, const train::TrainConfig& c,
   row.fit_time_s = fit.fit_time_s;
   row.accuracy = test.accuracy;
   row.note = "best epoch " + std::to_string(best_epoch + 1) + ", " + fit.stop_reason;
-  EFFNET_RETURN_IF_ERROR(report::WriteResultsMarkdown({row}, out + "/results.md", true));
+  // The study's rows are a reference only on the study's own data (not, e.g., on effnet-synth).
+  EFFNET_RETURN_IF_ERROR(
+      report::WriteResultsMarkdown({row}, out + "/results.md", report::IsStudyDataset(classes)));
   nlohmann::json s = {{"model", "EfficientNetV2"},
                       {"variant", c.model.variant},
                       {"batch_size", c.data.batch_size * world},

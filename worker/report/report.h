@@ -64,6 +64,9 @@ Status WriteResultsMarkdown(const std::vector<ResultRow>& rows, const std::strin
 // The study's reported results on the Flipkart data (test accuracy), marked
 // "(study, Keras, PC)"; unknown batch sizes and fit times are "-".
 std::vector<ResultRow> StudyReferenceRows();
+// True when `class_names` are the study's 7 Flipkart categories (in any order): only then are
+// the study's reported numbers a fair reference for a run on that data.
+bool IsStudyDataset(const std::vector<std::string>& class_names);
 
 // The table (and, with the study's rows, a comparison of each row with the study's best
 // image-only result and with its Keras counterpart), without the picture links.

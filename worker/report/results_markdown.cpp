@@ -1,5 +1,6 @@
 // results.md: the study's table (Model, B, Fit Time (s), Accuracy) for effnet-dist runs, with
 // the study's own numbers as reference rows.
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <filesystem>
@@ -54,6 +55,15 @@ std::string VariantOf(const std::string& model) {
 }
 
 }  // namespace
+
+bool IsStudyDataset(const std::vector<std::string>& class_names) {
+  std::vector<std::string> have = class_names;
+  std::vector<std::string> want = {
+      "Baby Care",       "Beauty and Personal Care", "Computers", "Home Decor & Festive Needs",
+      "Home Furnishing", "Kitchen & Dining",         "Watches"};
+  std::sort(have.begin(), have.end());
+  return have == want;
+}
 
 std::vector<ResultRow> StudyReferenceRows() {
   // Note [study rows]: the numbers the study reported on the Flipkart data (test accuracy, images
