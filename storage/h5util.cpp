@@ -91,7 +91,10 @@ Status WriteStringAttr(hid_t obj, const char* name, const std::string& value) {
   return Status::Ok();
 }
 
-Result<int32_t> ReadIntAttr(hid_t obj, const char* name) {
+namespace {
+
+// Opens attribute `name` of `obj` and checks its type class; `kind` names the class in errors.
+Result<Id> OpenTypedAttr(hid_t obj, const char* name, H5T_class_t type_class, const char* kind) {
   if (H5Aexists(obj, name) <= 0) {
     LastError();
     return DataLoss(std::string("attribute '") + name + "' is missing");
@@ -99,9 +102,16 @@ Result<int32_t> ReadIntAttr(hid_t obj, const char* name) {
   Id attr = Attr(H5Aopen(obj, name, H5P_DEFAULT));
   if (!attr.valid()) return Error(std::string("opening attribute ") + name);
   Id type = Type(H5Aget_type(attr.get()));
-  if (H5Tget_class(type.get()) != H5T_INTEGER) {
-    return DataLoss(std::string("attribute '") + name + "' is not an integer");
+  if (H5Tget_class(type.get()) != type_class) {
+    return DataLoss(std::string("attribute '") + name + "' is not " + kind);
   }
+  return attr;
+}
+
+}  // namespace
+
+Result<int32_t> ReadIntAttr(hid_t obj, const char* name) {
+  EFFNET_ASSIGN_OR_RETURN(Id attr, OpenTypedAttr(obj, name, H5T_INTEGER, "an integer"));
   Id space = Space(H5Aget_space(attr.get()));
   if (H5Sget_simple_extent_npoints(space.get()) != 1) {
     return DataLoss(std::string("attribute '") + name + "' is not a scalar");
@@ -114,16 +124,8 @@ Result<int32_t> ReadIntAttr(hid_t obj, const char* name) {
 }
 
 Result<std::string> ReadStringAttr(hid_t obj, const char* name) {
-  if (H5Aexists(obj, name) <= 0) {
-    LastError();
-    return DataLoss(std::string("attribute '") + name + "' is missing");
-  }
-  Id attr = Attr(H5Aopen(obj, name, H5P_DEFAULT));
-  if (!attr.valid()) return Error(std::string("opening attribute ") + name);
+  EFFNET_ASSIGN_OR_RETURN(Id attr, OpenTypedAttr(obj, name, H5T_STRING, "a string"));
   Id ftype = Type(H5Aget_type(attr.get()));
-  if (H5Tget_class(ftype.get()) != H5T_STRING) {
-    return DataLoss(std::string("attribute '") + name + "' is not a string");
-  }
   if (H5Tis_variable_str(ftype.get()) > 0) {
     Id mtype = Type(H5Tcopy(H5T_C_S1));
     H5Tset_size(mtype.get(), H5T_VARIABLE);
