@@ -12,6 +12,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from synthetic_store import make_synthetic_store  # noqa: E402
+
 BIN = os.environ["EFFNET_BIN_DIR"]
 SRC = os.environ["EFFNET_SOURCE_DIR"]
 MPIEXEC = os.environ.get("EFFNET_MPIEXEC", "mpirun")
@@ -21,14 +24,7 @@ MIN_ACCURACY = 0.90
 def main():
     tmp = tempfile.mkdtemp(prefix="effnet-dist-e2e-")
     try:
-        synth = os.path.join(tmp, "synth")
-        subprocess.run([os.path.join(BIN, "effnet-synth"), "--out", synth, "--per-class", "400",
-                        "--size", "64", "--seed", "1"], check=True, capture_output=True)
-        data = os.path.join(tmp, "data.h5")
-        subprocess.run([os.path.join(BIN, "effnet-prepare"), "--csv",
-                        os.path.join(synth, "synth.csv"), "--images",
-                        os.path.join(synth, "images"), "--out", data, "--size", "64"],
-                       check=True, capture_output=True)
+        data = make_synthetic_store(BIN, tmp, per_class=400, size=64, seed=1)
         out = os.path.join(tmp, "run")
         cmd = [MPIEXEC, "--oversubscribe", "-np", "2", "-x", "OMP_NUM_THREADS=1",
                os.path.join(BIN, "effnet-worker"), "--config",

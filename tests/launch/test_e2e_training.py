@@ -22,19 +22,15 @@ BIN = os.environ.get("EFFNET_BIN_DIR", "")
 SRC = os.environ.get("EFFNET_SOURCE_DIR", "")
 MIN_ACCURACY = float(os.environ.get("EFFNET_E2E_MIN_ACCURACY", "0.90"))
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from synthetic_store import make_synthetic_store  # noqa: E402
+
 
 class EndToEnd(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="effnet-e2e-")
-        synth = os.path.join(cls.tmp, "synth")
-        subprocess.run([os.path.join(BIN, "effnet-synth"), "--out", synth, "--per-class", "400",
-                        "--size", "64", "--seed", "1"], check=True, capture_output=True)
-        cls.data = os.path.join(cls.tmp, "data.h5")
-        subprocess.run([os.path.join(BIN, "effnet-prepare"), "--csv",
-                        os.path.join(synth, "synth.csv"), "--images",
-                        os.path.join(synth, "images"), "--out", cls.data, "--size", "64"],
-                       check=True, capture_output=True)
+        cls.data = make_synthetic_store(BIN, cls.tmp, per_class=400, size=64, seed=1)
         cls.config = os.path.join(SRC, "worker", "train", "presets", "tiny.yaml")
 
     @classmethod

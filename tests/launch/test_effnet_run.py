@@ -20,6 +20,9 @@ import tempfile
 import time
 import unittest
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from synthetic_store import make_synthetic_store  # noqa: E402
+
 BIN = os.environ.get("EFFNET_BIN_DIR", "")
 WORKER = os.environ.get("EFFNET_SCRIPTED_WORKER", "")
 EPOCHS = 6
@@ -42,14 +45,7 @@ class EffnetRunTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="effnet-run-test-")
-        synth = os.path.join(cls.tmp, "synth")
-        subprocess.run([os.path.join(BIN, "effnet-synth"), "--out", synth, "--per-class", "6",
-                        "--size", "32", "--seed", "3"], check=True, capture_output=True)
-        cls.data = os.path.join(cls.tmp, "data.h5")
-        subprocess.run([os.path.join(BIN, "effnet-prepare"), "--csv",
-                        os.path.join(synth, "synth.csv"), "--images",
-                        os.path.join(synth, "images"), "--out", cls.data, "--size", "32"],
-                       check=True, capture_output=True)
+        cls.data = make_synthetic_store(BIN, cls.tmp, per_class=6, size=32, seed=3)
         cls.config = os.path.join(cls.tmp, "job.yaml")
         with open(cls.config, "w") as f:
             f.write(f"job:\n  epochs: {EPOCHS}\n  seed: 5\n"
