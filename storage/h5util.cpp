@@ -185,11 +185,11 @@ Result<int64_t> Length1D(hid_t file, const char* name) {
   return static_cast<int64_t>(n);
 }
 
-Status Read1D(hid_t file, const char* name, hid_t mem_type, size_t elem_size, bool is_signed,
-              int64_t n, void* dst, int64_t* n_out) {
-  EFFNET_ASSIGN_OR_RETURN(Id dset, OpenDataset(file, name));
-  EFFNET_RETURN_IF_ERROR(CheckInteger(dset.get(), name, elem_size, is_signed));
-  Id space = Space(H5Dget_space(dset.get()));
+namespace {
+
+// Length of the 1-D dataset `dset`; DataLoss when it is not 1-D or (n >= 0) not n long.
+Result<hsize_t> Length1D(hid_t dset, const char* name, int64_t n) {
+  Id space = Space(H5Dget_space(dset));
   if (H5Sget_simple_extent_ndims(space.get()) != 1) {
     return DataLoss(std::string(name) + ": expected a 1-D dataset");
   }
@@ -199,6 +199,16 @@ Status Read1D(hid_t file, const char* name, hid_t mem_type, size_t elem_size, bo
     return DataLoss(std::string(name) + ": expected " + std::to_string(n) + " elements, found " +
                     std::to_string(len));
   }
+  return len;
+}
+
+}  // namespace
+
+Status Read1D(hid_t file, const char* name, hid_t mem_type, size_t elem_size, bool is_signed,
+              int64_t n, void* dst, int64_t* n_out) {
+  EFFNET_ASSIGN_OR_RETURN(Id dset, OpenDataset(file, name));
+  EFFNET_RETURN_IF_ERROR(CheckInteger(dset.get(), name, elem_size, is_signed));
+  EFFNET_ASSIGN_OR_RETURN(hsize_t len, Length1D(dset.get(), name, n));
   if (n_out) *n_out = static_cast<int64_t>(len);
   if (len > 0 && H5Dread(dset.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0) {
     return Error(std::string("reading dataset ") + name);
@@ -212,16 +222,7 @@ Result<std::vector<std::string>> ReadStrings(hid_t file, const char* name, int64
   if (H5Tget_class(ftype.get()) != H5T_STRING) {
     return DataLoss(std::string(name) + ": expected a string dataset");
   }
-  Id space = Space(H5Dget_space(dset.get()));
-  if (H5Sget_simple_extent_ndims(space.get()) != 1) {
-    return DataLoss(std::string(name) + ": expected a 1-D dataset");
-  }
-  hsize_t len = 0;
-  H5Sget_simple_extent_dims(space.get(), &len, nullptr);
-  if (n >= 0 && static_cast<int64_t>(len) != n) {
-    return DataLoss(std::string(name) + ": expected " + std::to_string(n) + " elements, found " +
-                    std::to_string(len));
-  }
+  EFFNET_ASSIGN_OR_RETURN(hsize_t len, Length1D(dset.get(), name, n));
   std::vector<std::string> out(len);
   if (len == 0) return out;
   if (H5Tis_variable_str(ftype.get()) > 0) {
@@ -233,6 +234,7 @@ Result<std::vector<std::string>> ReadStrings(hid_t file, const char* name, int64
       return Error(std::string("reading dataset ") + name);
     }
     for (hsize_t i = 0; i < len; ++i) out[i] = ptrs[i] ? ptrs[i] : "";
+    Id space = Space(H5Dget_space(dset.get()));
     H5Dvlen_reclaim(mtype.get(), space.get(), H5P_DEFAULT, ptrs.data());
   } else {
     size_t size = H5Tget_size(ftype.get());
