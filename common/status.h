@@ -21,6 +21,11 @@ enum class StatusCode {
   kDeadlineExceeded,  // a blocking call ran past its deadline
   kUnavailable,       // a peer (rank, coordinator) is gone
   kPermissionDenied,  // wrong token, stale generation
+  kAlreadyExists,     // a second claim on something unique (a rank)
+  kAborted,           // the operation's context is gone (the job failed; a new launch must start)
+  kUnauthenticated,   // no or wrong credentials
+  kResourceExhausted,  // a size or rate limit
+  kCancelled,          // the caller or a shutdown cancelled the operation
   kInternal,
 };
 
@@ -60,6 +65,15 @@ inline Status Unavailable(std::string m) { return {StatusCode::kUnavailable, std
 inline Status PermissionDenied(std::string m) {
   return {StatusCode::kPermissionDenied, std::move(m)};
 }
+inline Status AlreadyExists(std::string m) { return {StatusCode::kAlreadyExists, std::move(m)}; }
+inline Status Aborted(std::string m) { return {StatusCode::kAborted, std::move(m)}; }
+inline Status Unauthenticated(std::string m) {
+  return {StatusCode::kUnauthenticated, std::move(m)};
+}
+inline Status ResourceExhausted(std::string m) {
+  return {StatusCode::kResourceExhausted, std::move(m)};
+}
+inline Status Cancelled(std::string m) { return {StatusCode::kCancelled, std::move(m)}; }
 inline Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
 
 // Thrown where an API cannot return a Status (constructors, torch callbacks); main()s catch it.

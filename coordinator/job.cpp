@@ -72,7 +72,7 @@ job::EarlyStopping::State EsFromJson(const json& j) {
   return s;
 }
 
-json ReportToJson(const RankReport& r) {
+json ReportToJson(const job::RankMetrics& r) {
   return {{"rank", r.rank},
           {"epoch", r.epoch},
           {"train_samples", r.train_samples},
@@ -85,8 +85,8 @@ json ReportToJson(const RankReport& r) {
           {"image_size", r.image_size},
           {"host", r.host}};
 }
-RankReport ReportFromJson(const json& j) {
-  RankReport r;
+job::RankMetrics ReportFromJson(const json& j) {
+  job::RankMetrics r;
   r.rank = j.at("rank");
   r.epoch = j.at("epoch");
   r.train_samples = j.at("train_samples");
@@ -248,7 +248,7 @@ Result<Job> Job::Restore(const std::string& text, JobSetup setup, int64_t genera
       job.history_.push_back(std::move(r));
     }
     for (const auto& p : j.at("pending")) {
-      RankReport r = ReportFromJson(p);
+      job::RankMetrics r = ReportFromJson(p);
       job.pending_[r.rank] = r;
     }
     for (const auto& w : j.at("workers")) {
@@ -398,74 +398,69 @@ void Job::StartGeneration(int64_t generation) {
   Changed();
 }
 
-grpc::Status Job::CheckMember(const WorkerInfo& w, bool allow_finished) const {
-  using grpc::StatusCode;
+Status Job::CheckMember(const WorkerInfo& w, bool allow_finished) const {
   if (w.generation < generation_) {
-    return {StatusCode::PERMISSION_DENIED,
-            "stale generation " + std::to_string(w.generation) + ": the job is at generation " +
+    return PermissionDenied("stale generation " + std::to_string(w.generation) + ": the job is at generation " +
                 std::to_string(generation_) + " (a newer launch took over; this worker, " +
-                w.Describe() + ", belongs to an old launch)"};
+                w.Describe() + ", belongs to an old launch)");
   }
   if (w.generation > generation_) {
-    return {StatusCode::FAILED_PRECONDITION, "generation " + std::to_string(w.generation) +
+    return FailedPrecondition("generation " + std::to_string(w.generation) +
                                                  " has not registered yet (the job is at " +
                                                  std::to_string(generation_) +
-                                                 "): call RegisterWorker first"};
+                                                 "): call RegisterWorker first");
   }
   if (w.rank < 0 || w.rank >= setup_.world_size) {
-    return {StatusCode::INVALID_ARGUMENT, "rank " + std::to_string(w.rank) + " out of range [0, " +
-                                              std::to_string(setup_.world_size) + ")"};
+    return InvalidArgument("rank " + std::to_string(w.rank) + " out of range [0, " +
+                                              std::to_string(setup_.world_size) + ")");
   }
   auto it = workers_.find(w.rank);
   if (it == workers_.end()) {
-    return {StatusCode::FAILED_PRECONDITION,
-            w.Describe() + " is not registered in generation " + std::to_string(generation_)};
+    return FailedPrecondition(w.Describe() + " is not registered in generation " + std::to_string(generation_));
   }
   if (it->second.info.worker_id != w.worker_id) {
-    return {StatusCode::PERMISSION_DENIED, "rank " + std::to_string(w.rank) +
+    return PermissionDenied("rank " + std::to_string(w.rank) +
                                                " belongs to another worker (" +
-                                               it->second.info.Describe() + ")"};
+                                               it->second.info.Describe() + ")");
   }
   if (phase_ == Phase::kFailed) {
-    return {StatusCode::ABORTED,
-            "job failed in generation " + std::to_string(generation_) + ": " + failure_reason_};
+    return Aborted("job failed in generation " + std::to_string(generation_) + ": " + failure_reason_);
   }
   if (phase_ == Phase::kFinished && !allow_finished) {
-    return {StatusCode::FAILED_PRECONDITION, "job already finished"};
+    return FailedPrecondition("job already finished");
   }
-  return grpc::Status::OK;
+  return Status::Ok();
 }
 
-grpc::Status Job::Register(const WorkerInfo& w, Clock::time_point now) {
-  using grpc::StatusCode;
+Status Job::Register(const WorkerInfo& w, Clock::time_point now) {
   if (w.world_size != setup_.world_size) {
-    return {StatusCode::INVALID_ARGUMENT, w.Describe() + " says world size " +
+    return InvalidArgument(w.Describe() + " says world size " +
                                               std::to_string(w.world_size) + ", the job has " +
-                                              std::to_string(setup_.world_size)};
+                                              std::to_string(setup_.world_size));
   }
   if (w.rank < 0 || w.rank >= setup_.world_size) {
-    return {StatusCode::INVALID_ARGUMENT, "rank " + std::to_string(w.rank) + " out of range [0, " +
-                                              std::to_string(setup_.world_size) + ")"};
+    return InvalidArgument("rank " + std::to_string(w.rank) + " out of range [0, " +
+                                              std::to_string(setup_.world_size) + ")");
   }
-  if (w.worker_id.empty()) return {StatusCode::INVALID_ARGUMENT, "empty worker_id"};
+  if (w.worker_id.empty()) return InvalidArgument("empty worker_id");
   if (w.generation < generation_) return CheckMember(w, true);
   if (w.generation > generation_) StartGeneration(w.generation);
   if (phase_ == Phase::kFailed) {
-    return {StatusCode::ABORTED, "job failed in generation " + std::to_string(generation_) + ": " +
+    return Aborted("job failed in generation " + std::to_string(generation_) + ": " +
                                      failure_reason_ + " (a new launch must use generation " +
-                                     std::to_string(generation_ + 1) + ")"};
+                                     std::to_string(generation_ + 1) + ")");
   }
   auto it = workers_.find(w.rank);
   if (it != workers_.end()) {
     WorkerRecord& rec = it->second;
     if (rec.info.worker_id == w.worker_id) {  // a retry of the same process
       rec.last_seen = now;
-      return grpc::Status::OK;
+      return Status::Ok();
     }
-    return {StatusCode::ALREADY_EXISTS, "duplicate rank " + std::to_string(w.rank) +
+    return AlreadyExists("duplicate rank " + std::to_string(w.rank) +
                                             ": already registered by " + rec.info.Describe() +
                                             " in generation " + std::to_string(generation_) +
-                                            "; refused " + w.Describe()};
+                                            "; refused " + w.Describe());
   }
   WorkerRecord rec;
   rec.info = w;
@@ -482,63 +477,60 @@ grpc::Status Job::Register(const WorkerInfo& w, Clock::time_point now) {
               CkptText(last_checkpoint_) + ")");
   }
   Changed();
-  return grpc::Status::OK;
+  return Status::Ok();
 }
 
-grpc::Status Job::Plan(const WorkerInfo& w, int epoch, EpochPlanOut* out) {
-  using grpc::StatusCode;
+Result<job::EpochPlan> Job::Plan(const WorkerInfo& w, int epoch) {
   if (auto st = CheckMember(w, /*allow_finished=*/true); !st.ok()) return st;
   if (phase_ == Phase::kWaitingForWorkers) {
-    return {StatusCode::FAILED_PRECONDITION,
-            "the job is not running yet: " + std::to_string(registered()) + "/" +
-                std::to_string(setup_.world_size) + " ranks registered"};
+    return FailedPrecondition("the job is not running yet: " + std::to_string(registered()) + "/" +
+                std::to_string(setup_.world_size) + " ranks registered");
   }
-  if (epoch < 0) return {StatusCode::INVALID_ARGUMENT, "epoch " + std::to_string(epoch) + " < 0"};
-  out->epoch = epoch;
+  if (epoch < 0) return InvalidArgument("epoch " + std::to_string(epoch) + " < 0");
+  job::EpochPlan out;
+  out.epoch = epoch;
+  out.num_train_samples = static_cast<int64_t>(setup_.train_indices.size());
   const bool stopped = !history_.empty() && history_.back().decision.stop;
   if (phase_ == Phase::kFinished || stopped || epoch >= setup_.config.epochs) {
-    out->stop = true;
-    out->stop_reason = stopped ? history_.back().decision.reason
+    out.stop = true;
+    out.stop_reason = stopped ? history_.back().decision.reason
                                : "all " + std::to_string(setup_.config.epochs) + " epochs done";
-    return grpc::Status::OK;
+    return out;
   }
   if (epoch != next_epoch_) {
-    return {StatusCode::FAILED_PRECONDITION, "epoch " + std::to_string(epoch) + " requested by " +
+    return FailedPrecondition("epoch " + std::to_string(epoch) + " requested by " +
                                                  w.Describe() + ", but the job is at epoch " +
                                                  std::to_string(next_epoch_) + " (resume from " +
-                                                 CkptText(last_checkpoint_) + ")"};
+                                                 CkptText(last_checkpoint_) + ")");
   }
   if (cached_plan_epoch_ != epoch) {
     cached_plan_ =
         job::PlanShards(setup_.train_indices, setup_.config.seed, epoch, setup_.world_size);
     cached_plan_epoch_ = epoch;
   }
-  out->stage = job::StageForEpoch(setup_.config.progressive, epoch, setup_.config.epochs);
-  out->indices = cached_plan_[static_cast<size_t>(w.rank)];
-  return grpc::Status::OK;
+  out.stage = job::StageForEpoch(setup_.config.progressive, epoch, setup_.config.epochs);
+  out.sample_indices = cached_plan_[static_cast<size_t>(w.rank)];
+  return out;
 }
 
-grpc::Status Job::Report(const WorkerInfo& w, const RankReport& r, bool* decided) {
-  using grpc::StatusCode;
+Status Job::Report(const WorkerInfo& w, const job::RankMetrics& r, bool* decided) {
   *decided = false;
   if (r.epoch < next_epoch_ && Record(r.epoch) != nullptr) {
     // A retry after the decision (the coordinator answers it again, also when finished).
     if (auto st = CheckMember(w, true); !st.ok()) return st;
     *decided = true;
-    return grpc::Status::OK;
+    return Status::Ok();
   }
   if (auto st = CheckMember(w, false); !st.ok()) return st;
   if (phase_ != Phase::kRunning) {
-    return {StatusCode::FAILED_PRECONDITION, std::string("the job is ") + PhaseName(phase_)};
+    return FailedPrecondition(std::string("the job is ") + PhaseName(phase_));
   }
   if (r.rank != w.rank) {
-    return {StatusCode::INVALID_ARGUMENT,
-            w.Describe() + " reported metrics of rank " + std::to_string(r.rank)};
+    return InvalidArgument(w.Describe() + " reported metrics of rank " + std::to_string(r.rank));
   }
   if (r.epoch != next_epoch_) {
-    return {StatusCode::FAILED_PRECONDITION,
-            w.Describe() + " reported epoch " + std::to_string(r.epoch) +
-                ", but the job is at epoch " + std::to_string(next_epoch_)};
+    return FailedPrecondition(w.Describe() + " reported epoch " + std::to_string(r.epoch) +
+                ", but the job is at epoch " + std::to_string(next_epoch_));
   }
   pending_[r.rank] = r;
   Changed();
@@ -546,7 +538,7 @@ grpc::Status Job::Report(const WorkerInfo& w, const RankReport& r, bool* decided
     Decide();
     *decided = true;
   }
-  return grpc::Status::OK;
+  return Status::Ok();
 }
 
 void Job::Decide() {
@@ -570,8 +562,9 @@ void Job::Decide() {
     rec.ranks.push_back(r);
   }
   const bool last = rec.epoch + 1 >= setup_.config.epochs;
-  const auto out = early_stopping_.Update(rec.epoch, rec.val_loss, rec.val_accuracy, last);
-  rec.decision = {out.is_best, out.stop, out.best_epoch, out.reason};
+  const job::EpochDecision out =
+      early_stopping_.Update(rec.epoch, rec.val_loss, rec.val_accuracy, last);
+  rec.decision = out;
   rec.early_stopping_after = early_stopping_.state();
   rec.status_line =
       FormatStatusLine(rec, setup_.config.epochs, setup_.config.progressive.num_stages);
@@ -587,20 +580,18 @@ void Job::Decide() {
   Changed();
 }
 
-grpc::Status Job::Commit(const WorkerInfo& w, int epoch, const std::string& path, bool is_best) {
-  using grpc::StatusCode;
+Status Job::Commit(const WorkerInfo& w, int epoch, const std::string& path, bool is_best) {
   if (auto st = CheckMember(w, true); !st.ok()) return st;
-  if (path.empty()) return {StatusCode::INVALID_ARGUMENT, "empty checkpoint path"};
+  if (path.empty()) return InvalidArgument("empty checkpoint path");
   if (Record(epoch) == nullptr) {
-    return {StatusCode::FAILED_PRECONDITION,
-            "checkpoint of epoch " + std::to_string(epoch) + " (" + path +
+    return FailedPrecondition("checkpoint of epoch " + std::to_string(epoch) + " (" + path +
                 ") committed before the epoch's decision (the job is at epoch " +
-                std::to_string(next_epoch_) + ")"};
+                std::to_string(next_epoch_) + ")");
   }
   if (epoch < last_checkpoint_.epoch) {
-    return {StatusCode::FAILED_PRECONDITION, "checkpoint of epoch " + std::to_string(epoch) +
+    return FailedPrecondition("checkpoint of epoch " + std::to_string(epoch) +
                                                  " is older than the last committed (" +
-                                                 CkptText(last_checkpoint_) + ")"};
+                                                 CkptText(last_checkpoint_) + ")");
   }
   // Of two files of one epoch (last + best), the plain one is the resume point.
   if (epoch > last_checkpoint_.epoch || !is_best) last_checkpoint_ = {epoch, path};
@@ -608,10 +599,10 @@ grpc::Status Job::Commit(const WorkerInfo& w, int epoch, const std::string& path
   log::Info("committed checkpoint of epoch " + std::to_string(epoch) + ": " + path +
             (is_best ? " (best)" : ""));
   Changed();
-  return grpc::Status::OK;
+  return Status::Ok();
 }
 
-grpc::Status Job::Beat(const WorkerInfo& w, int epoch, int64_t step, Clock::time_point now) {
+Status Job::Beat(const WorkerInfo& w, int epoch, int64_t step, Clock::time_point now) {
   if (auto st = CheckMember(w, true); !st.ok()) return st;
   WorkerRecord& rec = workers_.at(w.rank);
   rec.last_seen = now;
@@ -622,7 +613,7 @@ grpc::Status Job::Beat(const WorkerInfo& w, int epoch, int64_t step, Clock::time
     rec.state = WorkerState::kAlive;
     Changed();
   }
-  return grpc::Status::OK;
+  return Status::Ok();
 }
 
 void Job::Fail(const WorkerRecord& w, const std::string& what) {

@@ -15,8 +15,6 @@
 // Not thread-safe: the server serialises all calls behind one mutex.
 #pragma once
 
-#include <grpcpp/support/status.h>
-
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -24,8 +22,11 @@
 #include <string>
 #include <vector>
 
-#include "common/job_config.h"
-#include "common/job_logic.h"
+#include "common/job/config.h"
+#include "common/job/early_stopping.h"
+#include "common/job/progressive.h"
+#include "common/job/shards.h"
+#include "common/job/types.h"
 #include "common/status.h"
 
 namespace effnet::coord {
@@ -60,30 +61,13 @@ struct WorkerRecord {
   int64_t step = 0;
 };
 
-struct RankReport {
-  int rank = 0;
-  int epoch = 0;
-  int64_t train_samples = 0;  // weight of this rank's numbers; 0 everywhere = equal weights
-  double train_loss = 0, train_accuracy = 0, val_loss = 0, val_accuracy = 0;
-  double images_per_second = 0, step_time_ms = 0;
-  int image_size = 0;
-  std::string host;
-};
-
-struct Decision {
-  bool is_best = false;
-  bool stop = false;
-  int best_epoch = -1;
-  std::string reason;
-};
-
 struct EpochRecord {
   int epoch = 0;
   job::Stage stage;
   double train_loss = 0, train_accuracy = 0, val_loss = 0, val_accuracy = 0;
   double images_per_second = 0;  // sum over ranks
-  std::vector<RankReport> ranks;
-  Decision decision;
+  std::vector<job::RankMetrics> ranks;
+  job::EpochDecision decision;
   job::EarlyStopping::State early_stopping_after;  // Note [no epoch twice]
   std::string status_line;
   int64_t generation = 0;
@@ -92,14 +76,6 @@ struct EpochRecord {
 struct CheckpointRef {
   int epoch = -1;  // -1: none
   std::string path;
-};
-
-struct EpochPlanOut {
-  int epoch = 0;
-  bool stop = false;
-  std::string stop_reason;
-  job::Stage stage;
-  std::vector<int64_t> indices;
 };
 
 // What the job is about; fixed for its whole life and checked again on restore.
@@ -120,14 +96,14 @@ class Job {
                              Clock::time_point now);
   std::string ToJson() const;
 
-  // --- worker calls (grpc::Status carries the refusal with its code and reason) ---
-  grpc::Status Register(const WorkerInfo& w, Clock::time_point now);
-  grpc::Status Plan(const WorkerInfo& w, int epoch, EpochPlanOut* out);
+  // --- worker calls (a refusal is a Status with its code and reason; the server maps it to gRPC) ---
+  Status Register(const WorkerInfo& w, Clock::time_point now);
+  Result<job::EpochPlan> Plan(const WorkerInfo& w, int epoch);
   // Stores the report; `*decided` is set when the decision of r.epoch exists (possibly made by
   // this call).
-  grpc::Status Report(const WorkerInfo& w, const RankReport& r, bool* decided);
-  grpc::Status Commit(const WorkerInfo& w, int epoch, const std::string& path, bool is_best);
-  grpc::Status Beat(const WorkerInfo& w, int epoch, int64_t step, Clock::time_point now);
+  Status Report(const WorkerInfo& w, const job::RankMetrics& r, bool* decided);
+  Status Commit(const WorkerInfo& w, int epoch, const std::string& path, bool is_best);
+  Status Beat(const WorkerInfo& w, int epoch, int64_t step, Clock::time_point now);
   // The worker's heartbeat stream ended: on purpose (`leaving`: the worker is done) or broken
   // (killed or crashed, or a network blip: see CheckDeadlines). Returns true when the job changed.
   bool StreamEnded(const WorkerInfo& w, bool leaving, Clock::time_point now);
@@ -163,7 +139,7 @@ class Job {
   int64_t version() const { return version_; }
 
  private:
-  grpc::Status CheckMember(const WorkerInfo& w, bool allow_finished) const;
+  Status CheckMember(const WorkerInfo& w, bool allow_finished) const;
   void StartGeneration(int64_t generation);
   void Decide();
   void Fail(const WorkerRecord& w, const std::string& what);
@@ -176,7 +152,7 @@ class Job {
   int next_epoch_ = 0;
   job::EarlyStopping early_stopping_;
   std::vector<EpochRecord> history_;
-  std::map<int, RankReport> pending_;    // reports of next_epoch_
+  std::map<int, job::RankMetrics> pending_;    // reports of next_epoch_
   std::map<int, WorkerRecord> workers_;  // this generation's ranks
   CheckpointRef last_checkpoint_, best_checkpoint_;
   std::string failure_reason_;

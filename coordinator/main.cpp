@@ -11,7 +11,7 @@
 #include <iostream>
 
 #include "common/atomic_file.h"
-#include "common/job_config.h"
+#include "common/job/config.h"
 #include "common/log.h"
 #include "coordinator/server.h"
 #include "storage/dataset_reader.h"

@@ -11,6 +11,7 @@
 
 #include "common/atomic_file.h"
 #include "common/log.h"
+#include "proto/convert.h"
 #include "proto/coordinator.grpc.pb.h"
 
 namespace effnet::coord {
@@ -19,6 +20,9 @@ namespace {
 namespace v1 = ::effnet::v1;
 using grpc::ServerContext;
 using grpc::StatusCode;
+using wire::FromProto;
+using wire::ToGrpc;
+using wire::ToProto;
 
 v1::Phase ToProto(Phase p) {
   switch (p) {
@@ -46,55 +50,9 @@ WorkerInfo FromProto(const v1::WorkerIdentity& w) {
   return i;
 }
 
-void ToProto(const job::Stage& s, v1::Stage* out) {
-  out->set_index(s.index);
-  out->set_image_size(s.image_size);
-  out->set_randaug_magnitude(s.randaug_magnitude);
-  out->set_mixup_alpha(s.mixup_alpha);
-  out->set_cutmix_alpha(s.cutmix_alpha);
-  out->set_dropout(s.dropout);
-}
-
 void ToProto(const CheckpointRef& c, v1::CheckpointRef* out) {
   out->set_epoch(c.epoch);
   out->set_path(c.path);
-}
-
-void ToProto(const Decision& d, v1::Decision* out) {
-  out->set_is_best(d.is_best);
-  out->set_stop(d.stop);
-  out->set_best_epoch(d.best_epoch);
-  out->set_reason(d.reason);
-}
-
-void ToProto(const RankReport& r, v1::RankMetrics* out) {
-  out->set_rank(r.rank);
-  out->set_epoch(r.epoch);
-  out->set_train_samples(r.train_samples);
-  out->set_train_loss(r.train_loss);
-  out->set_train_accuracy(r.train_accuracy);
-  out->set_val_loss(r.val_loss);
-  out->set_val_accuracy(r.val_accuracy);
-  out->set_images_per_second(r.images_per_second);
-  out->set_step_time_ms(r.step_time_ms);
-  out->set_image_size(r.image_size);
-  out->set_host(r.host);
-}
-
-RankReport FromProto(const v1::RankMetrics& m) {
-  RankReport r;
-  r.rank = m.rank();
-  r.epoch = m.epoch();
-  r.train_samples = m.train_samples();
-  r.train_loss = m.train_loss();
-  r.train_accuracy = m.train_accuracy();
-  r.val_loss = m.val_loss();
-  r.val_accuracy = m.val_accuracy();
-  r.images_per_second = m.images_per_second();
-  r.step_time_ms = m.step_time_ms();
-  r.image_size = m.image_size();
-  r.host = m.host();
-  return r;
 }
 
 void ToProto(const EpochRecord& r, v1::EpochSummary* out) {
@@ -143,35 +101,6 @@ void JobStateToProto(const Job& job, Clock::time_point now, v1::JobState* out) {
   }
   for (const auto& r : job.history()) ToProto(r, out->add_history());
   out->set_best_epoch(job.best_epoch());
-}
-
-grpc::Status ToGrpc(const Status& s) {
-  StatusCode code = StatusCode::INTERNAL;
-  switch (s.code()) {
-    case effnet::StatusCode::kOk:
-      return grpc::Status::OK;
-    case effnet::StatusCode::kInvalidArgument:
-      code = StatusCode::INVALID_ARGUMENT;
-      break;
-    case effnet::StatusCode::kNotFound:
-      code = StatusCode::NOT_FOUND;
-      break;
-    case effnet::StatusCode::kFailedPrecondition:
-      code = StatusCode::FAILED_PRECONDITION;
-      break;
-    case effnet::StatusCode::kPermissionDenied:
-      code = StatusCode::PERMISSION_DENIED;
-      break;
-    case effnet::StatusCode::kUnavailable:
-      code = StatusCode::UNAVAILABLE;
-      break;
-    case effnet::StatusCode::kDeadlineExceeded:
-      code = StatusCode::DEADLINE_EXCEEDED;
-      break;
-    default:
-      break;
-  }
-  return {code, s.message()};
 }
 
 // Constant-time comparison, so the token cannot be guessed byte by byte from response times.
@@ -249,18 +178,18 @@ struct CoordinatorServer::Impl final : public v1::Coordinator::Service {
     if (auto st = Authorize(ctx, "RegisterWorker"); !st.ok()) return st;
     const WorkerInfo who = FromProto(req->worker());
     std::unique_lock<std::mutex> lock(mu);
-    grpc::Status st = job.Register(who, Clock::now());
+    const Status st = job.Register(who, Clock::now());
     SaveLocked();
     if (!st.ok()) {
-      log::Warn("RegisterWorker refused for " + who.Describe() + ": " + st.error_message());
-      return st;
+      log::Warn("RegisterWorker refused for " + who.Describe() + ": " + st.message());
+      return ToGrpc(st);
     }
     const auto until = PollUntil(ctx, req->wait_for_start_ms());
     cv.wait_until(lock, until, [&] {
       return shutting_down || job.phase() != Phase::kWaitingForWorkers ||
              job.generation() != who.generation;
     });
-    if (job.generation() != who.generation) return job.Register(who, Clock::now());
+    if (job.generation() != who.generation) return ToGrpc(job.Register(who, Clock::now()));
     JobInfoToProto(job, resp->mutable_job());
     resp->set_registered(job.registered());
     return grpc::Status::OK;
@@ -269,16 +198,10 @@ struct CoordinatorServer::Impl final : public v1::Coordinator::Service {
   grpc::Status GetEpochPlan(ServerContext* ctx, const v1::GetEpochPlanRequest* req,
                             v1::GetEpochPlanResponse* resp) override {
     if (auto st = Authorize(ctx, "GetEpochPlan"); !st.ok()) return st;
-    EpochPlanOut plan;
     std::lock_guard<std::mutex> lock(mu);
-    grpc::Status st = job.Plan(FromProto(req->worker()), req->epoch(), &plan);
-    if (!st.ok()) return st;
-    resp->set_epoch(plan.epoch);
-    resp->set_stop(plan.stop);
-    resp->set_stop_reason(plan.stop_reason);
-    ToProto(plan.stage, resp->mutable_stage());
-    resp->mutable_sample_indices()->Add(plan.indices.begin(), plan.indices.end());
-    resp->set_num_train_samples(static_cast<int64_t>(job.setup().train_indices.size()));
+    auto plan = job.Plan(FromProto(req->worker()), req->epoch());
+    if (!plan.ok()) return ToGrpc(plan.status());
+    ToProto(*plan, resp);
     return grpc::Status::OK;
   }
 
@@ -301,9 +224,9 @@ struct CoordinatorServer::Impl final : public v1::Coordinator::Service {
           SaveLocked();
           ended_on_purpose = true;
         } else {
-          grpc::Status st = job.Beat(who, req.epoch(), req.step(), Clock::now());
+          const Status st = job.Beat(who, req.epoch(), req.step(), Clock::now());
           SaveLocked();
-          if (!st.ok()) return st;
+          if (!st.ok()) return ToGrpc(st);
           ended_on_purpose = req.closing();
         }
         resp.set_phase(ToProto(job.phase()));
@@ -329,12 +252,12 @@ struct CoordinatorServer::Impl final : public v1::Coordinator::Service {
                              v1::ReportMetricsResponse* resp) override {
     if (auto st = Authorize(ctx, "ReportMetrics"); !st.ok()) return st;
     const WorkerInfo who = FromProto(req->worker());
-    const RankReport report = FromProto(req->metrics());
+    const job::RankMetrics report = FromProto(req->metrics());
     std::unique_lock<std::mutex> lock(mu);
     bool decided = false;
-    grpc::Status st = job.Report(who, report, &decided);
+    const Status st = job.Report(who, report, &decided);
     SaveLocked();
-    if (!st.ok()) return st;
+    if (!st.ok()) return ToGrpc(st);
     const auto until = PollUntil(ctx, req->wait_ms());
     cv.wait_until(lock, until, [&] {
       return shutting_down || job.Record(report.epoch) != nullptr ||
@@ -343,7 +266,7 @@ struct CoordinatorServer::Impl final : public v1::Coordinator::Service {
     const EpochRecord* rec = job.Record(report.epoch);
     if (rec == nullptr || rec->generation != who.generation) {
       if (job.phase() == Phase::kFailed || job.generation() != who.generation) {
-        return job.Report(who, report, &decided);  // answers the refusal with its reason
+        return ToGrpc(job.Report(who, report, &decided));  // the refusal with its reason
       }
       resp->set_ready(false);
       for (int r : job.MissingReports()) resp->add_missing_ranks(r);
@@ -359,10 +282,10 @@ struct CoordinatorServer::Impl final : public v1::Coordinator::Service {
                                 v1::CommitCheckpointResponse* resp) override {
     if (auto st = Authorize(ctx, "CommitCheckpoint"); !st.ok()) return st;
     std::lock_guard<std::mutex> lock(mu);
-    grpc::Status st =
+    const Status st =
         job.Commit(FromProto(req->worker()), req->epoch(), req->path(), req->is_best());
     SaveLocked();
-    if (!st.ok()) return st;
+    if (!st.ok()) return ToGrpc(st);
     ToProto(job.last_checkpoint(), resp->mutable_last_checkpoint());
     ToProto(job.best_checkpoint(), resp->mutable_best_checkpoint());
     return grpc::Status::OK;

@@ -1,7 +1,7 @@
 #include <gtest/gtest.h>
 #include <yaml-cpp/yaml.h>
 
-#include "common/job_config.h"
+#include "common/job/config.h"
 
 namespace effnet::job {
 namespace {

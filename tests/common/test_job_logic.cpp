@@ -4,7 +4,9 @@
 #include <numeric>
 #include <set>
 
-#include "common/job_logic.h"
+#include "common/job/early_stopping.h"
+#include "common/job/progressive.h"
+#include "common/job/shards.h"
 
 namespace effnet::job {
 namespace {

@@ -93,14 +93,14 @@ std::vector<std::unique_ptr<train::JobControl>> ConnectAll(const CoordinatorServ
 }
 
 // Every rank reports `m` (with its own rank) concurrently; returns the decisions.
-std::vector<train::EpochDecision> EndEpochAll(std::vector<std::unique_ptr<train::JobControl>>& jcs,
-                                              std::vector<train::EpochMetrics> ms) {
-  std::vector<std::future<Result<train::EpochDecision>>> futures;
+std::vector<job::EpochDecision> EndEpochAll(std::vector<std::unique_ptr<train::JobControl>>& jcs,
+                                              std::vector<job::RankMetrics> ms) {
+  std::vector<std::future<Result<job::EpochDecision>>> futures;
   for (size_t r = 0; r < jcs.size(); ++r) {
     futures.push_back(
         std::async(std::launch::async, [&jcs, &ms, r] { return jcs[r]->EndEpoch(ms[r]); }));
   }
-  std::vector<train::EpochDecision> out;
+  std::vector<job::EpochDecision> out;
   for (auto& f : futures) {
     auto d = f.get();
     EXPECT_TRUE(d.ok()) << d.status().ToString();
@@ -109,8 +109,8 @@ std::vector<train::EpochDecision> EndEpochAll(std::vector<std::unique_ptr<train:
   return out;
 }
 
-train::EpochMetrics Metrics(int epoch, int rank, double val_loss, double val_acc) {
-  train::EpochMetrics m;
+job::RankMetrics Metrics(int epoch, int rank, double val_loss, double val_acc) {
+  job::RankMetrics m;
   m.epoch = epoch;
   m.rank = rank;
   m.train_loss = 1.0 + rank;
@@ -203,7 +203,7 @@ TEST(Coordinator, PlansCoverEveryTrainSampleExactlyOncePerEpoch) {
       all.insert(all.end(), idx.begin(), idx.end());
       order.insert(order.end(), idx.begin(), idx.end());
       image_sizes.insert(plan->stage.image_size);
-      EXPECT_EQ(plan->stage.stage, epoch);
+      EXPECT_EQ(plan->stage.index, epoch);
     }
     ASSERT_EQ(image_sizes.size(), 1u) << "all ranks train one epoch at one image size";
     sizes_seen.push_back(*image_sizes.begin());
@@ -218,7 +218,7 @@ TEST(Coordinator, PlansCoverEveryTrainSampleExactlyOncePerEpoch) {
     EXPECT_EQ(order, expected_order);
     EXPECT_NE(order, previous_order);
     previous_order = order;
-    std::vector<train::EpochMetrics> ms;
+    std::vector<job::RankMetrics> ms;
     for (int r = 0; r < world; ++r) ms.push_back(Metrics(epoch, r, 1.0 - 0.1 * epoch, 0.5));
     EndEpochAll(jcs, ms);
   }
@@ -272,7 +272,7 @@ TEST(Coordinator, RefusalsNameTheReason) {
   cfg.token = "wrong";
   auto jc = client::ConnectCoordinator(cfg);
   ASSERT_FALSE(jc.ok());
-  EXPECT_EQ(jc.status().code(), StatusCode::kPermissionDenied);
+  EXPECT_EQ(jc.status().code(), StatusCode::kUnauthenticated);
   EXPECT_NE(jc.status().message().find("RegisterWorker refused"), std::string::npos);
   EXPECT_NE(jc.status().message().find("wrong token"), std::string::npos);
   // A newer launch (generation 3) takes over; generation 2's worker is now stale everywhere.

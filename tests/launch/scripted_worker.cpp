@@ -91,7 +91,7 @@ int Run(int argc, char** argv) {
             << " samples " << plan->sample_indices.size() << "\n";
     }
     std::this_thread::sleep_for(std::chrono::duration<double>(epoch_seconds));
-    train::EpochMetrics m;
+    job::RankMetrics m;
     m.epoch = epoch;
     m.rank = c.rank;
     m.train_loss = 1.0 / (1 + epoch);

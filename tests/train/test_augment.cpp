@@ -230,7 +230,11 @@ TEST(AugmentTrain, FullPipeline) {
   auto x = RandomImages(6, 32, 7);
   auto labels = torch::tensor({0, 1, 2, 0, 1, 2}, torch::kLong);
   AugmentConfig c;
-  StageAugment s{24, 6.0, 0.2, 0.2};
+  job::Stage s;
+  s.image_size = 24;
+  s.randaug_magnitude = 6.0;
+  s.mixup_alpha = 0.2;
+  s.cutmix_alpha = 0.2;
   HostRng a(1), b(1);
   auto ta = AugmentTrain(x, labels, 3, s, 0.1, c, a);
   auto tb = AugmentTrain(x, labels, 3, s, 0.1, c, b);

@@ -149,7 +149,7 @@ TEST(LocalJobControl, PlansStagesAndRestoresDecisions) {
   EXPECT_EQ(p0->sample_indices.size() + p1->sample_indices.size(), 11u);
   EXPECT_TRUE(r0.PlanEpoch(6)->stop);
 
-  effnet::train::EpochMetrics m;
+  effnet::job::RankMetrics m;
   m.epoch = 0;
   m.val_loss = 1.0;
   m.val_accuracy = 0.5;

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "common/job_config.h"
+#include "common/job/config.h"
 #include "common/status.h"
 #include "worker/train/config.h"
 #include "worker/train/data_parallel.h"

@@ -19,6 +19,7 @@
 
 #include "common/atomic_file.h"
 #include "common/log.h"
+#include "proto/convert.h"
 #include "proto/coordinator.grpc.pb.h"
 
 namespace effnet::client {
@@ -27,47 +28,7 @@ namespace {
 namespace v1 = ::effnet::v1;
 using Clock = std::chrono::steady_clock;
 using Seconds = std::chrono::duration<double>;
-
-const char* CodeName(grpc::StatusCode c) {
-  switch (c) {
-    case grpc::StatusCode::OK:
-      return "OK";
-    case grpc::StatusCode::CANCELLED:
-      return "CANCELLED";
-    case grpc::StatusCode::UNKNOWN:
-      return "UNKNOWN";
-    case grpc::StatusCode::INVALID_ARGUMENT:
-      return "INVALID_ARGUMENT";
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-      return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::NOT_FOUND:
-      return "NOT_FOUND";
-    case grpc::StatusCode::ALREADY_EXISTS:
-      return "ALREADY_EXISTS";
-    case grpc::StatusCode::PERMISSION_DENIED:
-      return "PERMISSION_DENIED";
-    case grpc::StatusCode::UNAUTHENTICATED:
-      return "UNAUTHENTICATED";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED:
-      return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::FAILED_PRECONDITION:
-      return "FAILED_PRECONDITION";
-    case grpc::StatusCode::ABORTED:
-      return "ABORTED";
-    case grpc::StatusCode::OUT_OF_RANGE:
-      return "OUT_OF_RANGE";
-    case grpc::StatusCode::UNIMPLEMENTED:
-      return "UNIMPLEMENTED";
-    case grpc::StatusCode::INTERNAL:
-      return "INTERNAL";
-    case grpc::StatusCode::UNAVAILABLE:
-      return "UNAVAILABLE";
-    case grpc::StatusCode::DATA_LOSS:
-      return "DATA_LOSS";
-    default:
-      return "?";
-  }
-}
+using wire::GrpcCodeName;
 
 // Transient: the coordinator is (re)starting or the network hiccuped; the call is retried. A
 // coordinator that shuts down cancels the calls in flight (CANCELLED); this client never cancels
@@ -82,29 +43,6 @@ bool Transient(const grpc::Status& s) {
 bool JobGone(const grpc::Status& s) {
   return s.error_code() == grpc::StatusCode::ABORTED ||
          s.error_code() == grpc::StatusCode::PERMISSION_DENIED;
-}
-
-StatusCode ToEffnetCode(grpc::StatusCode c) {
-  switch (c) {
-    case grpc::StatusCode::UNAUTHENTICATED:
-    case grpc::StatusCode::PERMISSION_DENIED:
-      return StatusCode::kPermissionDenied;
-    case grpc::StatusCode::INVALID_ARGUMENT:
-    case grpc::StatusCode::OUT_OF_RANGE:
-      return StatusCode::kInvalidArgument;
-    case grpc::StatusCode::ALREADY_EXISTS:
-    case grpc::StatusCode::FAILED_PRECONDITION:
-    case grpc::StatusCode::ABORTED:
-      return StatusCode::kFailedPrecondition;
-    case grpc::StatusCode::UNAVAILABLE:
-      return StatusCode::kUnavailable;
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-      return StatusCode::kDeadlineExceeded;
-    case grpc::StatusCode::NOT_FOUND:
-      return StatusCode::kNotFound;
-    default:
-      return StatusCode::kInternal;
-  }
 }
 
 std::string RandomWorkerId() {
@@ -183,7 +121,7 @@ class CoordinatorJobControl final : public train::JobControl {
       if (Clock::now() + Seconds(backoff) > give_up) {
         return DeadlineExceeded("RegisterWorker: coordinator " + config_.address +
                                 " unreachable for " + std::to_string(config_.register_timeout_s) +
-                                " s (last error " + CodeName(last.error_code()) + ": " +
+                                " s (last error " + GrpcCodeName(last.error_code()) + ": " +
                                 last.error_message() + ")");
       }
       std::this_thread::sleep_for(Seconds(backoff));
@@ -192,7 +130,7 @@ class CoordinatorJobControl final : public train::JobControl {
     }
   }
 
-  Result<train::EpochPlan> PlanEpoch(int epoch) override {
+  Result<job::EpochPlan> PlanEpoch(int epoch) override {
     v1::GetEpochPlanRequest req;
     *req.mutable_worker() = identity_;
     req.set_epoch(epoch);
@@ -202,17 +140,7 @@ class CoordinatorJobControl final : public train::JobControl {
       resp.Clear();
       return Stub()->GetEpochPlan(ctx, req, &resp);
     }));
-    train::EpochPlan plan;
-    plan.epoch = resp.epoch();
-    plan.stop = resp.stop();
-    const auto& s = resp.stage();
-    plan.stage.stage = s.index();
-    plan.stage.image_size = s.image_size();
-    plan.stage.randaug_magnitude = s.randaug_magnitude();
-    plan.stage.mixup_alpha = s.mixup_alpha();
-    plan.stage.cutmix_alpha = s.cutmix_alpha();
-    plan.stage.dropout = s.dropout();
-    plan.sample_indices.assign(resp.sample_indices().begin(), resp.sample_indices().end());
+    job::EpochPlan plan = wire::FromProto(resp);
     if (plan.stop) log::Info("coordinator: stop (" + resp.stop_reason() + ")");
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -222,26 +150,19 @@ class CoordinatorJobControl final : public train::JobControl {
     return plan;
   }
 
-  Result<train::EpochDecision> EndEpoch(const train::EpochMetrics& m) override {
-    v1::ReportMetricsRequest req;
-    *req.mutable_worker() = identity_;
-    req.set_wait_ms(LongPollMs());
-    auto* r = req.mutable_metrics();
-    r->set_rank(config_.rank);
-    r->set_epoch(m.epoch);
+  Result<job::EpochDecision> EndEpoch(const job::RankMetrics& metrics) override {
+    job::RankMetrics m = metrics;
+    m.rank = config_.rank;
+    m.host = identity_.host();
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = shard_sizes_.find(m.epoch);
-      r->set_train_samples(it == shard_sizes_.end() ? 0 : it->second);
+      m.train_samples = it == shard_sizes_.end() ? 0 : it->second;
     }
-    r->set_train_loss(m.train_loss);
-    r->set_train_accuracy(m.train_accuracy);
-    r->set_val_loss(m.val_loss);
-    r->set_val_accuracy(m.val_accuracy);
-    r->set_images_per_second(m.images_per_second);
-    r->set_step_time_ms(m.step_time_ms);
-    r->set_image_size(m.image_size);
-    r->set_host(identity_.host());
+    v1::ReportMetricsRequest req;
+    *req.mutable_worker() = identity_;
+    req.set_wait_ms(LongPollMs());
+    wire::ToProto(m, req.mutable_metrics());
     const std::string call = "ReportMetrics(epoch " + std::to_string(m.epoch) + ")";
     const auto give_up = Clock::now() + Seconds(config_.decision_timeout_s);
     v1::ReportMetricsResponse resp;
@@ -259,12 +180,7 @@ class CoordinatorJobControl final : public train::JobControl {
                                 " s; ranks not reported:" + missing);
       }
     }
-    train::EpochDecision d;
-    d.is_best = resp.decision().is_best();
-    d.stop = resp.decision().stop();
-    d.best_epoch = resp.decision().best_epoch();
-    d.reason = resp.decision().reason();
-    return d;
+    return wire::FromProto(resp.decision());
   }
 
   Status CommitCheckpoint(int epoch, const std::string& path, bool is_best) override {
@@ -312,9 +228,7 @@ class CoordinatorJobControl final : public train::JobControl {
   }
 
   Status Refused(const std::string& call, const grpc::Status& s) const {
-    return Status(ToEffnetCode(s.error_code()),
-                  call + " refused by coordinator " + config_.address + ": " +
-                      CodeName(s.error_code()) + ": " + s.error_message());
+    return wire::FromGrpc(s, call + " refused by coordinator " + config_.address);
   }
 
   // Runs `fn` with a fresh context per attempt; retries transient failures (coordinator
@@ -333,9 +247,9 @@ class CoordinatorJobControl final : public train::JobControl {
         return Status(StatusCode::kUnavailable,
                       call + ": coordinator " + config_.address + " unreachable for " +
                           std::to_string(config_.unavailable_timeout_s) + " s (last error " +
-                          CodeName(s.error_code()) + ": " + s.error_message() + ")");
+                          GrpcCodeName(s.error_code()) + ": " + s.error_message() + ")");
       }
-      log::Warn(call + ": " + CodeName(s.error_code()) + " (" + s.error_message() +
+      log::Warn(call + ": " + GrpcCodeName(s.error_code()) + " (" + s.error_message() +
                 "), retrying in " + std::to_string(backoff) + " s");
       std::this_thread::sleep_for(Seconds(backoff));
       ReconnectNow();
@@ -396,7 +310,7 @@ class CoordinatorJobControl final : public train::JobControl {
           break;
         }
         log::Warn("Heartbeat stream to " + config_.address + " broke (" +
-                  CodeName(st.error_code()) + ": " + st.error_message() + "), reconnecting");
+                  GrpcCodeName(st.error_code()) + ": " + st.error_message() + "), reconnecting");
         std::unique_lock<std::mutex> lock(mu_);
         cv_.wait_for(lock, Seconds(backoff), [&] { return stopping_.load(); });
         lock.unlock();

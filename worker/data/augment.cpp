@@ -386,7 +386,7 @@ at::Tensor EvalResize(const at::Tensor& nhwc_u8, int size, bool center_crop) {
 }
 
 TrainBatch AugmentTrain(const at::Tensor& nhwc_u8, const at::Tensor& labels, int num_classes,
-                        const StageAugment& stage, double label_smoothing, const AugmentConfig& c,
+                        const job::Stage& stage, double label_smoothing, const AugmentConfig& c,
                         HostRng& rng) {
   TrainBatch b;
   auto x = RandomResizedCropFlip(nhwc_u8, stage.image_size, c, rng);

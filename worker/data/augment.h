@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "common/job/types.h"
 #include "worker/data/rng.h"
 
 namespace effnet::data {
@@ -29,14 +30,6 @@ struct AugmentConfig {
   double randaug_cutout_px = 40.0;
   std::string normalize = "imagenet";  // imagenet (mean/std) | inception ((x-128)/128) | none
   bool eval_center_crop = true;        // eval: centre crop size/(size+32) of the image, then resize
-};
-
-// Parameters of the current progressive stage that augmentation needs.
-struct StageAugment {
-  int image_size = 224;
-  double randaug_magnitude = 0.0;  // 0 = off
-  double mixup_alpha = 0.0;        // 0 = off
-  double cutmix_alpha = 0.0;       // 0 = off
 };
 
 // The 16 RandAugment ops in the official order (autoaugment.py NAME_TO_FUNC).
@@ -97,7 +90,7 @@ struct TrainBatch {
 
 // The whole training pipeline for one batch on the batch's device.
 TrainBatch AugmentTrain(const at::Tensor& nhwc_u8, const at::Tensor& labels, int num_classes,
-                        const StageAugment& stage, double label_smoothing, const AugmentConfig& c,
+                        const job::Stage& stage, double label_smoothing, const AugmentConfig& c,
                         HostRng& rng);
 // Evaluation pipeline: EvalResize + Normalize.
 at::Tensor AugmentEval(const at::Tensor& nhwc_u8, int size, const AugmentConfig& c);

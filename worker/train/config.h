@@ -1,5 +1,5 @@
 // The training config: one struct per component, every field with its default, parsed from YAML
-// (+ `--set section.field=value` overrides). The `job:` section is common/job_config.h (shared
+// (+ `--set section.field=value` overrides). The `job:` section is common/job/config.h (shared
 // with the coordinator); this header owns model, data, optimizer, schedule, augment, ema,
 // checkpoint and output. docs/config.md lists the same fields (`effnet-train --config-doc`
 // prints this table, so the doc can be regenerated and checked).
@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "common/job_config.h"
+#include "common/job/config.h"
 #include "common/status.h"
 #include "worker/data/augment.h"
 

@@ -16,39 +16,24 @@ LocalJobControl::LocalJobControl(job::JobConfig config, std::vector<int64_t> tra
       checkpoint_dir_(std::move(checkpoint_dir)),
       early_stopping_(config_.early_stopping) {}
 
-StageParams LocalJobControl::ToStageParams(const job::Stage& s) {
-  StageParams p;
-  p.stage = s.index;
-  p.image_size = s.image_size;
-  p.randaug_magnitude = s.randaug_magnitude;
-  p.mixup_alpha = s.mixup_alpha;
-  p.cutmix_alpha = s.cutmix_alpha;
-  p.dropout = s.dropout;
-  return p;
-}
-
-Result<EpochPlan> LocalJobControl::PlanEpoch(int epoch) {
-  EpochPlan plan;
+Result<job::EpochPlan> LocalJobControl::PlanEpoch(int epoch) {
+  job::EpochPlan plan;
   plan.epoch = epoch;
   if (stopped_ || epoch >= config_.epochs) {
     plan.stop = true;
     return plan;
   }
-  plan.stage = ToStageParams(job::StageForEpoch(config_.progressive, epoch, config_.epochs));
+  plan.stage = job::StageForEpoch(config_.progressive, epoch, config_.epochs);
+  plan.num_train_samples = static_cast<int64_t>(train_indices_.size());
   auto shards = job::PlanShards(train_indices_, config_.seed, epoch, world_size_);
   plan.sample_indices = std::move(shards[static_cast<size_t>(rank_)]);
   return plan;
 }
 
-Result<EpochDecision> LocalJobControl::EndEpoch(const EpochMetrics& m) {
+Result<job::EpochDecision> LocalJobControl::EndEpoch(const job::RankMetrics& m) {
   const bool last = m.epoch + 1 >= config_.epochs;
-  auto out = early_stopping_.Update(m.epoch, m.val_loss, m.val_accuracy, last);
-  EpochDecision d;
-  d.is_best = out.is_best;
-  d.stop = out.stop;
-  d.best_epoch = out.best_epoch;
-  d.reason = out.reason;
-  stopped_ = out.stop;
+  job::EpochDecision d = early_stopping_.Update(m.epoch, m.val_loss, m.val_accuracy, last);
+  stopped_ = d.stop;
   return d;
 }
 

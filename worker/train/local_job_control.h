@@ -1,12 +1,14 @@
-// JobControl without a coordinator: every rank computes the same seeded plan (common/job_logic.h)
+// JobControl without a coordinator: every rank computes the same seeded plan (common/job/shards.h)
 // and the same decision from the same reduced metrics (Note [same decisions on every rank]).
 #pragma once
 
 #include <string>
 #include <vector>
 
-#include "common/job_config.h"
-#include "common/job_logic.h"
+#include "common/job/config.h"
+#include "common/job/early_stopping.h"
+#include "common/job/progressive.h"
+#include "common/job/shards.h"
 #include "worker/train/job_control.h"
 
 namespace effnet::train {
@@ -18,14 +20,12 @@ class LocalJobControl final : public JobControl {
   LocalJobControl(job::JobConfig config, std::vector<int64_t> train_indices, int rank,
                   int world_size, std::string checkpoint_dir);
 
-  Result<EpochPlan> PlanEpoch(int epoch) override;
-  Result<EpochDecision> EndEpoch(const EpochMetrics& metrics) override;
+  Result<job::EpochPlan> PlanEpoch(int epoch) override;
+  Result<job::EpochDecision> EndEpoch(const job::RankMetrics& metrics) override;
   Status CommitCheckpoint(int epoch, const std::string& path, bool is_best) override;
   Result<std::string> ResumeCheckpoint() override;
   std::string SaveDecisionState() const override;
   Status RestoreDecisionState(const std::string& state) override;
-
-  static StageParams ToStageParams(const job::Stage& s);
 
  private:
   job::JobConfig config_;

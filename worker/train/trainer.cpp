@@ -184,14 +184,14 @@ Result<FitResult> Trainer::Fit() {
   result.best_checkpoint = best_checkpoint_;
   result.last_checkpoint = last_good_checkpoint_;
   for (int epoch = start_epoch_;; ++epoch) {
-    EFFNET_ASSIGN_OR_RETURN(EpochPlan plan, jc_.PlanEpoch(epoch));
+    EFFNET_ASSIGN_OR_RETURN(job::EpochPlan plan, jc_.PlanEpoch(epoch));
     if (plan.stop) {
       if (result.stop_reason.empty())
         result.stop_reason = "job over before epoch " + std::to_string(epoch);
       break;
     }
     const double epoch_start = Now();
-    const StageParams& stage = plan.stage;
+    const job::Stage& stage = plan.stage;
     if (model_.set_dropout) model_.set_dropout(stage.dropout);
     model_.module->train();
     // Note [per-epoch seeds]: every random stream of an epoch is seeded from (seed, epoch, rank),
@@ -201,7 +201,7 @@ Result<FitResult> Trainer::Fit() {
     torch::manual_seed(epoch_seed);
     HostRng aug_rng(HostRng::Mix(epoch_seed, 1));
 
-    // Note [shard plan] (common/job_logic.h): shards differ by at most one sample, so every rank
+    // Note [shard plan] (common/job/shards.h): shards differ by at most one sample, so every rank
     // runs ceil(max_shard / batch) steps. A rank whose shard has run out feeds one zero-weight
     // copy of a real sample so that its collectives match the others'.
     const auto& shard = plan.sample_indices;
@@ -225,8 +225,6 @@ Result<FitResult> Trainer::Fit() {
       }
     }
     data::Loader loader(reader_, batches, device_, config_.data.prefetch_depth);
-    data::StageAugment sa{stage.image_size, stage.randaug_magnitude, stage.mixup_alpha,
-                          stage.cutmix_alpha};
     ProgressOptions po;
     po.label = "epoch " + std::to_string(epoch + 1) + "/" + std::to_string(config_.job.epochs);
     po.unit = "step";
@@ -243,7 +241,7 @@ Result<FitResult> Trainer::Fit() {
       if (!more) return Internal("loader ended early at step " + std::to_string(s));
       lr = schedule_->At(global_step_);
       SetLearningRate(*optimizer_, lr);
-      auto tb = data::AugmentTrain(b.images, b.labels, num_classes, sa,
+      auto tb = data::AugmentTrain(b.images, b.labels, num_classes, stage,
                                    config_.optimizer.label_smoothing, config_.augment, aug_rng);
       auto x = tb.images;
       if (config_.model.channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
@@ -326,7 +324,7 @@ Result<FitResult> Trainer::Fit() {
     auto sums = dp_.AllReduceSum({loss_sum, correct, seen});
     EFFNET_ASSIGN_OR_RETURN(EvalResult val, Evaluate(storage::Split::kVal));
 
-    EpochMetrics m;
+    job::RankMetrics m;
     m.epoch = epoch;
     m.rank = rank;
     m.train_loss = sums[2] > 0 ? sums[0] / sums[2] : 0;
@@ -336,7 +334,7 @@ Result<FitResult> Trainer::Fit() {
     m.images_per_second = seen / std::max(1e-9, train_time);
     m.step_time_ms = 1000.0 * train_time / std::max<int64_t>(1, steps);
     m.image_size = stage.image_size;
-    EFFNET_ASSIGN_OR_RETURN(EpochDecision decision, jc_.EndEpoch(m));
+    EFFNET_ASSIGN_OR_RETURN(job::EpochDecision decision, jc_.EndEpoch(m));
 
     std::string epoch_path, best_path;
     EFFNET_RETURN_IF_ERROR(SaveCheckpoint(epoch, decision.is_best, stage, &epoch_path, &best_path));
@@ -350,7 +348,7 @@ Result<FitResult> Trainer::Fit() {
     nlohmann::json ej = {{"kind", "epoch"},
                          {"epoch", epoch},
                          {"step", global_step_},
-                         {"stage", stage.stage},
+                         {"stage", stage.index},
                          {"train_loss", m.train_loss},
                          {"train_accuracy", m.train_accuracy},
                          {"val_loss", m.val_loss},
@@ -473,7 +471,7 @@ Result<EvalResult> Trainer::Evaluate(storage::Split split, int image_size) {
   return r;
 }
 
-Status Trainer::SaveCheckpoint(int epoch, bool is_best, const StageParams& stage,
+Status Trainer::SaveCheckpoint(int epoch, bool is_best, const job::Stage& stage,
                                std::string* epoch_path, std::string* best_path) {
   char name[64];
   std::snprintf(name, sizeof(name), "epoch-%04d.pt", epoch);
@@ -506,7 +504,7 @@ Status Trainer::SaveCheckpoint(int epoch, bool is_best, const StageParams& stage
         {"global_step", global_step_},
         {"steps_per_epoch", steps_per_epoch_},
         {"stage",
-         {{"index", stage.stage},
+         {{"index", stage.index},
           {"image_size", stage.image_size},
           {"randaug_magnitude", stage.randaug_magnitude},
           {"mixup_alpha", stage.mixup_alpha},

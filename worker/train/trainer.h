@@ -73,7 +73,7 @@ class Trainer {
 
  private:
   Status LoadCheckpoint(const std::string& path, bool weights_only);
-  Status SaveCheckpoint(int epoch, bool is_best, const StageParams& stage, std::string* epoch_path,
+  Status SaveCheckpoint(int epoch, bool is_best, const job::Stage& stage, std::string* epoch_path,
                         std::string* best_path);
   void AppendMetrics(const std::string& json_line);
 

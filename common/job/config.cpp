@@ -1,4 +1,4 @@
-#include "common/job_config.h"
+#include "common/job/config.h"
 
 #include <yaml-cpp/yaml.h>
 

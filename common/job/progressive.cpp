@@ -1,8 +1,6 @@
-#include "common/job_logic.h"
+#include "common/job/progressive.h"
 
 #include <algorithm>
-#include <cmath>
-#include <random>
 #include <sstream>
 
 namespace effnet::job {
@@ -66,56 +64,6 @@ Stage StageForEpoch(const ProgressiveConfig& c, int epoch, int total_epochs) {
     if (epoch < end) return StageAt(c, i);
   }
   return StageAt(c, m - 1);
-}
-
-std::vector<std::vector<int64_t>> PlanShards(const std::vector<int64_t>& train_indices,
-                                             uint64_t seed, int epoch, int world_size) {
-  std::vector<int64_t> perm = train_indices;
-  // std::mt19937_64 is specified by the standard, so the plan is the same on every platform.
-  // std::shuffle's algorithm is not, so the Fisher-Yates loop is written out.
-  std::mt19937_64 gen(seed * 1000003ULL + static_cast<uint64_t>(epoch));
-  for (size_t i = perm.size(); i > 1; --i) {
-    const uint64_t j = gen() % i;
-    std::swap(perm[i - 1], perm[j]);
-  }
-  std::vector<std::vector<int64_t>> shards(static_cast<size_t>(world_size));
-  for (size_t i = 0; i < perm.size(); ++i) shards[i % world_size].push_back(perm[i]);
-  return shards;
-}
-
-int64_t ShardSize(int64_t n, int world_size, int rank) {
-  return n / world_size + (rank < n % world_size ? 1 : 0);
-}
-
-EpochOutcome EarlyStopping::Update(int epoch, double val_loss, double val_accuracy,
-                                   bool last_epoch) {
-  EpochOutcome out;
-  // Best checkpoint by the configured metric.
-  const double score = config_.best_metric == "val_loss" ? -val_loss : val_accuracy;
-  if (score > state_.best_score) {
-    state_.best_score = score;
-    state_.best_epoch = epoch;
-    out.is_best = true;
-  }
-  // Early stopping watches val_loss (Keras EarlyStopping(monitor="val_loss")).
-  if (val_loss < state_.best_val_loss - config_.min_delta) {
-    state_.best_val_loss = val_loss;
-    state_.best_loss_epoch = epoch;
-    state_.epochs_without_improvement = 0;
-  } else {
-    state_.epochs_without_improvement++;
-  }
-  out.best_epoch = state_.best_epoch;
-  if (config_.patience > 0 && state_.epochs_without_improvement >= config_.patience) {
-    out.stop = true;
-    out.reason = "early stop: val_loss did not improve for " +
-                 std::to_string(state_.epochs_without_improvement) + " epochs (best at epoch " +
-                 std::to_string(state_.best_loss_epoch) + ")";
-  } else if (last_epoch) {
-    out.stop = true;
-    out.reason = "last epoch reached";
-  }
-  return out;
 }
 
 }  // namespace effnet::job

@@ -27,7 +27,8 @@
 #include <cstdint>
 #include <string>
 
-#include "common/job_logic.h"
+#include "common/job/early_stopping.h"
+#include "common/job/progressive.h"
 #include "common/status.h"
 
 namespace YAML {
