@@ -1,7 +1,8 @@
 # Small helpers shared by all folders.
 
-# effnet_torch_target(<target>): give a target LibTorch, with a precompiled header so that the
-# heavy torch headers are parsed once per target instead of once per source (2-core CI).
+# effnet_torch_target(<target>): give a target LibTorch (libraries and, as system headers, its
+# include directories). Only targets that need Torch call it, so the rest compiles without its
+# headers (2-core CI).
 function(effnet_torch_target target)
   target_link_libraries(${target} PUBLIC ${TORCH_LIBRARIES})
   target_include_directories(${target} SYSTEM PUBLIC ${TORCH_INCLUDE_DIRS})

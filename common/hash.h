@@ -42,6 +42,8 @@ class SplitMix64 {
     } while (v >= limit);
     return v % n;
   }
+  // Uniform in [0, 1) with 53 random bits.
+  double Uniform() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }
 
  private:
   uint64_t state_;

@@ -1,4 +1,4 @@
-// Logging facade. spdlog stays behind this header (stack-notes.md trap 1: the torch wheel's
+// Logging facade. spdlog stays behind this header (docs/build-notes.md trap 1: the torch wheel's
 // fmt 12 headers shadow Debian's fmt 9 that spdlog was built for), so any target, including
 // those that see Torch's include directories, can log.
 #pragma once

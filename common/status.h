@@ -18,12 +18,12 @@ enum class StatusCode {
   kNotFound,         // missing file, key, column
   kDataLoss,         // truncated or corrupt file
   kFailedPrecondition,
-  kDeadlineExceeded,  // a blocking call ran past its deadline
-  kUnavailable,       // a peer (rank, coordinator) is gone
-  kPermissionDenied,  // wrong token, stale generation
-  kAlreadyExists,     // a second claim on something unique (a rank)
-  kAborted,           // the operation's context is gone (the job failed; a new launch must start)
-  kUnauthenticated,   // no or wrong credentials
+  kDeadlineExceeded,   // a blocking call ran past its deadline
+  kUnavailable,        // a peer (rank, coordinator) is gone
+  kPermissionDenied,   // wrong token, stale generation
+  kAlreadyExists,      // a second claim on something unique (a rank)
+  kAborted,            // the operation's context is gone (the job failed; a new launch must start)
+  kUnauthenticated,    // no or wrong credentials
   kResourceExhausted,  // a size or rate limit
   kCancelled,          // the caller or a shutdown cancelled the operation
   kInternal,

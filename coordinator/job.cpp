@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "common/log.h"
+#include "worker/train/config.h"
 
 namespace effnet::coord {
 namespace {
@@ -285,7 +286,7 @@ std::string Job::ToJson() const {
   j["epochs"] = setup_.config.epochs;
   j["num_train"] = setup_.train_indices.size();
   j["train_hash"] = HashIndices(setup_.train_indices);
-  j["job_config"] = job::JobConfigToYaml(setup_.config);
+  j["job_config"] = train::JobConfigToYaml(setup_.config);
   j["generation"] = generation_;
   j["phase"] = PhaseName(phase_);
   j["next_epoch"] = next_epoch_;
@@ -400,31 +401,32 @@ void Job::StartGeneration(int64_t generation) {
 
 Status Job::CheckMember(const WorkerInfo& w, bool allow_finished) const {
   if (w.generation < generation_) {
-    return PermissionDenied("stale generation " + std::to_string(w.generation) + ": the job is at generation " +
-                std::to_string(generation_) + " (a newer launch took over; this worker, " +
-                w.Describe() + ", belongs to an old launch)");
+    return PermissionDenied("stale generation " + std::to_string(w.generation) +
+                            ": the job is at generation " + std::to_string(generation_) +
+                            " (a newer launch took over; this worker, " + w.Describe() +
+                            ", belongs to an old launch)");
   }
   if (w.generation > generation_) {
     return FailedPrecondition("generation " + std::to_string(w.generation) +
-                                                 " has not registered yet (the job is at " +
-                                                 std::to_string(generation_) +
-                                                 "): call RegisterWorker first");
+                              " has not registered yet (the job is at " +
+                              std::to_string(generation_) + "): call RegisterWorker first");
   }
   if (w.rank < 0 || w.rank >= setup_.world_size) {
     return InvalidArgument("rank " + std::to_string(w.rank) + " out of range [0, " +
-                                              std::to_string(setup_.world_size) + ")");
+                           std::to_string(setup_.world_size) + ")");
   }
   auto it = workers_.find(w.rank);
   if (it == workers_.end()) {
-    return FailedPrecondition(w.Describe() + " is not registered in generation " + std::to_string(generation_));
+    return FailedPrecondition(w.Describe() + " is not registered in generation " +
+                              std::to_string(generation_));
   }
   if (it->second.info.worker_id != w.worker_id) {
-    return PermissionDenied("rank " + std::to_string(w.rank) +
-                                               " belongs to another worker (" +
-                                               it->second.info.Describe() + ")");
+    return PermissionDenied("rank " + std::to_string(w.rank) + " belongs to another worker (" +
+                            it->second.info.Describe() + ")");
   }
   if (phase_ == Phase::kFailed) {
-    return Aborted("job failed in generation " + std::to_string(generation_) + ": " + failure_reason_);
+    return Aborted("job failed in generation " + std::to_string(generation_) + ": " +
+                   failure_reason_);
   }
   if (phase_ == Phase::kFinished && !allow_finished) {
     return FailedPrecondition("job already finished");
@@ -434,21 +436,20 @@ Status Job::CheckMember(const WorkerInfo& w, bool allow_finished) const {
 
 Status Job::Register(const WorkerInfo& w, Clock::time_point now) {
   if (w.world_size != setup_.world_size) {
-    return InvalidArgument(w.Describe() + " says world size " +
-                                              std::to_string(w.world_size) + ", the job has " +
-                                              std::to_string(setup_.world_size));
+    return InvalidArgument(w.Describe() + " says world size " + std::to_string(w.world_size) +
+                           ", the job has " + std::to_string(setup_.world_size));
   }
   if (w.rank < 0 || w.rank >= setup_.world_size) {
     return InvalidArgument("rank " + std::to_string(w.rank) + " out of range [0, " +
-                                              std::to_string(setup_.world_size) + ")");
+                           std::to_string(setup_.world_size) + ")");
   }
   if (w.worker_id.empty()) return InvalidArgument("empty worker_id");
   if (w.generation < generation_) return CheckMember(w, true);
   if (w.generation > generation_) StartGeneration(w.generation);
   if (phase_ == Phase::kFailed) {
     return Aborted("job failed in generation " + std::to_string(generation_) + ": " +
-                                     failure_reason_ + " (a new launch must use generation " +
-                                     std::to_string(generation_ + 1) + ")");
+                   failure_reason_ + " (a new launch must use generation " +
+                   std::to_string(generation_ + 1) + ")");
   }
   auto it = workers_.find(w.rank);
   if (it != workers_.end()) {
@@ -457,10 +458,9 @@ Status Job::Register(const WorkerInfo& w, Clock::time_point now) {
       rec.last_seen = now;
       return Status::Ok();
     }
-    return AlreadyExists("duplicate rank " + std::to_string(w.rank) +
-                                            ": already registered by " + rec.info.Describe() +
-                                            " in generation " + std::to_string(generation_) +
-                                            "; refused " + w.Describe());
+    return AlreadyExists("duplicate rank " + std::to_string(w.rank) + ": already registered by " +
+                         rec.info.Describe() + " in generation " + std::to_string(generation_) +
+                         "; refused " + w.Describe());
   }
   WorkerRecord rec;
   rec.info = w;
@@ -484,7 +484,7 @@ Result<job::EpochPlan> Job::Plan(const WorkerInfo& w, int epoch) {
   if (auto st = CheckMember(w, /*allow_finished=*/true); !st.ok()) return st;
   if (phase_ == Phase::kWaitingForWorkers) {
     return FailedPrecondition("the job is not running yet: " + std::to_string(registered()) + "/" +
-                std::to_string(setup_.world_size) + " ranks registered");
+                              std::to_string(setup_.world_size) + " ranks registered");
   }
   if (epoch < 0) return InvalidArgument("epoch " + std::to_string(epoch) + " < 0");
   job::EpochPlan out;
@@ -494,14 +494,13 @@ Result<job::EpochPlan> Job::Plan(const WorkerInfo& w, int epoch) {
   if (phase_ == Phase::kFinished || stopped || epoch >= setup_.config.epochs) {
     out.stop = true;
     out.stop_reason = stopped ? history_.back().decision.reason
-                               : "all " + std::to_string(setup_.config.epochs) + " epochs done";
+                              : "all " + std::to_string(setup_.config.epochs) + " epochs done";
     return out;
   }
   if (epoch != next_epoch_) {
-    return FailedPrecondition("epoch " + std::to_string(epoch) + " requested by " +
-                                                 w.Describe() + ", but the job is at epoch " +
-                                                 std::to_string(next_epoch_) + " (resume from " +
-                                                 CkptText(last_checkpoint_) + ")");
+    return FailedPrecondition("epoch " + std::to_string(epoch) + " requested by " + w.Describe() +
+                              ", but the job is at epoch " + std::to_string(next_epoch_) +
+                              " (resume from " + CkptText(last_checkpoint_) + ")");
   }
   if (cached_plan_epoch_ != epoch) {
     cached_plan_ =
@@ -530,7 +529,7 @@ Status Job::Report(const WorkerInfo& w, const job::RankMetrics& r, bool* decided
   }
   if (r.epoch != next_epoch_) {
     return FailedPrecondition(w.Describe() + " reported epoch " + std::to_string(r.epoch) +
-                ", but the job is at epoch " + std::to_string(next_epoch_));
+                              ", but the job is at epoch " + std::to_string(next_epoch_));
   }
   pending_[r.rank] = r;
   Changed();
@@ -585,13 +584,13 @@ Status Job::Commit(const WorkerInfo& w, int epoch, const std::string& path, bool
   if (path.empty()) return InvalidArgument("empty checkpoint path");
   if (Record(epoch) == nullptr) {
     return FailedPrecondition("checkpoint of epoch " + std::to_string(epoch) + " (" + path +
-                ") committed before the epoch's decision (the job is at epoch " +
-                std::to_string(next_epoch_) + ")");
+                              ") committed before the epoch's decision (the job is at epoch " +
+                              std::to_string(next_epoch_) + ")");
   }
   if (epoch < last_checkpoint_.epoch) {
     return FailedPrecondition("checkpoint of epoch " + std::to_string(epoch) +
-                                                 " is older than the last committed (" +
-                                                 CkptText(last_checkpoint_) + ")");
+                              " is older than the last committed (" + CkptText(last_checkpoint_) +
+                              ")");
   }
   // Of two files of one epoch (last + best), the plain one is the resume point.
   if (epoch > last_checkpoint_.epoch || !is_best) last_checkpoint_ = {epoch, path};

@@ -96,7 +96,8 @@ class Job {
                              Clock::time_point now);
   std::string ToJson() const;
 
-  // --- worker calls (a refusal is a Status with its code and reason; the server maps it to gRPC) ---
+  // --- worker calls (a refusal is a Status with its code and reason; the server maps it to gRPC)
+  // ---
   Status Register(const WorkerInfo& w, Clock::time_point now);
   Result<job::EpochPlan> Plan(const WorkerInfo& w, int epoch);
   // Stores the report; `*decided` is set when the decision of r.epoch exists (possibly made by
@@ -152,8 +153,8 @@ class Job {
   int next_epoch_ = 0;
   job::EarlyStopping early_stopping_;
   std::vector<EpochRecord> history_;
-  std::map<int, job::RankMetrics> pending_;    // reports of next_epoch_
-  std::map<int, WorkerRecord> workers_;  // this generation's ranks
+  std::map<int, job::RankMetrics> pending_;  // reports of next_epoch_
+  std::map<int, WorkerRecord> workers_;      // this generation's ranks
   CheckpointRef last_checkpoint_, best_checkpoint_;
   std::string failure_reason_;
   std::vector<int> dead_ranks_;

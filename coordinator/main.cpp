@@ -11,10 +11,10 @@
 #include <iostream>
 
 #include "common/atomic_file.h"
-#include "common/job/config.h"
 #include "common/log.h"
 #include "coordinator/server.h"
 #include "storage/dataset_reader.h"
+#include "worker/train/config.h"
 
 namespace {
 
@@ -34,7 +34,10 @@ int Run(int argc, char** argv) {
   bool exit_when_done = true;
   coord::CoordinatorConfig c;
   app.add_option("--data", data, "HDF5 data set (its train split is sharded)")->required();
-  app.add_option("--config", config_path, "YAML config; its job: section is used")->required();
+  app.add_option(
+         "--config", config_path,
+         "the run's YAML config (docs/config.md); validated whole, its job: section drives the job")
+      ->required();
   app.add_option("--world-size", world_size, "number of worker ranks")->required();
   app.add_option("--host", c.host, "listen address")->capture_default_str();
   app.add_option("--port", c.port, "listen port; 0 = pick a free one")->capture_default_str();
@@ -78,7 +81,7 @@ int Run(int argc, char** argv) {
     log::Error("--tls-cert and --tls-key go together");
     return 1;
   }
-  auto cfg = job::LoadJobConfig(config_path);
+  auto cfg = train::LoadTrainConfig(config_path);
   if (!cfg.ok()) {
     log::Error("--config: " + cfg.status().ToString());
     return 1;
@@ -90,7 +93,7 @@ int Run(int argc, char** argv) {
   }
   coord::JobSetup setup;
   setup.world_size = world_size;
-  setup.config = *cfg;
+  setup.config = cfg->job;
   setup.data_path = data;
   setup.train_indices = (*reader)->info().IndicesOf(storage::Split::kTrain);
   reader->reset();  // the coordinator only needs the split

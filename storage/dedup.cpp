@@ -4,16 +4,6 @@
 
 namespace effnet::storage {
 
-uint64_t Fnv1a64(const void* data, size_t n, uint64_t state) {
-  const auto* p = static_cast<const uint8_t*>(data);
-  constexpr uint64_t kPrime = 1099511628211ULL;
-  for (size_t i = 0; i < n; ++i) {
-    state ^= p[i];
-    state *= kPrime;
-  }
-  return state;
-}
-
 uint64_t ContentHash(const uint8_t* pixels, int height, int width, int channels) {
   uint8_t header[12];
   const uint32_t v[3] = {static_cast<uint32_t>(height), static_cast<uint32_t>(width),

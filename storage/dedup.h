@@ -10,13 +10,10 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/hash.h"  // Fnv1a64
 #include "storage/dataset_reader.h"
 
 namespace effnet::storage {
-
-// FNV-1a 64 over `n` bytes, continuing from `state` (start with kFnvOffsetBasis).
-inline constexpr uint64_t kFnvOffsetBasis = 14695981039346656037ULL;
-uint64_t Fnv1a64(const void* data, size_t n, uint64_t state = kFnvOffsetBasis);
 
 // Content hash of a decoded image (docs/hdf5-layout.md): FNV-1a 64 over height, width and
 // channels as three little-endian uint32, then the pixel bytes (row-major, RGB or gray).

@@ -7,23 +7,6 @@
 
 namespace effnet::storage {
 
-uint64_t SplitMix64::Next() {
-  uint64_t z = (state_ += 0x9E3779B97F4A7C15ULL);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
-
-uint64_t SplitMix64::Below(uint64_t n) {
-  // Rejection sampling: unbiased for every n.
-  const uint64_t limit = ~uint64_t{0} - (~uint64_t{0} % n);
-  uint64_t v;
-  do {
-    v = Next();
-  } while (v >= limit);
-  return v % n;
-}
-
 SplitCounts SplitTargets(int64_t n, const SplitConfig& config) {
   SplitCounts t;
   t.test = static_cast<int64_t>(std::llround(static_cast<double>(n) * config.test_fraction));
@@ -66,7 +49,7 @@ Result<std::vector<Split>> StratifiedSplit(const std::vector<int32_t>& labels,
 
   std::vector<Split> out(labels.size(), Split::kTrain);
   for (auto& [label, gs] : class_groups) {
-    SplitMix64 rng(config.seed * 0x9E3779B97F4A7C15ULL ^ (static_cast<uint64_t>(label) + 1));
+    SplitMix64 rng(config.seed * kGoldenGamma ^ (static_cast<uint64_t>(label) + 1));
     for (size_t i = gs.size(); i > 1; --i) {
       std::swap(gs[i - 1], gs[static_cast<size_t>(rng.Below(i))]);
     }

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/hash.h"  // SplitMix64, the generator of Note [split algorithm]
 #include "common/status.h"
 #include "storage/dataset_reader.h"
 
@@ -36,19 +37,5 @@ SplitCounts SplitTargets(int64_t n, const SplitConfig& config);
 Result<std::vector<Split>> StratifiedSplit(const std::vector<int32_t>& labels,
                                            const std::vector<int64_t>& groups,
                                            const SplitConfig& config);
-
-// The generator of Note [split algorithm], exposed for other deterministic choices.
-class SplitMix64 {
- public:
-  explicit SplitMix64(uint64_t seed) : state_(seed) {}
-  uint64_t Next();
-  // Uniform in [0, n) (n > 0).
-  uint64_t Below(uint64_t n);
-  // Uniform in [0, 1).
-  double Uniform() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }
-
- private:
-  uint64_t state_;
-};
 
 }  // namespace effnet::storage

@@ -7,7 +7,7 @@
 //   bench_dist_step --loss-curve 30 [--device cuda --backend nccl]   (prints per-step losses)
 //
 // Note [projection model]: per-GPU compute is taken from a GPU step time (--gpu-step-ms; default
-// 44 ms = B0 at 224 px, batch 256 on an H100, 5,824 img/s, shared/reference/stack-notes.md), split
+// 44 ms = B0 at 224 px, batch 256 on an H100, 5,824 img/s, docs/build-notes.md), split
 // into forward / backward / optimizer with the fractions measured here, and each bucket becomes
 // ready at the same FRACTION of backward as measured here. One bucket's all-reduce costs
 // 2(N-1)/N * bytes / B + 2(N-1) * a, with B = 450 GB/s and a = 2 us inside a node (N <= 8,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU check of the NCCL path (run on the GPU machine from the repository root; it cannot run on
-# the CPU machines). NCCL refuses two ranks on one GPU (stack-notes.md trap 4), so everything runs
+# the CPU machines). NCCL refuses two ranks on one GPU (docs/build-notes.md trap 4), so everything runs
 # at world size 1, which still calls ncclAllReduce / ncclBroadcast for real.
 #  1. builds effnet_dist + the dist benches and tests with the CUDA/NCCL path;
 #  2. single-process dist unit tests;

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   using namespace effnet::model;
   CLI::App app{"EfficientNetV2 training-step timing (ours)"};
   ModelConfig cfg;
+  cfg.num_classes = 1000;
   int image = 128, batch = 16, threads = 0, warmup = 3, iters = 10;
   std::string device = "cpu";
   bool bf16 = false, channels_last = false, optimizer = false, json = false, cudnn_bench = false;

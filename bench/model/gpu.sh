@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU training throughput (run on the GPU machine, from the repository root): our EfficientNetV2
 # vs timm eager in the same run, bf16 autocast + channels_last, SGD step included (the setting of
-# the peer numbers in shared/reference/stack-notes.md), batch 256: B0@224 and B2@260.
+# the peer numbers in docs/build-notes.md), batch 256: B0@224 and B2@260.
 # The GPU machine has no gRPC and no OpenCV C++: configure without them; only this bench's targets
 # are built. Results: bench/results/model_gpu.json.
 #   bench/model/gpu.sh            (BUILD_DIR, PYTHON, ROUNDS, ITERS, WARMUP may be set)

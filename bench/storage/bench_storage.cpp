@@ -48,7 +48,7 @@ void MakeStore(const std::string& path, int64_t n, int size) {
   std::vector<uint8_t> img(w->image_bytes());
   effnet::storage::StoreMetadata m;
   m.class_names = {"a", "b"};
-  effnet::storage::SplitMix64 g(1);
+  effnet::SplitMix64 g(1);
   for (int64_t i = 0; i < n; ++i) {
     for (size_t k = 0; k < img.size(); k += 8) {
       const uint64_t v = g.Next();
@@ -158,7 +158,7 @@ int main(int argc, char** argv) {
   auto hyper = DatasetReader::Open(store, hyper_opts).ValueOrThrow();
 
   std::vector<uint8_t> dst(static_cast<size_t>(batch) * bytes);
-  effnet::storage::SplitMix64 g(42);
+  effnet::SplitMix64 g(42);
   std::vector<double> t_direct, t_hyper, t_mmap;
   auto random_batch = [&] {
     std::vector<int64_t> idx(static_cast<size_t>(batch));

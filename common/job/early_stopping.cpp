@@ -3,7 +3,7 @@
 namespace effnet::job {
 
 EpochDecision EarlyStopping::Update(int epoch, double val_loss, double val_accuracy,
-                                   bool last_epoch) {
+                                    bool last_epoch) {
   EpochDecision out;
   // Best checkpoint by the configured metric.
   const double score = config_.best_metric == "val_loss" ? -val_loss : val_accuracy;

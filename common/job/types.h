@@ -23,7 +23,7 @@ struct Stage {
 
 // One rank's work for one epoch.
 struct EpochPlan {
-  int epoch = 0;  // 0-based
+  int epoch = 0;            // 0-based
   bool stop = false;        // true: the job is over (finished or early-stopped); nothing below
   std::string stop_reason;  // why, when stop
   Stage stage;

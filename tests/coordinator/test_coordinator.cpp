@@ -65,11 +65,11 @@ client::CoordinatorClientConfig ClientConfig(const CoordinatorServer& s, int ran
   c.world_size = world;
   c.generation = generation;
   c.device = "cpu";
-  c.call_timeout_s = 5.0;
-  c.heartbeat_interval_s = 0.2;
-  c.register_timeout_s = 20.0;
-  c.unavailable_timeout_s = 20.0;
-  c.decision_timeout_s = 30.0;
+  c.timeouts.call_timeout_s = 5.0;
+  c.timeouts.heartbeat_interval_s = 0.2;
+  c.timeouts.register_timeout_s = 20.0;
+  c.timeouts.unavailable_timeout_s = 20.0;
+  c.timeouts.decision_timeout_s = 30.0;
   c.exit_on_job_failure = false;
   return c;
 }
@@ -94,7 +94,7 @@ std::vector<std::unique_ptr<train::JobControl>> ConnectAll(const CoordinatorServ
 
 // Every rank reports `m` (with its own rank) concurrently; returns the decisions.
 std::vector<job::EpochDecision> EndEpochAll(std::vector<std::unique_ptr<train::JobControl>>& jcs,
-                                              std::vector<job::RankMetrics> ms) {
+                                            std::vector<job::RankMetrics> ms) {
   std::vector<std::future<Result<job::EpochDecision>>> futures;
   for (size_t r = 0; r < jcs.size(); ++r) {
     futures.push_back(
@@ -582,7 +582,7 @@ TEST(Coordinator, TlsWhenCertificatesAreGiven) {
   auto server = StartServer(config, MakeSetup(1, 1, 10));
   // A plaintext client cannot talk to it.
   auto plain = ClientConfig(*server, 0, 1);
-  plain.register_timeout_s = 1.0;
+  plain.timeouts.register_timeout_s = 1.0;
   auto refused = client::ConnectCoordinator(plain);
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("unreachable"), std::string::npos)

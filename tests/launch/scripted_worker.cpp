@@ -55,8 +55,8 @@ int Run(int argc, char** argv) {
   c.rank = EnvInt("OMPI_COMM_WORLD_RANK", 0);
   c.world_size = EnvInt("OMPI_COMM_WORLD_SIZE", 1);
   c.device = "cpu";
-  c.heartbeat_interval_s = 0.2;
-  c.call_timeout_s = 5;
+  c.timeouts.heartbeat_interval_s = 0.2;
+  c.timeouts.call_timeout_s = 5;
   log::SetTag("rank " + std::to_string(c.rank));
   auto jc_or = client::ConnectCoordinator(c);
   if (!jc_or.ok()) {

@@ -35,6 +35,14 @@ struct TempDir {
 };
 
 // Reduced B0 for fast CPU tests: 6 stages, 1 block each, narrow.
+// timm's default head (ImageNet, 1000 classes).
+ModelConfig Timm(const std::string& variant = "b0") {
+  ModelConfig c;
+  c.variant = variant;
+  c.num_classes = 1000;
+  return c;
+}
+
 ModelConfig Tiny(int classes = 10) {
   ModelConfig c;
   c.variant = "b0";
@@ -61,8 +69,7 @@ TEST(Architecture, ParameterCountsExact) {
       {"s", 21458488}, {"m", 54139356}, {"l", 118515272},
   };
   for (const auto& [v, n] : expected) {
-    ModelConfig c;
-    c.variant = v;
+    ModelConfig c = Timm(v);
     EXPECT_EQ(CountParametersAnalytic(c), n) << v;
     torch::NoGradGuard g;
     EfficientNetV2 m(c);
@@ -91,8 +98,7 @@ TEST(Architecture, ResolvedTablesMatchReference) {
   const std::vector<std::string> types = {"cn", "er", "er", "ir", "ir", "ir", "ir"};
   const std::vector<int> strides = {1, 2, 2, 2, 1, 2, 1};
   for (const Row& r : rows) {
-    ModelConfig c;
-    c.variant = r.v;
+    ModelConfig c = Timm(r.v);
     const Architecture a = ResolveArchitecture(c);
     EXPECT_EQ(a.stem_channels, r.stem) << r.v;
     EXPECT_EQ(a.head_channels, r.head) << r.v;
@@ -109,8 +115,7 @@ TEST(Architecture, ResolvedTablesMatchReference) {
 }
 
 TEST(Architecture, UnknownVariantIsAnError) {
-  ModelConfig c;
-  c.variant = "b9";
+  ModelConfig c = Timm("b9");
   EXPECT_FALSE(ValidateConfig(c).ok());
   EXPECT_THROW(ResolveArchitecture(c), StatusError);
   try {
@@ -122,7 +127,7 @@ TEST(Architecture, UnknownVariantIsAnError) {
 }
 
 TEST(Architecture, MacsB0AndClasses) {
-  ModelConfig c;
+  ModelConfig c = Timm();
   const double g = CountMacs(c, 224) / 1e9;
   EXPECT_GT(g, 0.715);
   EXPECT_LT(g, 0.735);
@@ -130,15 +135,14 @@ TEST(Architecture, MacsB0AndClasses) {
   c.variant = "s";
   EXPECT_NEAR(CountMacs(c, 384) / 1e9, 8.37, 0.05);
   // Only the classifier depends on the class count.
-  ModelConfig b2;
-  b2.variant = "b2";
+  ModelConfig b2 = Timm("b2");
   ModelConfig b2_7 = b2;
   b2_7.num_classes = 7;
   EXPECT_EQ(CountMacs(b2, 260) - CountMacs(b2_7, 260), int64_t{1408} * (1000 - 7));
 }
 
 TEST(Architecture, StateDictKeysAreTimmNames) {
-  ModelConfig c;  // full B0
+  ModelConfig c = Timm();  // full B0
   EfficientNetV2 m(c);
   const StateDict sd = GetStateDict(*m);
   EXPECT_EQ(sd.size(), 420u);  // reference section 6 (with num_batches_tracked)
@@ -260,8 +264,7 @@ TEST(Forward, SetDropoutChangesTrainingOutputOnly) {
   m->eval();
   EXPECT_TRUE(m->forward(x).equal(m->forward(x)));
   EXPECT_THROW(m->set_dropout(1.0), StatusError);
-  ModelConfig ref;
-  ref.variant = "b3";
+  ModelConfig ref = Timm("b3");
   EXPECT_EQ(EfficientNetV2(ref)->dropout(), 0.3);
 }
 

@@ -162,7 +162,7 @@ TEST_F(AppTest, KilledRunResumesToIdenticalParameters) {
       " --preset tiny --data " + data +
       " --set job.epochs=4 --set job.progressive.min_image_size=32"
       " --set job.progressive.max_image_size=40 --set data.eval_image_size=32"
-      " --set data.batch_size=8 --set output.progress=false --set output.threads=1"
+      " --set data.batch_size=8 --set output.progress=false --set runtime.threads=1"
       " --set ema.enabled=true --set optimizer.name=rmsproptf --set optimizer.lr=0.005"
       " --set job.progressive.max_randaug=6";
   const std::string full = (dir_ / "full").string(), killed = (dir_ / "killed").string();

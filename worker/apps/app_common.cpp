@@ -50,17 +50,9 @@ Result<train::TrainConfig> ResolveConfig(const TrainArgs& a) {
 }
 
 Result<train::ModelHandle> BuildModel(const train::TrainConfig& c, int num_classes) {
-  model::ModelConfig mc;
-  mc.variant = c.model.variant;
+  model::ModelConfig mc = c.model;
   mc.num_classes = num_classes;
-  mc.dropout = c.job.progressive.max_dropout;
-  mc.drop_path = c.model.drop_path;
-  mc.bn_momentum = c.model.bn_momentum;
-  mc.bn_eps = c.model.bn_eps;
-  mc.padding =
-      c.model.padding == "symmetric" ? model::Padding::kSymmetric : model::Padding::kTfSame;
-  mc.extra_width = c.model.extra_width;
-  mc.extra_depth = c.model.extra_depth;
+  mc.dropout = c.job.progressive.max_dropout;  // each progressive stage sets its own
   EFFNET_RETURN_IF_ERROR(model::ValidateConfig(mc).WithContext("model"));
   train::ModelHandle h;
   try {
@@ -151,7 +143,7 @@ int RunTraining(const TrainArgs& args, Runtime& rt) {
   if (cfg.data.path.empty()) return ReportFailure("no data file: give --data FILE.h5 or data.path");
   if (args.out.empty()) return ReportFailure("no run directory: give --out RUN_DIR");
   const int rank = rt.dp->rank(), world = rt.dp->world_size();
-  if (cfg.output.threads > 0) at::set_num_threads(cfg.output.threads);
+  if (cfg.runtime.threads > 0) at::set_num_threads(cfg.runtime.threads);
 
   auto reader_r = storage::DatasetReader::Open(cfg.data.path);
   if (!reader_r.ok()) return ReportFailure(reader_r.status().ToString());

@@ -88,7 +88,7 @@ int main(int argc, char** argv) {
   app.add_option("--data", data, "HDF5 data file")->required();
   app.add_option("--split", split, "train | val | test");
   app.add_option("--out", out, "directory for confusion matrix CSV/SVG and eval JSON");
-  app.add_option("--set", sets, "override: section.field=value (e.g. output.device=cpu)");
+  app.add_option("--set", sets, "override: section.field=value (e.g. runtime.device=cpu)");
   CLI11_PARSE(app, argc, argv);
   try {
     return Run(ckpt, data, split, out, sets);

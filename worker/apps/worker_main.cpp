@@ -10,6 +10,7 @@
 
 #include "common/atomic_file.h"
 #include "common/log.h"
+#include "common/text.h"
 #include "worker/apps/app_common.h"
 #include "worker/dist/create.h"
 #include "worker/train/local_job_control.h"
@@ -42,10 +43,10 @@ int main(int argc, char** argv) {
     effnet::log::SetTag("rank " + std::to_string(world.rank));
     if (torch::cuda::is_available()) {
       bool device_given = false;
-      for (const auto& s : args.sets) device_given |= s.rfind("output.device=", 0) == 0;
+      for (const auto& s : args.sets) device_given |= s.rfind("runtime.device=", 0) == 0;
       if (!device_given) {
         const int n = static_cast<int>(torch::cuda::device_count());
-        args.sets.push_back("output.device=cuda:" + std::to_string(world.local_rank % n));
+        args.sets.push_back("runtime.device=cuda:" + std::to_string(world.local_rank % n));
       }
     }
     if (world.rank != 0) args.sets.push_back("output.progress=false");
@@ -74,9 +75,7 @@ int main(int argc, char** argv) {
         cc.rank = world.rank;
         cc.world_size = world.world_size;
         cc.generation = generation;
-        char host[256] = {0};
-        gethostname(host, sizeof(host) - 1);
-        cc.host = host;
+        cc.host = effnet::HostName();
         cc.device =
             torch::cuda::is_available() ? "cuda:" + std::to_string(world.local_rank) : "cpu";
         return effnet::client::ConnectCoordinator(cc);

@@ -19,6 +19,7 @@
 
 #include "common/atomic_file.h"
 #include "common/log.h"
+#include "common/text.h"
 #include "proto/convert.h"
 #include "proto/coordinator.grpc.pb.h"
 
@@ -45,19 +46,6 @@ bool JobGone(const grpc::Status& s) {
          s.error_code() == grpc::StatusCode::PERMISSION_DENIED;
 }
 
-std::string RandomWorkerId() {
-  std::random_device rd;
-  std::ostringstream ss;
-  ss << std::hex << std::setfill('0') << std::setw(8) << rd() << std::setw(8) << rd();
-  return ss.str();
-}
-
-std::string HostName() {
-  char buf[256] = {0};
-  if (::gethostname(buf, sizeof(buf) - 1) != 0) return "unknown";
-  return buf;
-}
-
 [[noreturn]] void ExitJobFailed(const std::string& why) {
   log::Error("exiting (code " + std::to_string(kExitJobFailed) + "): " + why);
   std::fflush(stdout);
@@ -76,7 +64,7 @@ class CoordinatorJobControl final : public train::JobControl {
     identity_.set_rank(config_.rank);
     identity_.set_world_size(config_.world_size);
     identity_.set_generation(config_.generation);
-    identity_.set_worker_id(RandomWorkerId());
+    identity_.set_worker_id(RandomHexId());
     identity_.set_host(config_.host.empty() ? HostName() : config_.host);
     identity_.set_device(config_.device);
     identity_.set_pid(::getpid());
@@ -85,7 +73,7 @@ class CoordinatorJobControl final : public train::JobControl {
   ~CoordinatorJobControl() override { StopHeartbeat(); }
 
   Status Register() {
-    const auto give_up = Clock::now() + Seconds(config_.register_timeout_s);
+    const auto give_up = Clock::now() + Seconds(config_.timeouts.register_timeout_s);
     double backoff = 0.2;
     grpc::Status last;
     while (true) {
@@ -94,7 +82,7 @@ class CoordinatorJobControl final : public train::JobControl {
       req.set_wait_for_start_ms(LongPollMs());
       v1::RegisterWorkerResponse resp;
       grpc::ClientContext ctx;
-      Prepare(&ctx, config_.call_timeout_s);
+      Prepare(&ctx, config_.timeouts.call_timeout_s);
       last = Stub()->RegisterWorker(&ctx, req, &resp);
       if (last.ok()) {
         job_ = resp.job();
@@ -111,7 +99,7 @@ class CoordinatorJobControl final : public train::JobControl {
         }
         if (Clock::now() > give_up) {
           return DeadlineExceeded("RegisterWorker: the job did not start within " +
-                                  std::to_string(config_.register_timeout_s) + " s (" +
+                                  std::to_string(config_.timeouts.register_timeout_s) + " s (" +
                                   std::to_string(resp.registered()) + "/" +
                                   std::to_string(config_.world_size) + " ranks registered)");
         }
@@ -119,10 +107,10 @@ class CoordinatorJobControl final : public train::JobControl {
       }
       if (!Transient(last)) return Refused("RegisterWorker", last);
       if (Clock::now() + Seconds(backoff) > give_up) {
-        return DeadlineExceeded("RegisterWorker: coordinator " + config_.address +
-                                " unreachable for " + std::to_string(config_.register_timeout_s) +
-                                " s (last error " + GrpcCodeName(last.error_code()) + ": " +
-                                last.error_message() + ")");
+        return DeadlineExceeded(
+            "RegisterWorker: coordinator " + config_.address + " unreachable for " +
+            std::to_string(config_.timeouts.register_timeout_s) + " s (last error " +
+            GrpcCodeName(last.error_code()) + ": " + last.error_message() + ")");
       }
       std::this_thread::sleep_for(Seconds(backoff));
       ReconnectNow();
@@ -164,7 +152,7 @@ class CoordinatorJobControl final : public train::JobControl {
     req.set_wait_ms(LongPollMs());
     wire::ToProto(m, req.mutable_metrics());
     const std::string call = "ReportMetrics(epoch " + std::to_string(m.epoch) + ")";
-    const auto give_up = Clock::now() + Seconds(config_.decision_timeout_s);
+    const auto give_up = Clock::now() + Seconds(config_.timeouts.decision_timeout_s);
     v1::ReportMetricsResponse resp;
     while (true) {
       EFFNET_RETURN_IF_ERROR(CallWithRetry(call, [&](grpc::ClientContext* ctx) {
@@ -176,7 +164,7 @@ class CoordinatorJobControl final : public train::JobControl {
         std::string missing;
         for (int k : resp.missing_ranks()) missing += " " + std::to_string(k);
         return DeadlineExceeded(call + ": no decision within " +
-                                std::to_string(config_.decision_timeout_s) +
+                                std::to_string(config_.timeouts.decision_timeout_s) +
                                 " s; ranks not reported:" + missing);
       }
     }
@@ -217,7 +205,8 @@ class CoordinatorJobControl final : public train::JobControl {
   }
 
   int LongPollMs() const {
-    return static_cast<int>(std::max(0.0, std::min(10.0, config_.call_timeout_s - 2.0)) * 1000);
+    return static_cast<int>(std::max(0.0, std::min(10.0, config_.timeouts.call_timeout_s - 2.0)) *
+                            1000);
   }
 
   void Prepare(grpc::ClientContext* ctx, double timeout_s) const {
@@ -235,19 +224,20 @@ class CoordinatorJobControl final : public train::JobControl {
   // restarting) with backoff for up to unavailable_timeout_s. Every attempt has a deadline.
   template <typename Fn>
   Status CallWithRetry(const std::string& call, Fn fn) {
-    const auto give_up = Clock::now() + Seconds(config_.unavailable_timeout_s);
+    const auto give_up = Clock::now() + Seconds(config_.timeouts.unavailable_timeout_s);
     double backoff = 0.1;
     while (true) {
       grpc::ClientContext ctx;
-      Prepare(&ctx, config_.call_timeout_s);
+      Prepare(&ctx, config_.timeouts.call_timeout_s);
       grpc::Status s = fn(&ctx);
       if (s.ok()) return Status::Ok();
       if (!Transient(s)) return Refused(call, s);
       if (Clock::now() + Seconds(backoff) > give_up) {
         return Status(StatusCode::kUnavailable,
                       call + ": coordinator " + config_.address + " unreachable for " +
-                          std::to_string(config_.unavailable_timeout_s) + " s (last error " +
-                          GrpcCodeName(s.error_code()) + ": " + s.error_message() + ")");
+                          std::to_string(config_.timeouts.unavailable_timeout_s) +
+                          " s (last error " + GrpcCodeName(s.error_code()) + ": " +
+                          s.error_message() + ")");
       }
       log::Warn(call + ": " + GrpcCodeName(s.error_code()) + " (" + s.error_message() +
                 "), retrying in " + std::to_string(backoff) + " s");
@@ -262,11 +252,11 @@ class CoordinatorJobControl final : public train::JobControl {
   // the coordinator that this worker ended on purpose; a stream that simply breaks means the
   // process died, and the coordinator names this rank at once.
   void HeartbeatLoop() {
-    const double rotate_after_s = std::max(60.0, 20 * config_.heartbeat_interval_s);
+    const double rotate_after_s = std::max(60.0, 20 * config_.timeouts.heartbeat_interval_s);
     double backoff = 0.1;
     while (!stopping_) {
       grpc::ClientContext ctx;
-      Prepare(&ctx, rotate_after_s + config_.call_timeout_s);
+      Prepare(&ctx, rotate_after_s + config_.timeouts.call_timeout_s);
       {
         std::lock_guard<std::mutex> lock(mu_);
         active_ctx_ = &ctx;
@@ -295,7 +285,8 @@ class CoordinatorJobControl final : public train::JobControl {
         }
         if (!ok || rotate || left) break;
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait_for(lock, Seconds(config_.heartbeat_interval_s), [&] { return stopping_.load(); });
+        cv_.wait_for(lock, Seconds(config_.timeouts.heartbeat_interval_s),
+                     [&] { return stopping_.load(); });
       }
       stream->WritesDone();
       const grpc::Status st = stream->Finish();
@@ -338,7 +329,8 @@ class CoordinatorJobControl final : public train::JobControl {
     stopping_ = true;
     cv_.notify_all();
     // The leaving beat gets one call timeout; then the stream is cancelled.
-    if (!cv_.wait_for(lock, Seconds(config_.call_timeout_s), [&] { return heartbeat_done_; })) {
+    if (!cv_.wait_for(lock, Seconds(config_.timeouts.call_timeout_s),
+                      [&] { return heartbeat_done_; })) {
       if (active_ctx_ != nullptr) active_ctx_->TryCancel();
     }
     lock.unlock();

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "worker/client/client_config.h"
 #include "worker/train/job_control.h"
 
 namespace effnet::client {
@@ -15,17 +16,10 @@ struct CoordinatorClientConfig {
   std::string tls_ca_file;  // empty: insecure channel
   int rank = 0;
   int world_size = 1;
-  int64_t generation = 0;        // launch generation; a stale one is refused
-  std::string host;              // this worker's host name (for the live view)
-  std::string device;            // "cpu" / "cuda:0"
-  double call_timeout_s = 30.0;  // deadline of each RPC
-  double heartbeat_interval_s = 2.0;
-  double register_timeout_s = 120.0;  // keep retrying registration until all ranks are in
-  // While the coordinator is unreachable (e.g. restarting from its state dir), calls are retried
-  // with backoff for this long before they fail.
-  double unavailable_timeout_s = 120.0;
-  // How long EndEpoch waits for the other ranks' metrics (stragglers, validation).
-  double decision_timeout_s = 1800.0;
+  int64_t generation = 0;   // launch generation; a stale one is refused
+  std::string host;         // this worker's host name (for the live view)
+  std::string device;       // "cpu" / "cuda:0"
+  ClientTimeouts timeouts;  // the config's `client:` section
   // Note [exit on job failure]: when the coordinator says the job failed (another rank died) or
   // that this worker's generation is stale, the heartbeat thread ends the process (exit code 75)
   // rather than leave it blocked in a collective with a dead peer; mpirun then tears the launch

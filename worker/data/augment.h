@@ -1,4 +1,4 @@
-// Batched, seeded augmentation on the training device (shared/reference/efficientnetv2.md sec 3-5).
+// Batched, seeded augmentation on the training device (docs/efficientnetv2-reference.md sec 3-5).
 //
 // Pixels flow as float tensors holding uint8 values (0..255) until Normalize, so that the
 // RandAugment ops keep their uint8 semantics (truncation after each op, fill 128). Every random
@@ -11,26 +11,10 @@
 #include <vector>
 
 #include "common/job/types.h"
+#include "worker/data/augment_config.h"
 #include "worker/data/rng.h"
 
 namespace effnet::data {
-
-// Every augmentation tunable with its default (docs/config.md, section `augment:`).
-struct AugmentConfig {
-  bool random_resized_crop = true;  // false: the whole stored image resized to the stage size
-  double crop_area_min = 0.08, crop_area_max = 1.0;  // fraction of the image area
-  double aspect_min = 3.0 / 4.0, aspect_max = 4.0 / 3.0;
-  double hflip_prob = 0.5;
-  double vflip_prob = 0.0;
-  bool rot90 = false;      // rotate each image by a random multiple of 90 degrees
-  int randaug_layers = 2;  // N of RandAugment; the magnitude comes from the progressive stage
-  // Translate and cutout sizes at magnitude 10, in pixels (official: 100 and 40 for 224-300 px
-  // images; scale them down for small images).
-  double randaug_translate_px = 100.0;
-  double randaug_cutout_px = 40.0;
-  std::string normalize = "imagenet";  // imagenet (mean/std) | inception ((x-128)/128) | none
-  bool eval_center_crop = true;        // eval: centre crop size/(size+32) of the image, then resize
-};
 
 // The 16 RandAugment ops in the official order (autoaugment.py NAME_TO_FUNC).
 enum class RandAugOp : int {

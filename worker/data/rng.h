@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <random>
 
+#include "common/hash.h"
+
 namespace effnet::data {
 
 class HostRng {
@@ -19,10 +21,7 @@ class HostRng {
   explicit HostRng(uint64_t seed = 0) : gen_(seed) {}
   // Seed from several integers (seed, epoch, step, rank, stream) with a SplitMix64 mix.
   static uint64_t Mix(uint64_t a, uint64_t b) {
-    uint64_t z = a + 0x9E3779B97F4A7C15ULL * (b + 1);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
+    return SplitMix64Finalize(a + kGoldenGamma * (b + 1));
   }
   uint64_t Bits() { return gen_(); }
   // Uniform in [0, 1) with 53 random bits.

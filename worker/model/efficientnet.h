@@ -1,5 +1,5 @@
 // EfficientNetV2 (B0-B3, S, M, L) built by one builder from block tables
-// (shared/reference/efficientnetv2.md). Knows nothing of distribution or data loading.
+// (docs/efficientnetv2-reference.md). Knows nothing of distribution or data loading.
 //
 // Note [timm names]: module names reproduce timm's tf_efficientnetv2_* state_dict keys exactly
 // (conv_stem, bn1, blocks.<stage>.<i>.{conv,conv_exp,conv_pw,conv_dw,se.conv_reduce,se.conv_expand,
@@ -16,61 +16,9 @@
 #include <vector>
 
 #include "common/status.h"
+#include "worker/model/architecture.h"
 
 namespace effnet::model {
-
-enum class Padding { kTfSame, kSymmetric };
-
-// Defaults reproduce timm's tf_efficientnetv2_* (with the reference dropout of the variant when
-// dropout < 0).
-struct ModelConfig {
-  std::string variant = "b0";  // b0|b1|b2|b3|s|m|l
-  int num_classes = 1000;
-  double dropout = -1.0;     // < 0: the variant's reference rate (table 1.2)
-  double drop_path = 0.2;    // linear over blocks: rate * idx / num_blocks
-  double bn_momentum = 0.1;  // PyTorch convention
-  double bn_eps = 1e-3;
-  Padding padding = Padding::kTfSame;
-  // Extra multipliers on top of the variant's, for reduced models in tests (1.0 = exact).
-  double extra_width = 1.0;
-  double extra_depth = 1.0;
-};
-
-struct StageInfo {
-  std::string block_type;  // "cn", "er", "ir"
-  int out_channels = 0;
-  int repeats = 0;
-  int stride = 1;
-  int expansion = 1;  // mid = in * expansion ("cn": 1, no mid)
-  int kernel = 3;
-  bool se = false;  // squeeze-excite with rd = block input channels * 0.25
-};
-
-// Resolved architecture of a config: stem/head channels and per-stage blocks after rounding.
-struct Architecture {
-  int stem_channels = 0;
-  int head_channels = 0;
-  std::vector<StageInfo> stages;
-  int num_blocks() const;
-};
-// Throws StatusError(InvalidArgument) on an unknown variant or a non-positive multiplier/count.
-Architecture ResolveArchitecture(const ModelConfig& config);
-// Checks a config without building anything (variant, classes, rates, multipliers).
-Status ValidateConfig(const ModelConfig& config);
-
-// The variants this builder knows, in order: b0 b1 b2 b3 s m l.
-const std::vector<std::string>& KnownVariants();
-// Reference dropout (table 1.2) and official eval image size of a variant; throws on unknown.
-double ReferenceDropout(const std::string& variant);
-int ReferenceEvalImageSize(const std::string& variant);
-
-// Multiply-adds of one forward pass at image_size x image_size, counted analytically from the
-// architecture: every conv (incl. SE convs on the pooled 1x1 map) and the classifier Linear.
-// Pooling, BN, activations and the SE multiply are not counted (the usual "MACs" convention).
-int64_t CountMacs(const ModelConfig& config, int image_size);
-// Parameter count derived from the architecture alone (no module built); equals
-// CountParameters(EfficientNetV2(config)).
-int64_t CountParametersAnalytic(const ModelConfig& config);
 
 class EfficientNetV2Impl : public torch::nn::Module {
  public:

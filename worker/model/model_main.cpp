@@ -12,9 +12,12 @@ int main(int argc, char** argv) {
   using namespace effnet::model;
   CLI::App app{"EfficientNetV2 architecture summary: parameters, MACs, blocks per stage"};
   ModelConfig cfg;
+  cfg.num_classes = 1000;  // timm's ImageNet head
   int image = 0;
   bool json = false;
-  app.add_option("--variant", cfg.variant, "b0|b1|b2|b3|s|m|l")->capture_default_str();
+  app.add_option("--variant", cfg.variant, "EfficientNetV2 variant")
+      ->check(CLI::IsMember(KnownVariants()))
+      ->capture_default_str();
   app.add_option("--classes", cfg.num_classes, "classifier outputs")->capture_default_str();
   app.add_option("--image", image, "square image side (default: the variant's eval size)");
   app.add_option("--extra-width", cfg.extra_width, "extra width multiplier")->capture_default_str();

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/log.h"
+#include "common/text.h"
 #include "worker/report/report.h"
 #include "worker/report/run_summary.h"
 
@@ -22,12 +23,6 @@ std::string LinkTo(const std::string& run_dir, const char* file, const fs::path&
   const fs::path base = fs::absolute(out_dir.empty() ? fs::path(".") : out_dir, ec);
   fs::path rel = fs::relative(target, base, ec);
   return (ec || rel.empty() ? target : rel).generic_string();
-}
-
-std::string Fixed4(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.4f", v);
-  return buf;
 }
 
 }  // namespace
@@ -60,7 +55,7 @@ int main(int argc, char** argv) {
     if (!name.has_filename()) name = name.parent_path();  // "runs/a/" -> "runs/a"
     row.note = name.filename().empty() ? dir : name.filename().string();
     runs_md += "- `" + dir + "`: " + row.model + ", batch " + std::to_string(row.batch_size) +
-               ", test accuracy " + Fixed4(row.accuracy);
+               ", test accuracy " + Fixed(row.accuracy, 4);
     std::error_code ec;
     for (const auto& [file, label] :
          {std::pair{report::kLearningCurvesSvg, "learning curves"},

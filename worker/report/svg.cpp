@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdio>
 
+#include "common/text.h"
+
 namespace effnet::report::svg {
 
 std::string XmlEscape(const std::string& s) {
@@ -42,10 +44,7 @@ std::string Num(double v, int decimals) {
   if (!std::isfinite(v)) return "0";
   // "-0.00" reads badly on an axis: values that round to zero print as zero.
   if (std::abs(v) < 0.5 * std::pow(10.0, -decimals)) v = 0;
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
-  std::string s = buf;
-  return s;
+  return Fixed(v, decimals);
 }
 
 Ticks NiceTicks(double lo, double hi, int target, bool integer_steps) {

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <mutex>
 
+#include "common/text.h"
 #include "worker/report/report.h"
 #include "worker/report/tfrecord.h"
 
@@ -17,12 +18,6 @@ namespace {
 double WallTimeNow() {
   using namespace std::chrono;
   return duration<double>(system_clock::now().time_since_epoch()).count();
-}
-
-std::string HostName() {
-  char buf[256] = {};
-  if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "localhost";
-  return buf;
 }
 
 // Note [event file flushing]: records are buffered by stdio and flushed by Flush(), by the

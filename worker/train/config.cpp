@@ -4,8 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
-#include <set>
 #include <sstream>
 #include <variant>
 
@@ -16,17 +16,54 @@ namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
+// An enum field: its value as the index into `names` (the allowed spellings, in enum order).
+struct EnumRef {
+  std::function<int()> get;
+  std::function<void(int)> set;
+};
+
 // Note [one field table]: parsing, the resolved YAML and the documentation all come from this
-// table, so a field cannot be parsed but undocumented, or documented with a stale default.
+// table, so a field cannot be parsed but undocumented, or documented with a stale default. Keys
+// are "section.name" or "section.group.name" (job.progressive.*); a field's struct and default
+// live with the code that uses it (config.h lists where), never here.
 struct Field {
-  std::string key;  // "section.name"
-  std::variant<int*, double*, bool*, std::string*> ptr;
+  std::string key;
+  std::variant<int*, uint64_t*, double*, bool*, std::string*, EnumRef> ptr;
   std::string doc;
-  std::vector<std::string> allowed = {};  // strings: the allowed values (empty: free text)
+  std::vector<std::string> allowed = {};  // strings and enums: the allowed values
   double min = -kInf, max = kInf;         // numbers: the allowed range
 };
 
+template <typename E>
+Field Enum(std::string key, E* p, std::string doc, std::vector<std::string> names) {
+  EnumRef ref{[p] { return static_cast<int>(*p); }, [p](int v) { *p = static_cast<E>(v); }};
+  return {std::move(key), ref, std::move(doc), std::move(names)};
+}
+
+// One line per section for docs/config.md, in table order.
+const std::vector<std::pair<std::string, std::string>>& Sections() {
+  static const std::vector<std::pair<std::string, std::string>> s = {
+      {"job",
+       "what the control plane decides with: epochs, seed, progressive learning, early stopping "
+       "(common/job/; the coordinator reads this section)"},
+      {"model", "the EfficientNetV2 variant and its build options (worker/model/architecture.h)"},
+      {"data", "the HDF5 store and batching (storage/, worker/data/loader.h)"},
+      {"optimizer", "optimiser and loss (worker/train/optim.h)"},
+      {"schedule", "learning-rate schedule (worker/train/schedule.h)"},
+      {"augment", "training augmentation on the device (worker/data/augment.h)"},
+      {"ema", "exponential moving average of the weights (worker/train/ema.h)"},
+      {"checkpoint", "checkpoints and resume (worker/train/trainer.h)"},
+      {"client", "the worker's coordinator client (worker/client/)"},
+      {"runtime", "where and how the process computes"},
+      {"output", "logs, TensorBoard, progress"},
+  };
+  return s;
+}
+
 std::vector<Field> Fields(TrainConfig& c) {
+  auto& j = c.job;
+  auto& g = c.job.progressive;
+  auto& es = c.job.early_stopping;
   auto& m = c.model;
   auto& d = c.data;
   auto& o = c.optimizer;
@@ -34,12 +71,87 @@ std::vector<Field> Fields(TrainConfig& c) {
   auto& a = c.augment;
   auto& e = c.ema;
   auto& k = c.checkpoint;
+  auto& cl = c.client;
+  auto& rt = c.runtime;
   auto& out = c.output;
   return {
-      {"model.variant",
-       &m.variant,
-       "EfficientNetV2 variant",
-       {"b0", "b1", "b2", "b3", "s", "m", "l"}},
+      {"job.epochs", &j.epochs, "total epochs", {}, 1, 1e6},
+      {"job.seed", &j.seed, "seeds shard plans, augmentation, dropout and init", {}, 0},
+      {"job.progressive.num_stages",
+       &g.num_stages,
+       "progressive-learning stages; 1 = off (max values throughout)",
+       {},
+       1,
+       1000},
+      Enum("job.progressive.formula", &g.formula,
+           "paper (first stage = min values) | official (sizes at (i+1)/M, never the min)",
+           {"paper", "official"}),
+      {"job.progressive.min_image_size",
+       &g.min_image_size,
+       "first-stage train image size",
+       {},
+       32,
+       4096},
+      {"job.progressive.max_image_size",
+       &g.max_image_size,
+       "last-stage train image size",
+       {},
+       32,
+       4096},
+      {"job.progressive.min_randaug",
+       &g.min_randaug,
+       "RandAugment magnitude, first stage (0 = off)",
+       {},
+       0,
+       30},
+      {"job.progressive.max_randaug",
+       &g.max_randaug,
+       "RandAugment magnitude, last stage",
+       {},
+       0,
+       30},
+      {"job.progressive.min_mixup", &g.min_mixup, "mixup alpha, first stage (0 = off)", {}, 0, 10},
+      {"job.progressive.max_mixup", &g.max_mixup, "mixup alpha, last stage", {}, 0, 10},
+      {"job.progressive.min_cutmix",
+       &g.min_cutmix,
+       "cutmix alpha, first stage (0 = off)",
+       {},
+       0,
+       10},
+      {"job.progressive.max_cutmix", &g.max_cutmix, "cutmix alpha, last stage", {}, 0, 10},
+      {"job.progressive.min_dropout",
+       &g.min_dropout,
+       "classifier dropout, first stage",
+       {},
+       0,
+       0.95},
+      {"job.progressive.max_dropout",
+       &g.max_dropout,
+       "classifier dropout, last stage",
+       {},
+       0,
+       0.95},
+      {"job.progressive.size_multiple",
+       &g.size_multiple,
+       "image sizes are rounded down to a multiple of this",
+       {},
+       1,
+       512},
+      {"job.early_stopping.patience",
+       &es.patience,
+       "epochs without val_loss improvement before stopping; 0 = never",
+       {},
+       0},
+      {"job.early_stopping.min_delta",
+       &es.min_delta,
+       "a val_loss improvement must exceed this",
+       {},
+       0},
+      {"job.early_stopping.best_metric",
+       &es.best_metric,
+       "which epoch's weights are the best checkpoint",
+       {"val_accuracy", "val_loss"}},
+      {"model.variant", &m.variant, "EfficientNetV2 variant", model::KnownVariants()},
       {"model.num_classes",
        &m.num_classes,
        "classes; 0 = from the data file, > 0 must equal the file's class count",
@@ -48,7 +160,7 @@ std::vector<Field> Fields(TrainConfig& c) {
       {"model.drop_path", &m.drop_path, "stochastic depth rate (last block)", {}, 0, 0.95},
       {"model.bn_momentum", &m.bn_momentum, "BatchNorm momentum (PyTorch convention)", {}, 0, 1},
       {"model.bn_eps", &m.bn_eps, "BatchNorm epsilon", {}, 0, 1},
-      {"model.padding", &m.padding, "convolution padding", {"tf_same", "symmetric"}},
+      Enum("model.padding", &m.padding, "convolution padding", {"tf_same", "symmetric"}),
       {"model.extra_width",
        &m.extra_width,
        "extra width multiplier (reduced test models)",
@@ -61,7 +173,6 @@ std::vector<Field> Fields(TrainConfig& c) {
        {},
        0.01,
        4},
-      {"model.channels_last", &m.channels_last, "NHWC memory format"},
       {"data.path", &d.path, "HDF5 data file (effnet-prepare); --data overrides"},
       {"data.batch_size", &d.batch_size, "batch size per rank", {}, 1, 1 << 16},
       {"data.eval_batch_size",
@@ -153,17 +264,44 @@ std::vector<Field> Fields(TrainConfig& c) {
       {"ema.decay", &e.decay, "EMA decay", {}, 0, 1},
       {"ema.tf_warmup", &e.tf_warmup, "TF warmup: decay_t = min(decay, (1+t)/(10+t))"},
       {"ema.evaluate_with_ema", &e.evaluate_with_ema, "validation and test use the EMA weights"},
-      {"checkpoint.resume", &k.resume, "auto (latest committed) | never | a checkpoint file"},
+      {"checkpoint.resume", &k.resume, "auto (latest committed) | never | a checkpoint"},
       {"checkpoint.keep_last",
        &k.keep_last,
-       "epoch checkpoints kept (besides best.pt)",
+       "epoch checkpoints kept (besides the best one)",
        {},
        1,
        1000},
-      {"checkpoint.save_best", &k.save_best, "keep best.pt (by job.early_stopping.best_metric)"},
-      {"output.device", &out.device, "auto | cpu | cuda | cuda:N"},
-      {"output.bf16", &out.bf16, "bf16 autocast on CUDA"},
-      {"output.threads", &out.threads, "intra-op CPU threads; 0 = LibTorch default", {}, 0, 1024},
+      {"checkpoint.save_best", &k.save_best,
+       "keep the best checkpoint (job.early_stopping.best_metric)"},
+      {"client.call_timeout_s",
+       &cl.call_timeout_s,
+       "deadline of each coordinator call (s)",
+       {},
+       0.1},
+      {"client.heartbeat_interval_s",
+       &cl.heartbeat_interval_s,
+       "seconds between heartbeats to the coordinator",
+       {},
+       0.01},
+      {"client.register_timeout_s",
+       &cl.register_timeout_s,
+       "how long registration is retried until every rank is in (s)",
+       {},
+       0.1},
+      {"client.unavailable_timeout_s",
+       &cl.unavailable_timeout_s,
+       "how long calls are retried while the coordinator is unreachable (s)",
+       {},
+       0.1},
+      {"client.decision_timeout_s",
+       &cl.decision_timeout_s,
+       "how long a rank waits for the other ranks' epoch metrics (s)",
+       {},
+       0.1},
+      {"runtime.device", &rt.device, "auto | cpu | cuda | cuda:N"},
+      {"runtime.bf16", &rt.bf16, "bf16 autocast on CUDA"},
+      {"runtime.threads", &rt.threads, "intra-op CPU threads; 0 = LibTorch default", {}, 0, 1024},
+      {"runtime.channels_last", &rt.channels_last, "NHWC memory format (faster on CUDA)"},
       {"output.log_every_steps", &out.log_every_steps, "step records in metrics.jsonl", {}, 1},
       {"output.tensorboard", &out.tensorboard, "write TensorBoard event files"},
       {"output.progress", &out.progress, "progress bar on a terminal"},
@@ -175,24 +313,44 @@ std::vector<Field> Fields(TrainConfig& c) {
   };
 }
 
-const std::vector<std::string> kSections = {
-    "job", "model", "data", "optimizer", "schedule", "augment", "ema", "checkpoint", "output"};
-
 std::string Join(const std::vector<std::string>& v, const char* sep) {
   std::string s;
   for (const auto& x : v) s += (s.empty() ? "" : sep) + x;
   return s;
 }
 
+std::vector<std::string> SplitKey(const std::string& key) {
+  std::vector<std::string> parts;
+  std::stringstream ss(key);
+  for (std::string p; std::getline(ss, p, '.');) parts.push_back(p);
+  return parts;
+}
+
+std::string TypeName(const Field& f) {
+  return std::visit(
+      [](const auto& p) -> std::string {
+        using P = std::decay_t<decltype(p)>;
+        if constexpr (std::is_same_v<P, bool*>) return "bool";
+        if constexpr (std::is_same_v<P, int*> || std::is_same_v<P, uint64_t*>) return "int";
+        if constexpr (std::is_same_v<P, double*>) return "float";
+        if constexpr (std::is_same_v<P, EnumRef>) return "enum";
+        return "string";
+      },
+      f.ptr);
+}
+
+// The value as YAML scalar text.
 std::string ValueString(const Field& f) {
   std::ostringstream ss;
   std::visit(
-      [&](auto* p) {
-        using T = std::decay_t<decltype(*p)>;
-        if constexpr (std::is_same_v<T, bool>) {
+      [&](const auto& p) {
+        using P = std::decay_t<decltype(p)>;
+        if constexpr (std::is_same_v<P, bool*>) {
           ss << (*p ? "true" : "false");
-        } else if constexpr (std::is_same_v<T, std::string>) {
+        } else if constexpr (std::is_same_v<P, std::string*>) {
           ss << (p->empty() ? "\"\"" : *p);
+        } else if constexpr (std::is_same_v<P, EnumRef>) {
+          ss << f.allowed.at(static_cast<size_t>(p.get()));
         } else {
           ss << *p;
         }
@@ -206,24 +364,27 @@ Status ReadField(const Field& f, const YAML::Node& node) {
   auto bad = [&](const std::string& want) {
     return InvalidArgument(f.key + ": expected " + want + ", got '" + dump + "'");
   };
+  auto range = [&](const char* what) {
+    std::ostringstream ss;
+    ss << what << " in [" << f.min << ", " << f.max << "]";
+    return ss.str();
+  };
   if (!node.IsScalar()) return bad("a scalar");
   try {
     if (auto* p = std::get_if<int*>(&f.ptr)) {
       const double v = node.as<double>();
       if (v != std::floor(v)) return bad("an integer");
-      if (v < f.min || v > f.max) {
-        std::ostringstream ss;
-        ss << "an integer in [" << f.min << ", " << f.max << "]";
-        return bad(ss.str());
-      }
+      if (v < f.min || v > f.max) return bad(range("an integer"));
       **p = static_cast<int>(v);
+    } else if (auto* p = std::get_if<uint64_t*>(&f.ptr)) {
+      const std::string text = node.as<std::string>();
+      if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos) {
+        return bad("a non-negative integer");
+      }
+      **p = node.as<uint64_t>();
     } else if (auto* p = std::get_if<double*>(&f.ptr)) {
       const double v = node.as<double>();
-      if (!std::isfinite(v) || v < f.min || v > f.max) {
-        std::ostringstream ss;
-        ss << "a number in [" << f.min << ", " << f.max << "]";
-        return bad(ss.str());
-      }
+      if (!std::isfinite(v) || v < f.min || v > f.max) return bad(range("a number"));
       **p = v;
     } else if (auto* p = std::get_if<bool*>(&f.ptr)) {
       **p = node.as<bool>();
@@ -234,10 +395,17 @@ Status ReadField(const Field& f, const YAML::Node& node) {
         return bad(Join(f.allowed, "|"));
       }
       **p = v;
+    } else if (auto* p = std::get_if<EnumRef>(&f.ptr)) {
+      const auto v = node.as<std::string>();
+      auto it = std::find(f.allowed.begin(), f.allowed.end(), v);
+      if (it == f.allowed.end()) return bad(Join(f.allowed, "|"));
+      p->set(static_cast<int>(it - f.allowed.begin()));
     }
   } catch (const YAML::Exception&) {
     if (std::holds_alternative<bool*>(f.ptr)) return bad("true|false");
-    if (std::holds_alternative<int*>(f.ptr)) return bad("an integer");
+    if (std::holds_alternative<int*>(f.ptr) || std::holds_alternative<uint64_t*>(f.ptr)) {
+      return bad("an integer");
+    }
     return bad("a number");
   }
   return Status::Ok();
@@ -249,9 +417,7 @@ Status ApplyOverride(YAML::Node& root, const std::string& kv) {
     return InvalidArgument("--set " + kv + ": expected section.field=value");
   }
   const std::string key = kv.substr(0, eq), value = kv.substr(eq + 1);
-  std::vector<std::string> parts;
-  std::stringstream ss(key);
-  for (std::string p; std::getline(ss, p, '.');) parts.push_back(p);
+  const std::vector<std::string> parts = SplitKey(key);
   if (parts.size() < 2) return InvalidArgument("--set " + kv + ": expected section.field=value");
   YAML::Node parsed;
   try {
@@ -269,6 +435,9 @@ Status ApplyOverride(YAML::Node& root, const std::string& kv) {
       n[parts[i]] = YAML::Node(YAML::NodeType::Map);
       child = n[parts[i]];
     }
+    if (!child.IsMap()) {
+      return InvalidArgument("--set " + key + ": " + parts[i] + " is not a mapping");
+    }
     YAML::Node next;
     next.reset(child);
     n.reset(next);
@@ -277,7 +446,39 @@ Status ApplyOverride(YAML::Node& root, const std::string& kv) {
   return Status::Ok();
 }
 
+// Reads the mapping `node` found at `prefix` ("job" or "job.progressive") into the fields below it.
+Status ReadMapping(const YAML::Node& node, const std::string& prefix, std::vector<Field>& fields) {
+  if (node.IsNull()) return Status::Ok();
+  if (!node.IsMap()) return InvalidArgument(prefix + ": expected a mapping");
+  for (const auto& kv : node) {
+    const std::string key = prefix + "." + kv.first.as<std::string>();
+    auto it =
+        std::find_if(fields.begin(), fields.end(), [&](const Field& f) { return f.key == key; });
+    if (it != fields.end()) {
+      EFFNET_RETURN_IF_ERROR(ReadField(*it, kv.second));
+      continue;
+    }
+    const bool group = std::any_of(fields.begin(), fields.end(), [&](const Field& f) {
+      return f.key.compare(0, key.size() + 1, key + ".") == 0;
+    });
+    if (group) {
+      EFFNET_RETURN_IF_ERROR(ReadMapping(kv.second, key, fields));
+      continue;
+    }
+    std::vector<std::string> allowed;
+    for (const auto& f : fields) {
+      if (f.key.compare(0, prefix.size() + 1, prefix + ".") != 0) continue;
+      const std::string rest = f.key.substr(prefix.size() + 1);
+      const std::string name = rest.substr(0, rest.find('.'));
+      if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) allowed.push_back(name);
+    }
+    return InvalidArgument(key + ": unknown field (allowed: " + Join(allowed, ", ") + ")");
+  }
+  return Status::Ok();
+}
+
 Status Validate(const TrainConfig& c) {
+  EFFNET_RETURN_IF_ERROR(job::Validate(c.job.progressive).WithContext("job"));
   if (c.augment.crop_area_min > c.augment.crop_area_max) {
     return InvalidArgument("augment.crop_area_min: must be <= augment.crop_area_max");
   }
@@ -285,6 +486,54 @@ Status Validate(const TrainConfig& c) {
     return InvalidArgument("augment.aspect_min: must be <= augment.aspect_max");
   }
   return Status::Ok();
+}
+
+// Emits `fields` (in table order) as nested YAML mappings, two spaces per level.
+std::string FieldsToYaml(const std::vector<Field>& fields) {
+  std::ostringstream ss;
+  std::vector<std::string> open;  // the mapping path printed last
+  for (const auto& f : fields) {
+    const std::vector<std::string> parts = SplitKey(f.key);
+    const std::vector<std::string> path(parts.begin(), parts.end() - 1);
+    size_t common = 0;
+    while (common < open.size() && common < path.size() && open[common] == path[common]) ++common;
+    for (size_t i = common; i < path.size(); ++i) {
+      ss << std::string(2 * i, ' ') << path[i] << ":\n";
+    }
+    open = path;
+    std::string v = ValueString(f);
+    if (std::holds_alternative<std::string*>(f.ptr) && v != "\"\"") {
+      YAML::Emitter e;
+      e << v;
+      v = e.c_str();
+    }
+    ss << std::string(2 * path.size(), ' ') << parts.back() << ": " << v << "\n";
+  }
+  return ss.str();
+}
+
+std::string RangeText(const Field& f) {
+  if (f.min <= -kInf && f.max >= kInf) return "";
+  auto num = [](double v) {
+    std::ostringstream ss;
+    ss << v;
+    return ss.str();
+  };
+  return "[" + (f.min > -kInf ? num(f.min) : "-inf") + ", " + (f.max < kInf ? num(f.max) : "inf") +
+         "]";
+}
+
+// The leading comment block of a preset file, as one line.
+std::string PresetSummary(const std::string& text) {
+  std::string summary;
+  std::stringstream ss(text);
+  for (std::string line; std::getline(ss, line);) {
+    if (line.rfind("#", 0) != 0) break;
+    line = line.substr(1);
+    if (!line.empty() && line[0] == ' ') line = line.substr(1);
+    summary += (summary.empty() ? "" : " ") + line;
+  }
+  return summary;
 }
 
 }  // namespace
@@ -304,31 +553,15 @@ Result<TrainConfig> ParseTrainConfig(const std::string& yaml_text,
   auto fields = Fields(c);
   for (const auto& sec : root) {
     const auto name = sec.first.as<std::string>();
-    if (std::find(kSections.begin(), kSections.end(), name) == kSections.end()) {
-      return InvalidArgument(name + ": unknown section (allowed: " + Join(kSections, ", ") + ")");
+    const auto& sections = Sections();
+    if (std::none_of(sections.begin(), sections.end(),
+                     [&](const auto& s) { return s.first == name; })) {
+      std::vector<std::string> names;
+      for (const auto& s : sections) names.push_back(s.first);
+      return InvalidArgument(name + ": unknown section (allowed: " + Join(names, ", ") + ")");
     }
-    if (name == "job") continue;
-    if (sec.second.IsNull()) continue;
-    if (!sec.second.IsMap()) return InvalidArgument(name + ": expected a mapping");
-    for (const auto& kv : sec.second) {
-      const auto key = name + "." + kv.first.as<std::string>();
-      auto it =
-          std::find_if(fields.begin(), fields.end(), [&](const Field& f) { return f.key == key; });
-      if (it == fields.end()) {
-        std::vector<std::string> allowed;
-        for (const auto& f : fields) {
-          if (f.key.compare(0, name.size() + 1, name + ".") == 0) {
-            allowed.push_back(f.key.substr(name.size() + 1));
-          }
-        }
-        return InvalidArgument(key + ": unknown field (allowed: " + Join(allowed, ", ") + ")");
-      }
-      EFFNET_RETURN_IF_ERROR(ReadField(*it, kv.second));
-    }
+    EFFNET_RETURN_IF_ERROR(ReadMapping(sec.second, name, fields));
   }
-  auto job = job::ParseJobConfig(root["job"]);
-  if (!job.ok()) return job.status();
-  c.job = std::move(job).value();
   EFFNET_RETURN_IF_ERROR(Validate(c));
   return c;
 }
@@ -344,67 +577,52 @@ Result<TrainConfig> LoadTrainConfig(const std::string& path,
 
 std::string TrainConfigToYaml(const TrainConfig& cfg) {
   TrainConfig c = cfg;
-  std::ostringstream ss;
-  ss << "job:\n";
-  std::stringstream job(job::JobConfigToYaml(c.job));
-  for (std::string line; std::getline(job, line);) ss << "  " << line << "\n";
-  std::string section;
-  for (const auto& f : Fields(c)) {
-    const auto dot = f.key.find('.');
-    const auto sec = f.key.substr(0, dot);
-    if (sec != section) {
-      ss << sec << ":\n";
-      section = sec;
-    }
-    std::string v = ValueString(f);
-    if (std::holds_alternative<std::string*>(f.ptr) && v != "\"\"") {
-      YAML::Emitter e;
-      e << v;
-      v = e.c_str();
-    }
-    ss << "  " << f.key.substr(dot + 1) << ": " << v << "\n";
-  }
-  return ss.str();
+  return FieldsToYaml(Fields(c));
+}
+
+std::string JobConfigToYaml(const job::JobConfig& job) {
+  TrainConfig c;
+  c.job = job;
+  std::vector<Field> fields = Fields(c);
+  fields.erase(std::remove_if(fields.begin(), fields.end(),
+                              [](const Field& f) { return f.key.rfind("job.", 0) != 0; }),
+               fields.end());
+  return FieldsToYaml(fields);
 }
 
 std::string ConfigDocMarkdown() {
   TrainConfig c;
+  const auto fields = Fields(c);
   std::ostringstream ss;
-  ss << "| key | type | default | allowed | meaning |\n|---|---|---|---|---|\n";
-  for (const auto& f : Fields(c)) {
-    std::string type = std::visit(
-        [](auto* p) -> std::string {
-          using T = std::decay_t<decltype(*p)>;
-          if constexpr (std::is_same_v<T, bool>) return "bool";
-          if constexpr (std::is_same_v<T, int>) return "int";
-          if constexpr (std::is_same_v<T, double>) return "float";
-          return "string";
-        },
-        f.ptr);
-    std::string allowed = Join(f.allowed, " \\| ");
-    if (allowed.empty() && (f.min > -kInf || f.max < kInf)) {
-      std::ostringstream r;
-      r << "[" << (f.min > -kInf ? std::to_string(f.min) : "-inf") << ", "
-        << (f.max < kInf ? std::to_string(f.max) : "inf") << "]";
-      allowed = r.str();
-      // Trim trailing zeros of std::to_string.
-      std::string t;
-      for (size_t i = 0; i < allowed.size(); ++i) {
-        if (allowed[i] == '.') {
-          size_t j = i + 1;
-          while (j < allowed.size() && isdigit(allowed[j])) ++j;
-          size_t k = j;
-          while (k > i + 1 && allowed[k - 1] == '0') --k;
-          t += (k == i + 1) ? "" : allowed.substr(i, k - i);
-          i = j - 1;
-        } else {
-          t += allowed[i];
-        }
-      }
-      allowed = t;
+  ss << "# Run configuration\n\n"
+        "<!-- Generated by `effnet-train --config-doc` from the field table in "
+        "worker/train/config.cpp; do not edit (tests/train/test_config.cpp checks it). -->\n\n"
+        "`effnet-train`, `effnet-worker`, `effnet-evaluate` and `effnet-coordinator` read one YAML "
+        "document with the sections below. Give it as `--config FILE` or `--preset NAME`, then "
+        "override single fields with `--set section.field=value` (repeatable; the value is parsed "
+        "as YAML, e.g. `--set ema.enabled=true`). The apps' other flags are shortcuts for `--set` "
+        "(`--data FILE` is `data.path`, `--stop-after-epoch K` is `output.stop_after_epoch`). "
+        "Unknown sections or fields and bad values are refused with the field and the allowed "
+        "values named, e.g. `optimizer.name: expected adam|adamw|sgd|rmsproptf, got 'lamb'`. The "
+        "resolved config is written to `<run>/config.yaml` and into every checkpoint. What the "
+        "settings do in training: docs/training.md.\n\n"
+        "## Presets (`--preset NAME`; YAML in worker/train/presets/, embedded in the binaries)\n\n"
+        "| preset | what |\n|---|---|\n";
+  for (const auto& name : PresetNames()) {
+    ss << "| `" << name << "` | " << PresetSummary(PresetText(name).value()) << " |\n";
+  }
+  for (const auto& [section, about] : Sections()) {
+    ss << "\n## `" << section << ":` " << about << "\n\n"
+       << "| key | type | default | allowed | meaning |\n|---|---|---|---|---|\n";
+    for (const auto& f : fields) {
+      if (f.key.compare(0, section.size() + 1, section + ".") != 0) continue;
+      std::string allowed = Join(f.allowed, " \\| ");
+      if (allowed.empty()) allowed = RangeText(f);
+      std::string doc;
+      for (char ch : f.doc) doc += ch == '|' ? std::string("\\|") : std::string(1, ch);
+      ss << "| `" << f.key << "` | " << TypeName(f) << " | `" << ValueString(f) << "` | " << allowed
+         << " | " << doc << " |\n";
     }
-    ss << "| `" << f.key << "` | " << type << " | `" << ValueString(f) << "` | " << allowed << " | "
-       << f.doc << " |\n";
   }
   return ss.str();
 }

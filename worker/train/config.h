@@ -1,31 +1,21 @@
-// The training config: one struct per component, every field with its default, parsed from YAML
-// (+ `--set section.field=value` overrides). The `job:` section is common/job/config.h (shared
-// with the coordinator); this header owns model, data, optimizer, schedule, augment, ema,
-// checkpoint and output. docs/config.md lists the same fields (`effnet-train --config-doc`
-// prints this table, so the doc can be regenerated and checked).
+// The run configuration: one struct per component, every tunable with its default, parsed from YAML
+// (+ `--set section.field=value` overrides) through ONE field table (config.cpp, Note [one field
+// table]) that also writes the resolved YAML and docs/config.md (`effnet-train --config-doc`).
+//
+// No ATen, no gRPC here: the coordinator parses the same file with the same table. Each section's
+// struct lives with the code that uses it; this header only assembles them.
 #pragma once
 
-#include <map>
 #include <string>
 #include <vector>
 
 #include "common/job/config.h"
 #include "common/status.h"
-#include "worker/data/augment.h"
+#include "worker/client/client_config.h"
+#include "worker/data/augment_config.h"
+#include "worker/model/architecture.h"
 
 namespace effnet::train {
-
-struct ModelSection {
-  std::string variant = "b0";  // b0|b1|b2|b3|s|m|l
-  int num_classes = 0;         // 0: take it from the data file; >0 must agree with the file
-  double drop_path = 0.2;      // stochastic depth rate of the last block
-  double bn_momentum = 0.1;    // PyTorch convention
-  double bn_eps = 1e-3;
-  std::string padding = "tf_same";  // tf_same | symmetric
-  double extra_width = 1.0;         // reduced models for tests (1.0 = the variant)
-  double extra_depth = 1.0;
-  bool channels_last = false;  // NHWC memory format (faster on CUDA)
-};
 
 struct DataSection {
   std::string path;         // HDF5 file (effnet-prepare); --data overrides
@@ -67,15 +57,20 @@ struct EmaSection {
 
 struct CheckpointSection {
   std::string resume = "auto";  // auto (latest in the run dir / coordinator) | never | <file>
-  int keep_last = 2;            // epoch checkpoints kept besides best.pt
+  int keep_last = 2;            // epoch checkpoints kept besides the best one
   bool save_best = true;
 };
 
-struct OutputSection {
+// Where and how the process computes (not what it learns).
+struct RuntimeSection {
   std::string device = "auto";  // auto | cpu | cuda | cuda:N
   bool bf16 = true;             // bf16 autocast on CUDA (ignored on CPU)
   int threads = 0;              // intra-op CPU threads (0: LibTorch default)
-  int log_every_steps = 10;     // step records in metrics.jsonl / log lines
+  bool channels_last = false;   // NHWC memory format (faster on CUDA)
+};
+
+struct OutputSection {
+  int log_every_steps = 10;  // step records in metrics.jsonl / log lines
   bool tensorboard = true;
   bool progress = true;       // progress bar on a terminal
   int stop_after_epoch = -1;  // >= 0: exit after this epoch's checkpoint (tests, preemption)
@@ -83,13 +78,15 @@ struct OutputSection {
 
 struct TrainConfig {
   job::JobConfig job;
-  ModelSection model;
+  model::ModelConfig model;  // model.dropout is set per progressive stage, not from the file
   DataSection data;
   OptimizerSection optimizer;
   ScheduleSection schedule;
   data::AugmentConfig augment;
   EmaSection ema;
   CheckpointSection checkpoint;
+  client::ClientTimeouts client;
+  RuntimeSection runtime;
   OutputSection output;
 };
 
@@ -102,7 +99,10 @@ Result<TrainConfig> LoadTrainConfig(const std::string& path,
                                     const std::vector<std::string>& overrides = {});
 // Resolved YAML of the whole config (written to <run>/config.yaml; parses back to the same).
 std::string TrainConfigToYaml(const TrainConfig& c);
-// Markdown table of every field: key, type, default, allowed values, meaning.
+// The `job:` section alone (the coordinator's state file keeps it).
+std::string JobConfigToYaml(const job::JobConfig& job);
+// The whole of docs/config.md: presets and, per section, every field's key, type, default,
+// allowed values and meaning.
 std::string ConfigDocMarkdown();
 
 // Presets embedded at build time from worker/train/presets/*.yaml.

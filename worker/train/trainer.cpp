@@ -18,8 +18,10 @@
 #include <sstream>
 
 #include "common/atomic_file.h"
+#include "common/job/shards.h"
 #include "common/log.h"
 #include "common/progress.h"
+#include "common/text.h"
 #include "worker/data/augment.h"
 #include "worker/data/loader.h"
 #include "worker/data/rng.h"
@@ -58,12 +60,6 @@ class AutocastGuard {
  private:
   bool on_;
 };
-
-std::string Fixed(double v, int digits = 6) {
-  std::ostringstream ss;
-  ss << std::setprecision(digits) << v;
-  return ss.str();
-}
 
 // Sum over ranks of one entry per rank: every rank learns every rank's number.
 std::vector<int64_t> GatherCounts(DataParallel& dp, int64_t mine) {
@@ -108,21 +104,21 @@ Status Trainer::Setup() {
                            reader_.path() + " has " + std::to_string(info.num_classes()) +
                            " classes");
   }
-  const auto& dev = config_.output.device;
+  const auto& dev = config_.runtime.device;
   if (dev == "auto") {
     device_ = torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0) : torch::kCPU;
   } else {
     try {
       device_ = torch::Device(dev);
     } catch (const std::exception& e) {
-      return InvalidArgument("output.device: expected auto|cpu|cuda|cuda:N, got '" + dev + "'");
+      return InvalidArgument("runtime.device: expected auto|cpu|cuda|cuda:N, got '" + dev + "'");
     }
     if (device_.is_cuda() && !torch::cuda::is_available()) {
-      return FailedPrecondition("output.device is " + dev + " but CUDA is not available");
+      return FailedPrecondition("runtime.device is " + dev + " but CUDA is not available");
     }
   }
   model_.module->to(device_);
-  if (config_.model.channels_last) {
+  if (config_.runtime.channels_last) {
     torch::NoGradGuard g;
     for (auto& p : model_.module->parameters()) {
       if (p.dim() == 4) p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
@@ -180,7 +176,7 @@ Result<FitResult> Trainer::Fit() {
   const int world = dp_.world_size(), rank = dp_.rank();
   const int64_t batch = config_.data.batch_size;
   const int num_classes = model_.num_classes;
-  const bool autocast = device_.is_cuda() && config_.output.bf16;
+  const bool autocast = device_.is_cuda() && config_.runtime.bf16;
   result.best_checkpoint = best_checkpoint_;
   result.last_checkpoint = last_good_checkpoint_;
   for (int epoch = start_epoch_;; ++epoch) {
@@ -244,7 +240,7 @@ Result<FitResult> Trainer::Fit() {
       auto tb = data::AugmentTrain(b.images, b.labels, num_classes, stage,
                                    config_.optimizer.label_smoothing, config_.augment, aug_rng);
       auto x = tb.images;
-      if (config_.model.channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+      if (config_.runtime.channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
       const int64_t n = x.size(0);
       auto weights = torch::zeros({n}, torch::TensorOptions().device(device_));
       if (real_counts[s] > 0) weights.narrow(0, 0, real_counts[s]).fill_(1.0);
@@ -273,7 +269,8 @@ Result<FitResult> Trainer::Fit() {
         return FailedPrecondition(
             "non-finite loss at epoch " + std::to_string(epoch) + ", step " +
             std::to_string(global_step_) + " (step " + std::to_string(s) + " of the epoch" +
-            (std::isfinite(step_loss) ? ", on another rank" : ", loss " + Fixed(step_loss)) +
+            (std::isfinite(step_loss) ? ", on another rank"
+                                      : ", loss " + Significant(step_loss, 6)) +
             "); last good checkpoint: " +
             (last_good_checkpoint_.empty() ? "none" : last_good_checkpoint_));
       }
@@ -378,7 +375,7 @@ Result<FitResult> Trainer::Fit() {
     log::Info("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(config_.job.epochs) +
               " size " + std::to_string(stage.image_size) + ": loss " + Fixed(m.train_loss, 4) +
               " acc " + Fixed(m.train_accuracy, 4) + " | val loss " + Fixed(m.val_loss, 4) +
-              " acc " + Fixed(m.val_accuracy, 4) + " | " + Fixed(m.images_per_second * world, 4) +
+              " acc " + Fixed(m.val_accuracy, 4) + " | " + Fixed(m.images_per_second * world, 1) +
               " img/s" + (decision.is_best ? " | best" : ""));
     result.epochs_run++;
     result.last_epoch = epoch;
@@ -423,7 +420,7 @@ Result<EvalResult> Trainer::Evaluate(storage::Split split, int image_size) {
     torch::NoGradGuard no_grad;
     data::Loader loader(reader_, data::MakeBatches(mine, eval_batch), device_,
                         config_.data.prefetch_depth);
-    const bool autocast = device_.is_cuda() && config_.output.bf16;
+    const bool autocast = device_.is_cuda() && config_.runtime.bf16;
     while (true) {
       data::DeviceBatch b;
       auto more = loader.Next(&b);
@@ -433,7 +430,7 @@ Result<EvalResult> Trainer::Evaluate(storage::Split split, int image_size) {
       }
       if (!*more) break;
       auto x = data::AugmentEval(b.images, image_size, config_.augment);
-      if (config_.model.channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+      if (config_.runtime.channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
       torch::Tensor logits;
       {
         AutocastGuard ac(autocast);
