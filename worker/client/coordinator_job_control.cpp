@@ -10,15 +10,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
-#include <iomanip>
 #include <map>
 #include <mutex>
-#include <random>
-#include <sstream>
 #include <thread>
 
 #include "common/atomic_file.h"
 #include "common/log.h"
+#include "common/text.h"
 #include "proto/convert.h"
 #include "proto/coordinator.grpc.pb.h"
 
@@ -45,19 +43,6 @@ bool JobGone(const grpc::Status& s) {
          s.error_code() == grpc::StatusCode::PERMISSION_DENIED;
 }
 
-std::string RandomWorkerId() {
-  std::random_device rd;
-  std::ostringstream ss;
-  ss << std::hex << std::setfill('0') << std::setw(8) << rd() << std::setw(8) << rd();
-  return ss.str();
-}
-
-std::string HostName() {
-  char buf[256] = {0};
-  if (::gethostname(buf, sizeof(buf) - 1) != 0) return "unknown";
-  return buf;
-}
-
 [[noreturn]] void ExitJobFailed(const std::string& why) {
   log::Error("exiting (code " + std::to_string(kExitJobFailed) + "): " + why);
   std::fflush(stdout);
@@ -73,13 +58,15 @@ class CoordinatorJobControl final : public train::JobControl {
         make_channel_(std::move(make_channel)),
         stub_(v1::Coordinator::NewStub(make_channel_())),
         last_reconnect_(Clock::now()) {
-    identity_.set_rank(config_.rank);
-    identity_.set_world_size(config_.world_size);
-    identity_.set_generation(config_.generation);
-    identity_.set_worker_id(RandomWorkerId());
-    identity_.set_host(config_.host.empty() ? HostName() : config_.host);
-    identity_.set_device(config_.device);
-    identity_.set_pid(::getpid());
+    job::WorkerInfo me;
+    me.rank = config_.rank;
+    me.world_size = config_.world_size;
+    me.generation = config_.generation;
+    me.worker_id = RandomHexId();
+    me.host = config_.host.empty() ? HostName() : config_.host;
+    me.device = config_.device;
+    me.pid = ::getpid();
+    wire::ToProto(me, &identity_);
   }
 
   ~CoordinatorJobControl() override { StopHeartbeat(); }
