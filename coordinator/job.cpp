@@ -191,7 +191,7 @@ std::string Job::StatusLine() const {
     case Phase::kFinished:
       return "finished: " +
              (history_.empty() ? std::string("no epoch trained") : history_.back().status_line) +
-             " | best epoch " + std::to_string(best_epoch());
+             " | best epoch " + std::to_string(best_epoch() + 1);
     case Phase::kRunning:
       if (history_.empty()) {
         return "running epoch " + std::to_string(next_epoch_) + ", generation " +
