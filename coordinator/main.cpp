@@ -3,8 +3,9 @@
 //   effnet-coordinator --data data.h5 --config run.yaml --world-size 2 --port 0
 //       --port-file out/coordinator.port --state-dir out/coordinator --token-file out/token
 //
-// Exits 0 once the job finished and every worker left (unless --stay), 1 on a start-up error, 130
-// on SIGINT/SIGTERM (the state file is kept: a restart resumes the job).
+// Exits 0 once the job finished and every worker left (unless --stay), 1 on a start-up error (2
+// without --data, --config or --world-size), 130 on SIGINT/SIGTERM (the state file is kept: a
+// restart resumes the job).
 //
 //   effnet-coordinator state --state-dir out/coordinator [--json]
 //   effnet-coordinator state --address host:port --token-file out/token [--tls-ca ca.pem] [--json]
@@ -12,7 +13,8 @@
 // Prints the job's state, read from a state dir through the state file's schema or asked from a
 // live coordinator (GetJobState): with --json the JobState message in protobuf's JSON mapping,
 // else the status line and the results table. Exits 0, 1 on an error (a refused or malformed
-// state file, an unreachable coordinator), 3 when the state dir holds no state file yet.
+// state file, an unreachable coordinator), 2 unless exactly one of --state-dir and --address is
+// given, 3 when the state dir holds no state file yet.
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <csignal>

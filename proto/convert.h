@@ -1,6 +1,7 @@
-// The one place where the job's C++ vocabulary (common/job/types.h) meets its wire form
-// (proto/coordinator.proto), and where effnet::Status meets grpc::Status. The coordinator's
-// server and the worker's client both convert through here; nothing else copies fields.
+// The one place where the job's C++ vocabulary (common/job/types.h, common/job/records.h) meets
+// its wire form (proto/coordinator.proto), and where effnet::Status meets grpc::Status. The
+// coordinator's server and state file and the worker's client all convert through here; nothing
+// else copies fields.
 #pragma once
 
 #include <google/protobuf/message.h>
