@@ -19,8 +19,9 @@ uint64_t HashIndices(const std::vector<int64_t>& v) {
   uint64_t h = kFnvOffsetBasis;
   for (int64_t x : v) {
     unsigned char bytes[8];
-    for (int i = 0; i < 8; ++i)
+    for (int i = 0; i < 8; ++i) {
       bytes[i] = static_cast<unsigned char>(static_cast<uint64_t>(x) >> (8 * i));
+    }
     h = Fnv1a64(bytes, sizeof(bytes), h);
   }
   return h;
