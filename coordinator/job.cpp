@@ -1,121 +1,31 @@
 #include "coordinator/job.h"
 
 #include <algorithm>
-#include <cstdio>
-#include <iomanip>
-#include <nlohmann/json.hpp>
-#include <random>
 #include <sstream>
 
+#include "common/hash.h"
 #include "common/log.h"
+#include "common/text.h"
+#include "coordinator/job_state.h"
+#include "proto/convert.h"
+#include "proto/coordinator.pb.h"
 #include "worker/train/config.h"
 
 namespace effnet::coord {
 namespace {
 
-using json = nlohmann::json;
-constexpr int kStateFormat = 1;
-
-std::string RandomId() {
-  std::random_device rd;
-  std::ostringstream ss;
-  ss << std::hex << std::setfill('0') << std::setw(8) << rd() << std::setw(8) << rd();
-  return ss.str();
-}
-
-std::string Fixed(double v, int digits) {
-  std::ostringstream ss;
-  ss << std::fixed << std::setprecision(digits) << v;
-  return ss.str();
-}
-
-// Hash of the train split, so a restored state is not applied to another data set.
+// Fingerprint of the train split, so a restored state is not applied to another data set: FNV-1a
+// 64 over each index's 8 bytes, least significant first.
 uint64_t HashIndices(const std::vector<int64_t>& v) {
-  uint64_t h = 1469598103934665603ULL;  // FNV-1a over the values
+  uint64_t h = kFnvOffsetBasis;
   for (int64_t x : v) {
+    unsigned char bytes[8];
     for (int i = 0; i < 8; ++i) {
-      h ^= static_cast<uint64_t>(x >> (8 * i)) & 0xffU;
-      h *= 1099511628211ULL;
+      bytes[i] = static_cast<unsigned char>(static_cast<uint64_t>(x) >> (8 * i));
     }
+    h = Fnv1a64(bytes, sizeof(bytes), h);
   }
   return h;
-}
-
-json StageToJson(const job::Stage& s) {
-  return {{"index", s.index},       {"image_size", s.image_size}, {"randaug", s.randaug_magnitude},
-          {"mixup", s.mixup_alpha}, {"cutmix", s.cutmix_alpha},   {"dropout", s.dropout}};
-}
-job::Stage StageFromJson(const json& j) {
-  job::Stage s;
-  s.index = j.at("index");
-  s.image_size = j.at("image_size");
-  s.randaug_magnitude = j.at("randaug");
-  s.mixup_alpha = j.at("mixup");
-  s.cutmix_alpha = j.at("cutmix");
-  s.dropout = j.at("dropout");
-  return s;
-}
-
-json EsToJson(const job::EarlyStopping::State& s) {
-  return {{"best_val_loss", s.best_val_loss},
-          {"best_loss_epoch", s.best_loss_epoch},
-          {"best_score", s.best_score},
-          {"best_epoch", s.best_epoch},
-          {"epochs_without_improvement", s.epochs_without_improvement}};
-}
-job::EarlyStopping::State EsFromJson(const json& j) {
-  job::EarlyStopping::State s;
-  s.best_val_loss = j.at("best_val_loss");
-  s.best_loss_epoch = j.at("best_loss_epoch");
-  s.best_score = j.at("best_score");
-  s.best_epoch = j.at("best_epoch");
-  s.epochs_without_improvement = j.at("epochs_without_improvement");
-  return s;
-}
-
-json ReportToJson(const job::RankMetrics& r) {
-  return {{"rank", r.rank},
-          {"epoch", r.epoch},
-          {"train_samples", r.train_samples},
-          {"train_loss", r.train_loss},
-          {"train_accuracy", r.train_accuracy},
-          {"val_loss", r.val_loss},
-          {"val_accuracy", r.val_accuracy},
-          {"images_per_second", r.images_per_second},
-          {"step_time_ms", r.step_time_ms},
-          {"image_size", r.image_size},
-          {"host", r.host}};
-}
-job::RankMetrics ReportFromJson(const json& j) {
-  job::RankMetrics r;
-  r.rank = j.at("rank");
-  r.epoch = j.at("epoch");
-  r.train_samples = j.at("train_samples");
-  r.train_loss = j.at("train_loss");
-  r.train_accuracy = j.at("train_accuracy");
-  r.val_loss = j.at("val_loss");
-  r.val_accuracy = j.at("val_accuracy");
-  r.images_per_second = j.at("images_per_second");
-  r.step_time_ms = j.at("step_time_ms");
-  r.image_size = j.at("image_size");
-  r.host = j.at("host");
-  return r;
-}
-
-json CkptToJson(const CheckpointRef& c) { return {{"epoch", c.epoch}, {"path", c.path}}; }
-CheckpointRef CkptFromJson(const json& j) { return {j.at("epoch"), j.at("path")}; }
-
-Phase PhaseFromName(const std::string& s) {
-  if (s == "running") return Phase::kRunning;
-  if (s == "finished") return Phase::kFinished;
-  if (s == "failed") return Phase::kFailed;
-  return Phase::kWaitingForWorkers;
-}
-WorkerState WorkerStateFromName(const std::string& s) {
-  if (s == "alive") return WorkerState::kAlive;
-  if (s == "dead") return WorkerState::kDead;
-  if (s == "left") return WorkerState::kLeft;
-  return WorkerState::kRegistered;
 }
 
 std::string CkptText(const CheckpointRef& c) {
@@ -124,39 +34,6 @@ std::string CkptText(const CheckpointRef& c) {
 }
 
 }  // namespace
-
-const char* PhaseName(Phase p) {
-  switch (p) {
-    case Phase::kWaitingForWorkers:
-      return "waiting_for_workers";
-    case Phase::kRunning:
-      return "running";
-    case Phase::kFinished:
-      return "finished";
-    case Phase::kFailed:
-      return "failed";
-  }
-  return "unknown";
-}
-
-const char* WorkerStateName(WorkerState s) {
-  switch (s) {
-    case WorkerState::kRegistered:
-      return "registered";
-    case WorkerState::kAlive:
-      return "alive";
-    case WorkerState::kDead:
-      return "dead";
-    case WorkerState::kLeft:
-      return "left";
-  }
-  return "unknown";
-}
-
-std::string WorkerInfo::Describe() const {
-  return "rank " + std::to_string(rank) + " (host " + (host.empty() ? "?" : host) + ", pid " +
-         std::to_string(pid) + ")";
-}
 
 std::string FormatStatusLine(const EpochRecord& r, int total_epochs, int num_stages) {
   std::ostringstream ss;
@@ -184,158 +61,108 @@ std::string FormatStatusLine(const EpochRecord& r, int total_epochs, int num_sta
 
 Job::Job(JobSetup setup, int64_t generation)
     : setup_(std::move(setup)),
-      job_id_(RandomId()),
+      job_id_(RandomHexId()),
       generation_(generation),
       early_stopping_(setup_.config.early_stopping) {}
 
 Result<Job> Job::Restore(const std::string& text, JobSetup setup, int64_t generation,
                          Clock::time_point now) {
+  EFFNET_ASSIGN_OR_RETURN(const v1::JobStateFile file, ParseStateFile(text));
   Job job(std::move(setup), generation);
-  const auto& s = job.setup_;
-  try {
-    const json j = json::parse(text);
-    if (j.at("format").get<int>() != kStateFormat) {
-      return InvalidArgument("state format " + j.at("format").dump() + " is not " +
-                             std::to_string(kStateFormat));
-    }
-    auto mismatch = [](const std::string& what, const std::string& stored,
-                       const std::string& now_value) {
-      return FailedPrecondition("the state belongs to a job with " + what + " " + stored +
-                                ", this coordinator was started with " + now_value +
-                                " (use another --state-dir for a new job)");
-    };
-    if (j.at("world_size").get<int>() != s.world_size) {
-      return mismatch("world size", j.at("world_size").dump(), std::to_string(s.world_size));
-    }
-    if (j.at("seed").get<uint64_t>() != s.config.seed) {
-      return mismatch("seed", j.at("seed").dump(), std::to_string(s.config.seed));
-    }
-    if (j.at("epochs").get<int>() != s.config.epochs) {
-      return mismatch("epochs", j.at("epochs").dump(), std::to_string(s.config.epochs));
-    }
-    if (j.at("train_hash").get<uint64_t>() != HashIndices(s.train_indices) ||
-        j.at("num_train").get<int64_t>() != static_cast<int64_t>(s.train_indices.size())) {
-      return mismatch(
-          "a train split of",
-          j.at("num_train").dump() + " samples (data " + j.at("data").get<std::string>() + ")",
-          "another one (" + s.data_path + ")");
-    }
-    job.job_id_ = j.at("job_id");
-    job.generation_ = j.at("generation");
-    job.phase_ = PhaseFromName(j.at("phase"));
-    job.next_epoch_ = j.at("next_epoch");
-    job.early_stopping_.Restore(EsFromJson(j.at("early_stopping")));
-    job.last_checkpoint_ = CkptFromJson(j.at("last_checkpoint"));
-    job.best_checkpoint_ = CkptFromJson(j.at("best_checkpoint"));
-    job.failure_reason_ = j.at("failure_reason");
-    job.dead_ranks_ = j.at("dead_ranks").get<std::vector<int>>();
-    job.failures_ = j.at("failures").get<std::vector<std::string>>();
-    job.version_ = j.at("version").get<int64_t>() + 1;
-    for (const auto& e : j.at("history")) {
-      EpochRecord r;
-      r.epoch = e.at("epoch");
-      r.stage = StageFromJson(e.at("stage"));
-      r.train_loss = e.at("train_loss");
-      r.train_accuracy = e.at("train_accuracy");
-      r.val_loss = e.at("val_loss");
-      r.val_accuracy = e.at("val_accuracy");
-      r.images_per_second = e.at("images_per_second");
-      for (const auto& k : e.at("ranks")) r.ranks.push_back(ReportFromJson(k));
-      const auto& d = e.at("decision");
-      r.decision = {d.at("is_best"), d.at("stop"), d.at("best_epoch"), d.at("reason")};
-      r.early_stopping_after = EsFromJson(e.at("early_stopping_after"));
-      r.status_line = e.at("status_line");
-      r.generation = e.at("generation");
-      job.history_.push_back(std::move(r));
-    }
-    for (const auto& p : j.at("pending")) {
-      job::RankMetrics r = ReportFromJson(p);
-      job.pending_[r.rank] = r;
-    }
-    for (const auto& w : j.at("workers")) {
-      WorkerRecord rec;
-      rec.info.rank = w.at("rank");
-      rec.info.world_size = s.world_size;
-      rec.info.generation = job.generation_;
-      rec.info.worker_id = w.at("worker_id");
-      rec.info.host = w.at("host");
-      rec.info.device = w.at("device");
-      rec.info.pid = w.at("pid");
-      rec.state = WorkerStateFromName(w.at("state"));
-      rec.epoch = w.at("epoch");
-      rec.step = w.at("step");
-      // Note [restored deadlines]: the workers could not reach a dead coordinator; their
-      // heartbeat clocks restart now, so they get one full timeout to reconnect.
-      rec.last_seen = now;
-      job.workers_[rec.info.rank] = rec;
-    }
-  } catch (const json::exception& e) {
-    return DataLoss(std::string("malformed state: ") + e.what());
+  const JobSetup& s = job.setup_;
+  const v1::JobState& st = file.state();
+  const v1::JobInfo& info = st.job();
+  auto mismatch = [](const std::string& what, const std::string& stored,
+                     const std::string& now_value) {
+    return FailedPrecondition("the state belongs to a job with " + what + " " + stored +
+                              ", this coordinator was started with " + now_value +
+                              " (use another --state-dir for a new job)");
+  };
+  if (info.world_size() != s.world_size) {
+    return mismatch("world size", std::to_string(info.world_size()), std::to_string(s.world_size));
+  }
+  if (info.seed() != s.config.seed) {
+    return mismatch("seed", std::to_string(info.seed()), std::to_string(s.config.seed));
+  }
+  if (info.epochs() != s.config.epochs) {
+    return mismatch("epochs", std::to_string(info.epochs()), std::to_string(s.config.epochs));
+  }
+  if (file.train_hash() != HashIndices(s.train_indices) ||
+      info.num_train_samples() != static_cast<int64_t>(s.train_indices.size())) {
+    return mismatch(
+        "a train split of",
+        std::to_string(info.num_train_samples()) + " samples (data " + file.data() + ")",
+        "another one (" + s.data_path + ")");
+  }
+  auto malformed = [](const Status& why) { return DataLoss("malformed state: " + why.message()); };
+  auto phase = wire::FromProto(info.phase());
+  if (!phase.ok()) return malformed(phase.status());
+  job.job_id_ = info.job_id();
+  job.generation_ = info.generation();
+  job.phase_ = *phase;
+  job.next_epoch_ = info.next_epoch();
+  job.last_checkpoint_ = wire::FromProto(info.last_checkpoint());
+  job.best_checkpoint_ = wire::FromProto(info.best_checkpoint());
+  job.failure_reason_ = st.failure_reason();
+  job.dead_ranks_.assign(st.dead_ranks().begin(), st.dead_ranks().end());
+  job.failures_.assign(st.failures().begin(), st.failures().end());
+  job.version_ = st.version() + 1;
+  for (const auto& e : st.history()) job.history_.push_back(wire::FromProto(e));
+  // Note [no epoch twice]: the current early-stopping state is the last record's.
+  if (!job.history_.empty()) job.early_stopping_.Restore(job.history_.back().early_stopping_after);
+  for (const auto& p : file.pending()) {
+    job::RankMetrics r = wire::FromProto(p);
+    job.pending_[r.rank] = r;
+  }
+  for (const auto& w : file.workers()) {
+    auto rec = wire::FromProto(w);
+    if (!rec.ok()) return malformed(rec.status());
+    // Note [restored deadlines]: the workers could not reach a dead coordinator; their
+    // heartbeat clocks restart now, so they get one full timeout to reconnect.
+    rec->last_seen = now;
+    job.workers_[rec->info.rank] = *rec;
   }
   if (generation > job.generation_) job.StartGeneration(generation);
   return job;
 }
 
 std::string Job::ToJson() const {
-  json j;
-  j["format"] = kStateFormat;
-  j["job_id"] = job_id_;
-  j["data"] = setup_.data_path;
-  j["world_size"] = setup_.world_size;
-  j["seed"] = setup_.config.seed;
-  j["epochs"] = setup_.config.epochs;
-  j["num_train"] = setup_.train_indices.size();
-  j["train_hash"] = HashIndices(setup_.train_indices);
-  j["job_config"] = train::JobConfigToYaml(setup_.config);
-  j["generation"] = generation_;
-  j["phase"] = PhaseName(phase_);
-  j["next_epoch"] = next_epoch_;
-  j["early_stopping"] = EsToJson(early_stopping_.state());
-  j["last_checkpoint"] = CkptToJson(last_checkpoint_);
-  j["best_checkpoint"] = CkptToJson(best_checkpoint_);
-  j["failure_reason"] = failure_reason_;
-  j["dead_ranks"] = dead_ranks_;
-  j["failures"] = failures_;
-  j["version"] = version_;
-  j["status_line"] = StatusLine();
-  json hist = json::array();
-  for (const auto& r : history_) {
-    json ranks = json::array();
-    for (const auto& k : r.ranks) ranks.push_back(ReportToJson(k));
-    hist.push_back({{"epoch", r.epoch},
-                    {"stage", StageToJson(r.stage)},
-                    {"train_loss", r.train_loss},
-                    {"train_accuracy", r.train_accuracy},
-                    {"val_loss", r.val_loss},
-                    {"val_accuracy", r.val_accuracy},
-                    {"images_per_second", r.images_per_second},
-                    {"ranks", ranks},
-                    {"decision",
-                     {{"is_best", r.decision.is_best},
-                      {"stop", r.decision.stop},
-                      {"best_epoch", r.decision.best_epoch},
-                      {"reason", r.decision.reason}}},
-                    {"early_stopping_after", EsToJson(r.early_stopping_after)},
-                    {"status_line", r.status_line},
-                    {"generation", r.generation}});
-  }
-  j["history"] = hist;
-  json pending = json::array();
-  for (const auto& [rank, r] : pending_) pending.push_back(ReportToJson(r));
-  j["pending"] = pending;
-  json workers = json::array();
-  for (const auto& [rank, w] : workers_) {
-    workers.push_back({{"rank", rank},
-                       {"worker_id", w.info.worker_id},
-                       {"host", w.info.host},
-                       {"device", w.info.device},
-                       {"pid", w.info.pid},
-                       {"state", WorkerStateName(w.state)},
-                       {"epoch", w.epoch},
-                       {"step", w.step}});
-  }
-  j["workers"] = workers;
-  return j.dump(1);
+  v1::JobStateFile file;
+  file.set_format(kStateFormat);
+  ToProto(Clock::now(), file.mutable_state());
+  // Time since a heartbeat means nothing to a coordinator that reads the file later.
+  for (auto& w : *file.mutable_state()->mutable_workers()) w.clear_seconds_since_heartbeat();
+  file.set_data(setup_.data_path);
+  file.set_train_hash(HashIndices(setup_.train_indices));
+  file.set_job_config(train::JobConfigToYaml(setup_.config));
+  for (const auto& [rank, r] : pending_) wire::ToProto(r, file.add_pending());
+  for (const auto& [rank, w] : workers_) wire::ToProto(w, file.add_workers());
+  return wire::ToJsonText(file);
+}
+
+void Job::ToProto(v1::JobInfo* out) const {
+  out->set_job_id(job_id_);
+  out->set_world_size(setup_.world_size);
+  out->set_generation(generation_);
+  out->set_epochs(setup_.config.epochs);
+  out->set_seed(setup_.config.seed);
+  out->set_num_train_samples(static_cast<int64_t>(setup_.train_indices.size()));
+  out->set_next_epoch(next_epoch_);
+  wire::ToProto(last_checkpoint_, out->mutable_last_checkpoint());
+  wire::ToProto(best_checkpoint_, out->mutable_best_checkpoint());
+  out->set_phase(wire::ToProto(phase_));
+}
+
+void Job::ToProto(Clock::time_point now, v1::JobState* out) const {
+  ToProto(out->mutable_job());
+  out->set_version(version_);
+  out->set_status_line(StatusLine());
+  out->set_failure_reason(failure_reason_);
+  for (int r : dead_ranks_) out->add_dead_ranks(r);
+  for (const auto& [rank, w] : workers_) wire::ToProto(w, now, out->add_workers());
+  for (const auto& r : history_) wire::ToProto(r, out->add_history());
+  out->set_best_epoch(best_epoch());
+  for (const auto& f : failures_) out->add_failures(f);
 }
 
 const EpochRecord* Job::Record(int epoch) const {
@@ -366,7 +193,7 @@ std::string Job::StatusLine() const {
     case Phase::kFinished:
       return "finished: " +
              (history_.empty() ? std::string("no epoch trained") : history_.back().status_line) +
-             " | best epoch " + std::to_string(best_epoch());
+             " | best epoch " + std::to_string(best_epoch() + 1);
     case Phase::kRunning:
       if (history_.empty()) {
         return "running epoch " + std::to_string(next_epoch_) + ", generation " +

@@ -10,7 +10,9 @@
 // Note [no epoch twice]: each epoch record keeps the early-stopping state after its decision. On a
 // new generation every record after the last committed checkpoint is dropped and the
 // early-stopping state of the last kept record restored, so an epoch whose checkpoint never made
-// it to disk is trained and decided again, once, and never counted twice.
+// it to disk is trained and decided again, once, and never counted twice. The job's current
+// early-stopping state is always that of its last record (the initial one without records), so
+// the state file keeps it only per record.
 //
 // Not thread-safe: the server serialises all calls behind one mutex.
 #pragma once
@@ -25,58 +27,28 @@
 #include "common/job/config.h"
 #include "common/job/early_stopping.h"
 #include "common/job/progressive.h"
+#include "common/job/records.h"
 #include "common/job/shards.h"
 #include "common/job/types.h"
 #include "common/status.h"
 
+namespace effnet::v1 {
+class JobInfo;
+class JobState;
+}  // namespace effnet::v1
+
 namespace effnet::coord {
 
-using Clock = std::chrono::steady_clock;
-
-enum class Phase { kWaitingForWorkers, kRunning, kFinished, kFailed };
-const char* PhaseName(Phase p);  // "waiting_for_workers" | "running" | "finished" | "failed"
-
-enum class WorkerState { kRegistered, kAlive, kDead, kLeft };
-const char* WorkerStateName(WorkerState s);  // "registered" | "alive" | "dead" | "left"
-
-// Who calls: sent by the worker with every call.
-struct WorkerInfo {
-  int rank = 0;
-  int world_size = 0;
-  int64_t generation = 0;
-  std::string worker_id;  // random per process
-  std::string host;
-  std::string device;
-  int64_t pid = 0;
-  // "rank 1 (host h, pid 42)"
-  std::string Describe() const;
-};
-
-struct WorkerRecord {
-  WorkerInfo info;
-  WorkerState state = WorkerState::kRegistered;
-  Clock::time_point last_seen;  // not persisted; a restored coordinator restarts the clock
-  std::optional<Clock::time_point> disconnected_at;  // its heartbeat stream broke (not persisted)
-  int epoch = -1;
-  int64_t step = 0;
-};
-
-struct EpochRecord {
-  int epoch = 0;
-  job::Stage stage;
-  double train_loss = 0, train_accuracy = 0, val_loss = 0, val_accuracy = 0;
-  double images_per_second = 0;  // sum over ranks
-  std::vector<job::RankMetrics> ranks;
-  job::EpochDecision decision;
-  job::EarlyStopping::State early_stopping_after;  // Note [no epoch twice]
-  std::string status_line;
-  int64_t generation = 0;
-};
-
-struct CheckpointRef {
-  int epoch = -1;  // -1: none
-  std::string path;
-};
+// The records the job keeps (common/job/records.h), by their short names.
+using job::CheckpointRef;
+using job::Clock;
+using job::EpochRecord;
+using job::Phase;
+using job::PhaseName;
+using job::WorkerInfo;
+using job::WorkerRecord;
+using job::WorkerState;
+using job::WorkerStateName;
 
 // What the job is about; fixed for its whole life and checked again on restore.
 struct JobSetup {
@@ -89,12 +61,18 @@ struct JobSetup {
 class Job {
  public:
   Job(JobSetup setup, int64_t generation);
-  // Restores a job from its state file text. The setup must match the one the state was written
-  // with (world size, seed, epochs, train split); `generation` above the stored one starts a new
+  // Restores a job from its state file's text (the message JobStateFile, coordinator/job_state.h).
+  // The file's format must be this build's, and the setup the one the state was written with
+  // (world size, seed, epochs, train split); `generation` above the stored one starts a new
   // launch at once.
   static Result<Job> Restore(const std::string& state_json, JobSetup setup, int64_t generation,
                              Clock::time_point now);
+  // The state file's text: JobStateFile in protobuf's JSON mapping.
   std::string ToJson() const;
+  // The job's wire form, as GetJobState answers it; `now` gives the workers' time since their
+  // last heartbeat.
+  void ToProto(Clock::time_point now, v1::JobState* out) const;
+  void ToProto(v1::JobInfo* out) const;
 
   // --- worker calls (a refusal is a Status with its code and reason; the server maps it to gRPC)
   // ---
@@ -130,6 +108,7 @@ class Job {
   const CheckpointRef& best_checkpoint() const { return best_checkpoint_; }
   const std::string& failure_reason() const { return failure_reason_; }
   const std::vector<int>& dead_ranks() const { return dead_ranks_; }
+  const std::vector<std::string>& failures() const { return failures_; }
   const std::map<int, WorkerRecord>& workers() const { return workers_; }
   std::vector<int> MissingReports() const;
   int registered() const;

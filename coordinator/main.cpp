@@ -3,8 +3,18 @@
 //   effnet-coordinator --data data.h5 --config run.yaml --world-size 2 --port 0
 //       --port-file out/coordinator.port --state-dir out/coordinator --token-file out/token
 //
-// Exits 0 once the job finished and every worker left (unless --stay), 1 on a start-up error, 130
-// on SIGINT/SIGTERM (the state file is kept: a restart resumes the job).
+// Exits 0 once the job finished and every worker left (unless --stay), 1 on a start-up error (2
+// without --data, --config or --world-size), 130 on SIGINT/SIGTERM (the state file is kept: a
+// restart resumes the job).
+//
+//   effnet-coordinator state --state-dir out/coordinator [--json]
+//   effnet-coordinator state --address host:port --token-file out/token [--tls-ca ca.pem] [--json]
+//
+// Prints the job's state, read from a state dir through the state file's schema or asked from a
+// live coordinator (GetJobState): with --json the JobState message in protobuf's JSON mapping,
+// else the status line and the results table. Exits 0, 1 on an error (a refused or malformed
+// state file, an unreachable coordinator), 2 unless exactly one of --state-dir and --address is
+// given, 3 when the state dir holds no state file yet.
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <csignal>
@@ -12,7 +22,9 @@
 
 #include "common/atomic_file.h"
 #include "common/log.h"
+#include "coordinator/job_state.h"
 #include "coordinator/server.h"
+#include "proto/convert.h"
 #include "storage/dataset_reader.h"
 #include "worker/train/config.h"
 
@@ -26,6 +38,61 @@ std::string Trim(std::string s) {
   return s;
 }
 
+constexpr int kExitNoState = 3;
+
+effnet::Result<std::string> ReadToken(const std::string& token_file) {
+  auto t = effnet::ReadFile(token_file);
+  if (!t.ok()) return t.status().WithContext("--token-file");
+  return Trim(*t);
+}
+
+struct StateArgs {
+  std::string state_dir;
+  effnet::coord::StateQuery query;
+  std::string token_file;
+  bool json = false;
+};
+
+// `effnet-coordinator state`: see the top of this file.
+int PrintState(const StateArgs& a) {
+  using namespace effnet;
+  if (a.state_dir.empty() == a.query.address.empty()) {
+    std::cerr << "state: give either --state-dir or --address\n";
+    return 2;
+  }
+  v1::JobState state;
+  if (!a.state_dir.empty()) {
+    auto file = coord::ReadStateFile(a.state_dir);
+    if (!file.ok()) {
+      std::cerr << "effnet-coordinator state: " << file.status().ToString() << "\n";
+      return file.status().code() == StatusCode::kNotFound ? kExitNoState : 1;
+    }
+    state = file->state();
+  } else {
+    coord::StateQuery q = a.query;
+    if (!a.token_file.empty()) {
+      auto t = ReadToken(a.token_file);
+      if (!t.ok()) {
+        std::cerr << "effnet-coordinator state: " << t.status().ToString() << "\n";
+        return 1;
+      }
+      q.token = *t;
+    }
+    auto asked = coord::AskCoordinator(q);
+    if (!asked.ok()) {
+      std::cerr << "effnet-coordinator state: " << asked.status().ToString() << "\n";
+      return 1;
+    }
+    state = *asked;
+  }
+  if (a.json) {
+    std::cout << wire::ToJsonText(state);
+  } else {
+    std::cout << state.status_line() << "\n\n" << coord::ResultsTable(state) << "\n";
+  }
+  return 0;
+}
+
 int Run(int argc, char** argv) {
   using namespace effnet;
   CLI::App app{"effnet-coordinator: the job's control plane (shards, schedule, decisions)"};
@@ -33,12 +100,12 @@ int Run(int argc, char** argv) {
   int world_size = 0;
   bool exit_when_done = true;
   coord::CoordinatorConfig c;
-  app.add_option("--data", data, "HDF5 data set (its train split is sharded)")->required();
-  app.add_option(
-         "--config", config_path,
-         "the run's YAML config (docs/config.md); validated whole, its job: section drives the job")
-      ->required();
-  app.add_option("--world-size", world_size, "number of worker ranks")->required();
+  // Required unless the state subcommand is given (checked after parsing).
+  app.add_option("--data", data, "HDF5 data set (its train split is sharded); required");
+  app.add_option("--config", config_path,
+                 "the run's YAML config (docs/config.md), validated whole; its job: section drives "
+                 "the job; required");
+  app.add_option("--world-size", world_size, "number of worker ranks; required");
   app.add_option("--host", c.host, "listen address")->capture_default_str();
   app.add_option("--port", c.port, "listen port; 0 = pick a free one")->capture_default_str();
   app.add_option("--port-file", port_file, "write the port here (atomically) once listening");
@@ -59,19 +126,38 @@ int Run(int argc, char** argv) {
   app.add_flag("--exit-when-done,!--stay", exit_when_done,
                "exit once the job finished and all workers left (default) or stay")
       ->capture_default_str();
+  StateArgs state_args;
+  CLI::App* state_cmd = app.add_subcommand(
+      "state", "print the job's state from a state dir or a live coordinator, then exit");
+  state_cmd->add_option("--state-dir", state_args.state_dir, "read <dir>/state.json");
+  state_cmd->add_option("--address", state_args.query.address,
+                        "ask the coordinator at host:port (GetJobState)");
+  state_cmd->add_option("--token", state_args.query.token, "job token (with --address)");
+  state_cmd->add_option("--token-file", state_args.token_file, "file holding the job token");
+  state_cmd->add_option("--tls-ca", state_args.query.tls_ca_file,
+                        "CA (PEM) the coordinator's certificate is checked against");
+  state_cmd->add_option("--timeout", state_args.query.timeout_s, "seconds the call may take")
+      ->capture_default_str();
+  state_cmd->add_flag("--json", state_args.json,
+                      "the JobState message in protobuf's JSON mapping (default: a table)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  if (*state_cmd) return PrintState(state_args);
   log::SetTag("coordinator");
+  if (data.empty() || config_path.empty() || world_size == 0) {
+    log::Error("--data, --config and --world-size are required (see --help)");
+    return 2;
+  }
   if (!token_file.empty()) {
-    auto t = ReadFile(token_file);
+    auto t = ReadToken(token_file);
     if (!t.ok()) {
-      log::Error("--token-file: " + t.status().ToString());
+      log::Error(t.status().ToString());
       return 1;
     }
-    c.token = Trim(*t);
+    c.token = *t;
   }
   if (c.token.empty()) {
     log::Error("a job token is required (--token or --token-file)");

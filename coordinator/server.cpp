@@ -11,6 +11,7 @@
 
 #include "common/atomic_file.h"
 #include "common/log.h"
+#include "coordinator/job_state.h"
 #include "proto/convert.h"
 #include "proto/coordinator.grpc.pb.h"
 
@@ -23,85 +24,6 @@ using grpc::StatusCode;
 using wire::FromProto;
 using wire::ToGrpc;
 using wire::ToProto;
-
-v1::Phase ToProto(Phase p) {
-  switch (p) {
-    case Phase::kWaitingForWorkers:
-      return v1::PHASE_WAITING_FOR_WORKERS;
-    case Phase::kRunning:
-      return v1::PHASE_RUNNING;
-    case Phase::kFinished:
-      return v1::PHASE_FINISHED;
-    case Phase::kFailed:
-      return v1::PHASE_FAILED;
-  }
-  return v1::PHASE_UNSPECIFIED;
-}
-
-WorkerInfo FromProto(const v1::WorkerIdentity& w) {
-  WorkerInfo i;
-  i.rank = w.rank();
-  i.world_size = w.world_size();
-  i.generation = w.generation();
-  i.worker_id = w.worker_id();
-  i.host = w.host();
-  i.device = w.device();
-  i.pid = w.pid();
-  return i;
-}
-
-void ToProto(const CheckpointRef& c, v1::CheckpointRef* out) {
-  out->set_epoch(c.epoch);
-  out->set_path(c.path);
-}
-
-void ToProto(const EpochRecord& r, v1::EpochSummary* out) {
-  out->set_epoch(r.epoch);
-  ToProto(r.stage, out->mutable_stage());
-  out->set_train_loss(r.train_loss);
-  out->set_train_accuracy(r.train_accuracy);
-  out->set_val_loss(r.val_loss);
-  out->set_val_accuracy(r.val_accuracy);
-  out->set_images_per_second(r.images_per_second);
-  for (const auto& k : r.ranks) ToProto(k, out->add_ranks());
-  ToProto(r.decision, out->mutable_decision());
-  out->set_status_line(r.status_line);
-  out->set_generation(r.generation);
-}
-
-void JobInfoToProto(const Job& job, v1::JobInfo* out) {
-  out->set_job_id(job.job_id());
-  out->set_world_size(job.world_size());
-  out->set_generation(job.generation());
-  out->set_epochs(job.setup().config.epochs);
-  out->set_seed(job.setup().config.seed);
-  out->set_num_train_samples(static_cast<int64_t>(job.setup().train_indices.size()));
-  out->set_next_epoch(job.next_epoch());
-  ToProto(job.last_checkpoint(), out->mutable_last_checkpoint());
-  ToProto(job.best_checkpoint(), out->mutable_best_checkpoint());
-  out->set_phase(ToProto(job.phase()));
-}
-
-void JobStateToProto(const Job& job, Clock::time_point now, v1::JobState* out) {
-  JobInfoToProto(job, out->mutable_job());
-  out->set_version(job.version());
-  out->set_status_line(job.StatusLine());
-  out->set_failure_reason(job.failure_reason());
-  for (int r : job.dead_ranks()) out->add_dead_ranks(r);
-  for (const auto& [rank, w] : job.workers()) {
-    auto* ws = out->add_workers();
-    ws->set_rank(rank);
-    ws->set_host(w.info.host);
-    ws->set_device(w.info.device);
-    ws->set_pid(w.info.pid);
-    ws->set_state(WorkerStateName(w.state));
-    ws->set_seconds_since_heartbeat(std::chrono::duration<double>(now - w.last_seen).count());
-    ws->set_epoch(w.epoch);
-    ws->set_step(w.step);
-  }
-  for (const auto& r : job.history()) ToProto(r, out->add_history());
-  out->set_best_epoch(job.best_epoch());
-}
 
 // Constant-time comparison, so the token cannot be guessed byte by byte from response times.
 bool SameSecret(const std::string& a, const std::string& b) {
@@ -125,7 +47,7 @@ struct CoordinatorServer::Impl final : public v1::Coordinator::Service {
 
   Impl(CoordinatorConfig c, Job j) : config(std::move(c)), job(std::move(j)) {}
 
-  std::string StatePath() const { return config.state_dir + "/state.json"; }
+  std::string StatePath() const { return StateFilePath(config.state_dir); }
 
   // Caller holds mu. Note [state on every change]: the state file is rewritten (atomically)
   // whenever the job's version moved, before the caller answers, so an answer a worker acted on
@@ -190,7 +112,7 @@ struct CoordinatorServer::Impl final : public v1::Coordinator::Service {
              job.generation() != who.generation;
     });
     if (job.generation() != who.generation) return ToGrpc(job.Register(who, Clock::now()));
-    JobInfoToProto(job, resp->mutable_job());
+    job.ToProto(resp->mutable_job());
     resp->set_registered(job.registered());
     return grpc::Status::OK;
   }
@@ -295,7 +217,7 @@ struct CoordinatorServer::Impl final : public v1::Coordinator::Service {
                            v1::JobState* resp) override {
     if (auto st = Authorize(ctx, "GetJobState"); !st.ok()) return st;
     std::lock_guard<std::mutex> lock(mu);
-    JobStateToProto(job, Clock::now(), resp);
+    job.ToProto(Clock::now(), resp);
     return grpc::Status::OK;
   }
 
@@ -312,7 +234,7 @@ struct CoordinatorServer::Impl final : public v1::Coordinator::Service {
                     [&] { return shutting_down || job.version() > after; });
         if (shutting_down) return {StatusCode::UNAVAILABLE, "coordinator shutting down"};
         if (job.version() <= after) continue;
-        JobStateToProto(job, Clock::now(), &state);
+        job.ToProto(Clock::now(), &state);
         after = job.version();
       }
       if (!writer->Write(state)) break;
@@ -354,7 +276,7 @@ Result<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(const Coordi
     std::error_code ec;
     std::filesystem::create_directories(c.state_dir, ec);
     if (ec) return Internal("cannot create state dir " + c.state_dir + ": " + ec.message());
-    const std::string path = c.state_dir + "/state.json";
+    const std::string path = StateFilePath(c.state_dir);
     if (std::filesystem::exists(path)) {
       EFFNET_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
       auto restored = Job::Restore(text, setup, c.generation, Clock::now());

@@ -1,5 +1,9 @@
 #include "proto/convert.h"
 
+#include <google/protobuf/util/json_util.h>
+
+#include <chrono>
+
 namespace effnet::wire {
 
 void ToProto(const job::Stage& s, v1::Stage* out) {
@@ -86,6 +90,168 @@ job::EpochPlan FromProto(const v1::GetEpochPlanResponse& p) {
   out.sample_indices.assign(p.sample_indices().begin(), p.sample_indices().end());
   out.num_train_samples = p.num_train_samples();
   return out;
+}
+
+void ToProto(const job::EarlyStopping::State& s, v1::EarlyStoppingState* out) {
+  out->set_best_val_loss(s.best_val_loss);
+  out->set_best_loss_epoch(s.best_loss_epoch);
+  out->set_best_score(s.best_score);
+  out->set_best_epoch(s.best_epoch);
+  out->set_epochs_without_improvement(s.epochs_without_improvement);
+}
+
+job::EarlyStopping::State FromProto(const v1::EarlyStoppingState& s) {
+  job::EarlyStopping::State out;
+  out.best_val_loss = s.best_val_loss();
+  out.best_loss_epoch = s.best_loss_epoch();
+  out.best_score = s.best_score();
+  out.best_epoch = s.best_epoch();
+  out.epochs_without_improvement = s.epochs_without_improvement();
+  return out;
+}
+
+void ToProto(const job::CheckpointRef& c, v1::CheckpointRef* out) {
+  out->set_epoch(c.epoch);
+  out->set_path(c.path);
+}
+
+job::CheckpointRef FromProto(const v1::CheckpointRef& c) { return {c.epoch(), c.path()}; }
+
+void ToProto(const job::EpochRecord& r, v1::EpochSummary* out) {
+  out->set_epoch(r.epoch);
+  ToProto(r.stage, out->mutable_stage());
+  out->set_train_loss(r.train_loss);
+  out->set_train_accuracy(r.train_accuracy);
+  out->set_val_loss(r.val_loss);
+  out->set_val_accuracy(r.val_accuracy);
+  out->set_images_per_second(r.images_per_second);
+  for (const auto& k : r.ranks) ToProto(k, out->add_ranks());
+  ToProto(r.decision, out->mutable_decision());
+  out->set_status_line(r.status_line);
+  out->set_generation(r.generation);
+  ToProto(r.early_stopping_after, out->mutable_early_stopping_after());
+}
+
+job::EpochRecord FromProto(const v1::EpochSummary& s) {
+  job::EpochRecord out;
+  out.epoch = s.epoch();
+  out.stage = FromProto(s.stage());
+  out.train_loss = s.train_loss();
+  out.train_accuracy = s.train_accuracy();
+  out.val_loss = s.val_loss();
+  out.val_accuracy = s.val_accuracy();
+  out.images_per_second = s.images_per_second();
+  for (const auto& k : s.ranks()) out.ranks.push_back(FromProto(k));
+  out.decision = FromProto(s.decision());
+  out.status_line = s.status_line();
+  out.generation = s.generation();
+  out.early_stopping_after = FromProto(s.early_stopping_after());
+  return out;
+}
+
+v1::Phase ToProto(job::Phase p) {
+  switch (p) {
+    case job::Phase::kWaitingForWorkers:
+      return v1::PHASE_WAITING_FOR_WORKERS;
+    case job::Phase::kRunning:
+      return v1::PHASE_RUNNING;
+    case job::Phase::kFinished:
+      return v1::PHASE_FINISHED;
+    case job::Phase::kFailed:
+      return v1::PHASE_FAILED;
+  }
+  return v1::PHASE_UNSPECIFIED;
+}
+
+Result<job::Phase> FromProto(v1::Phase p) {
+  switch (p) {
+    case v1::PHASE_WAITING_FOR_WORKERS:
+      return job::Phase::kWaitingForWorkers;
+    case v1::PHASE_RUNNING:
+      return job::Phase::kRunning;
+    case v1::PHASE_FINISHED:
+      return job::Phase::kFinished;
+    case v1::PHASE_FAILED:
+      return job::Phase::kFailed;
+    default:
+      return InvalidArgument("no job phase " + v1::Phase_Name(p) + " (" + std::to_string(p) + ")");
+  }
+}
+
+void ToProto(const job::WorkerInfo& w, v1::WorkerIdentity* out) {
+  out->set_rank(w.rank);
+  out->set_world_size(w.world_size);
+  out->set_generation(w.generation);
+  out->set_worker_id(w.worker_id);
+  out->set_host(w.host);
+  out->set_device(w.device);
+  out->set_pid(w.pid);
+}
+
+job::WorkerInfo FromProto(const v1::WorkerIdentity& w) {
+  job::WorkerInfo out;
+  out.rank = w.rank();
+  out.world_size = w.world_size();
+  out.generation = w.generation();
+  out.worker_id = w.worker_id();
+  out.host = w.host();
+  out.device = w.device();
+  out.pid = w.pid();
+  return out;
+}
+
+void ToProto(const job::WorkerRecord& w, job::Clock::time_point now, v1::WorkerStatus* out) {
+  out->set_rank(w.info.rank);
+  out->set_host(w.info.host);
+  out->set_device(w.info.device);
+  out->set_pid(w.info.pid);
+  out->set_state(job::WorkerStateName(w.state));
+  out->set_seconds_since_heartbeat(std::chrono::duration<double>(now - w.last_seen).count());
+  out->set_epoch(w.epoch);
+  out->set_step(w.step);
+}
+
+void ToProto(const job::WorkerRecord& w, v1::WorkerRecord* out) {
+  ToProto(w.info, out->mutable_identity());
+  out->set_state(job::WorkerStateName(w.state));
+  out->set_epoch(w.epoch);
+  out->set_step(w.step);
+}
+
+Result<job::WorkerRecord> FromProto(const v1::WorkerRecord& w) {
+  job::WorkerRecord out;
+  out.info = FromProto(w.identity());
+  const auto state = job::WorkerStateFromName(w.state());
+  if (!state) {
+    return InvalidArgument(out.info.Describe() + ": no worker state '" + w.state() + "'");
+  }
+  out.state = *state;
+  out.epoch = w.epoch();
+  out.step = w.step();
+  return out;
+}
+
+std::string ToJsonText(const google::protobuf::Message& m) {
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.add_whitespace = true;
+  opts.always_print_primitive_fields = true;
+  opts.preserve_proto_field_names = true;
+  std::string out;
+  // Printing a valid message cannot fail (only a broken descriptor pool would make it).
+  (void)google::protobuf::util::MessageToJsonString(m, &out, opts);
+  return out;
+}
+
+Status FromJsonText(const std::string& text, google::protobuf::Message* out) {
+  google::protobuf::util::JsonParseOptions opts;
+  opts.ignore_unknown_fields = true;
+  out->Clear();
+  const auto st = google::protobuf::util::JsonStringToMessage(text, out, opts);
+  if (!st.ok()) {
+    return InvalidArgument(out->GetDescriptor()->full_name() +
+                           " from JSON: " + std::string(st.message()));
+  }
+  return Status::Ok();
 }
 
 grpc::StatusCode ToGrpcCode(StatusCode code) {

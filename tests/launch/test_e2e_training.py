@@ -46,11 +46,11 @@ class EndToEnd(unittest.TestCase):
                                 env=env, start_new_session=True)
 
     def state(self, out):
-        try:
-            with open(os.path.join(out, "coordinator", "state.json")) as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            return None
+        """The JobState as `effnet-coordinator state --json` prints it (as effnet-run reads it)."""
+        r = subprocess.run([os.path.join(BIN, "effnet-coordinator"), "state", "--state-dir",
+                            os.path.join(out, "coordinator"), "--json"],
+                           capture_output=True, text=True, timeout=30)
+        return json.loads(r.stdout) if r.returncode == 0 else None
 
     def wait_for(self, out, proc, pred, timeout=240):
         deadline = time.time() + timeout
@@ -73,13 +73,13 @@ class EndToEnd(unittest.TestCase):
     def check_result(self, out, rc, text):
         self.assertEqual(rc, 0, text[-5000:])
         s = self.state(out)
-        self.assertEqual(s["phase"], "finished")
+        self.assertEqual(s["job"]["phase"], "PHASE_FINISHED")
         epochs = [r["epoch"] for r in s["history"]]
         self.assertEqual(epochs, list(range(len(epochs))), "an epoch counted twice or skipped")
         with open(os.path.join(out, "summary.json")) as f:
             summary = json.load(f)
         print(f"\n{self.id()}: test accuracy {summary['test_accuracy']:.4f}, fit "
-              f"{summary['fit_time_s']:.1f} s, generation {s['generation']}", file=sys.stderr)
+              f"{summary['fit_time_s']:.1f} s, generation {s['job']['generation']}", file=sys.stderr)
         self.assertGreaterEqual(summary["test_accuracy"], MIN_ACCURACY, text[-3000:])
         return s
 
@@ -87,21 +87,21 @@ class EndToEnd(unittest.TestCase):
         out = os.path.join(self.tmp, "plain")
         rc, text = self.finish(self.launch(out))
         s = self.check_result(out, rc, text)
-        self.assertEqual(s["generation"], 0)
+        self.assertEqual(int(s["job"]["generation"]), 0)
         self.assertIn("| epoch |", text)
 
     def test_kill_worker(self):
         out = os.path.join(self.tmp, "kill-worker")
         proc = self.launch(out)
         # Mid-epoch, after at least one committed checkpoint.
-        s = self.wait_for(out, proc, lambda s: s["last_checkpoint"]["epoch"] >= 1
-                          and s["phase"] == "running" and len(s["workers"]) == 2)
+        s = self.wait_for(out, proc, lambda s: s["job"]["last_checkpoint"]["epoch"] >= 1
+                          and s["job"]["phase"] == "PHASE_RUNNING" and len(s["workers"]) == 2)
         time.sleep(0.5)
         victim = next(w for w in s["workers"] if w["rank"] == 1)
-        os.kill(victim["pid"], signal.SIGKILL)
+        os.kill(int(victim["pid"]), signal.SIGKILL)
         rc, text = self.finish(proc)
         s = self.check_result(out, rc, text)
-        self.assertEqual(s["generation"], 1)
+        self.assertEqual(int(s["job"]["generation"]), 1)
         self.assertEqual(len(s["failures"]), 1, s["failures"])
         self.assertIn(f"rank 1 (host", s["failures"][0])
         self.assertIn(f"pid {victim['pid']}", s["failures"][0])
@@ -109,12 +109,13 @@ class EndToEnd(unittest.TestCase):
     def test_kill_coordinator(self):
         out = os.path.join(self.tmp, "kill-coordinator")
         proc = self.launch(out)
-        self.wait_for(out, proc, lambda s: len(s["history"]) >= 2 and s["phase"] == "running")
+        self.wait_for(out, proc,
+                      lambda s: len(s["history"]) >= 2 and s["job"]["phase"] == "PHASE_RUNNING")
         with open(os.path.join(out, "coordinator.pid")) as f:
             os.kill(int(f.read()), signal.SIGKILL)
         rc, text = self.finish(proc)
         s = self.check_result(out, rc, text)
-        self.assertEqual(s["generation"], 0)
+        self.assertEqual(int(s["job"]["generation"]), 0)
         self.assertIn("restarting the coordinator", text)
 
 

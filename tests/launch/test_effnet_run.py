@@ -6,6 +6,8 @@ sleeps instead of training, so these tests check the control plane in seconds: a
 kill -9 of one worker mid-epoch (named, relaunched, resumed, no epoch counted twice), a
 coordinator killed mid-run (restarted, resumed), and Ctrl-C (everything stops).
 
+The tests read the job's state the way effnet-run does, through `effnet-coordinator state`.
+
 Needs EFFNET_BIN_DIR (effnet-run, effnet-coordinator, effnet-synth, effnet-prepare) and
 EFFNET_SCRIPTED_WORKER.
 """
@@ -26,6 +28,29 @@ from synthetic_store import make_synthetic_store  # noqa: E402
 BIN = os.environ.get("EFFNET_BIN_DIR", "")
 WORKER = os.environ.get("EFFNET_SCRIPTED_WORKER", "")
 EPOCHS = 6
+FORMAT1_STATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "coordinator",
+                             "testdata", "state-format1.json")
+
+
+def state_tool(*args):
+    """`effnet-coordinator state ARGS`: (exit code, stdout, stderr)."""
+    out = subprocess.run([os.path.join(BIN, "effnet-coordinator"), "state", *args],
+                         capture_output=True, text=True, timeout=30)
+    return out.returncode, out.stdout, out.stderr
+
+
+def job_state(*args):
+    """The JobState message as `effnet-coordinator state ARGS --json` prints it, or None."""
+    rc, text, _ = state_tool(*args, "--json")
+    return json.loads(text) if rc == 0 else None
+
+
+def phase(s):
+    return s["job"]["phase"]
+
+
+def generation(s):
+    return int(s["job"]["generation"])  # int64: a string in protobuf's JSON mapping
 
 
 def alive(pid):
@@ -64,11 +89,7 @@ class EffnetRunTest(unittest.TestCase):
                                 start_new_session=True)
 
     def state(self, out):
-        try:
-            with open(os.path.join(out, "coordinator", "state.json")) as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            return None
+        return job_state("--state-dir", os.path.join(out, "coordinator"))
 
     def wait_for(self, out, pred, timeout=60):
         deadline = time.time() + timeout
@@ -89,9 +110,9 @@ class EffnetRunTest(unittest.TestCase):
         return proc.returncode, text
 
     def assert_each_epoch_once(self, state):
-        self.assertEqual(state["phase"], "finished")
+        self.assertEqual(phase(state), "PHASE_FINISHED")
         self.assertEqual([r["epoch"] for r in state["history"]], list(range(EPOCHS)))
-        self.assertEqual(state["last_checkpoint"]["epoch"], EPOCHS - 1)
+        self.assertEqual(state["job"]["last_checkpoint"]["epoch"], EPOCHS - 1)
 
     def test_run_prints_results_table(self):
         out = os.path.join(self.tmp, "plain")
@@ -100,22 +121,77 @@ class EffnetRunTest(unittest.TestCase):
         self.assert_each_epoch_once(self.state(out))
         self.assertIn("job finished", text)
         self.assertIn("| epoch |", text)
-        self.assertEqual(self.state(out)["generation"], 0)
+        s = self.state(out)
+        self.assertEqual(generation(s), 0)
+        # The live view printed the coordinator's status line of every epoch.
+        for r in s["history"]:
+            self.assertIn(r["status_line"], text)
+
+    def test_state_tool_prints_the_job_state(self):
+        out = os.path.join(self.tmp, "state-tool")
+        rc, text = self.finish(self.launch(out, 0.05))
+        self.assertEqual(rc, 0, text)
+        state_dir = os.path.join(out, "coordinator")
+        s = job_state("--state-dir", state_dir)
+        self.assertEqual(phase(s), "PHASE_FINISHED")
+        self.assertEqual(int(s["job"]["world_size"]), 2)
+        self.assertEqual(s["job"]["epochs"], EPOCHS)
+        self.assertEqual(int(s["job"]["seed"]), 5)
+        self.assertEqual(s["best_epoch"], EPOCHS - 1)
+        self.assertEqual(s["failures"], [])
+        self.assertTrue(s["status_line"].startswith("finished: epoch 6/6"), s["status_line"])
+        self.assertEqual(len(s["history"]), EPOCHS)
+        last = s["history"][-1]
+        self.assertTrue(last["decision"]["stop"])
+        self.assertEqual(last["early_stopping_after"]["best_epoch"], EPOCHS - 1)
+        self.assertEqual(sorted(r["rank"] for r in last["ranks"]), [0, 1])
+        self.assertEqual(sorted(w["state"] for w in s["workers"]), ["left", "left"])
+        # Without --json: the status line, then the results table.
+        rc, table, err = state_tool("--state-dir", state_dir)
+        self.assertEqual(rc, 0, err)
+        lines = table.splitlines()
+        self.assertEqual(lines[0], s["status_line"])
+        self.assertIn("| epoch | stage |", table)
+        self.assertEqual(len([l for l in lines if l.startswith("|")]), 2 + EPOCHS)
+        self.assertIn(f"best epoch {EPOCHS} ", table)
+        self.assertIn("phase finished", table)
+        # The table effnet-run printed at the end is this one.
+        self.assertIn(table.strip(), text)
+        # No state file yet: exit code 3; neither or both sources: a usage error.
+        rc, _, err = state_tool("--state-dir", os.path.join(out, "nowhere"))
+        self.assertEqual(rc, 3, err)
+        self.assertIn("no state file", err)
+        self.assertEqual(state_tool()[0], 2)
+
+    def test_old_format_state_is_refused_with_what_to_do(self):
+        out = os.path.join(self.tmp, "old-format")
+        os.makedirs(os.path.join(out, "coordinator"))
+        shutil.copy(FORMAT1_STATE, os.path.join(out, "coordinator", "state.json"))
+        rc, _, err = state_tool("--state-dir", os.path.join(out, "coordinator"))
+        self.assertEqual(rc, 1)
+        self.assertIn("state format 1", err)
+        self.assertIn("reads format 2 only", err)
+        self.assertIn("move the state dir away", err)
+        # effnet-run stops before starting anything, with the same reason.
+        rc, text = self.finish(self.launch(out, 0.05), timeout=60)
+        self.assertEqual(rc, 1, text)
+        self.assertIn("state format 1", text)
+        self.assertNotIn("mpirun", text)
 
     def test_killed_worker_is_named_and_the_run_resumes(self):
         out = os.path.join(self.tmp, "kill-worker")
         proc = self.launch(out, 0.6)
         # Mid-epoch 2: epochs 0 and 1 decided, both ranks alive.
-        s = self.wait_for(out, lambda s: len(s["history"]) >= 2 and s["phase"] == "running"
+        s = self.wait_for(out, lambda s: len(s["history"]) >= 2 and phase(s) == "PHASE_RUNNING"
                           and len(s["workers"]) == 2)
         victim = next(w for w in s["workers"] if w["rank"] == 1)
         time.sleep(0.2)
-        os.kill(victim["pid"], signal.SIGKILL)
+        os.kill(int(victim["pid"]), signal.SIGKILL)
         rc, text = self.finish(proc)
         self.assertEqual(rc, 0, text)
         s = self.state(out)
         self.assert_each_epoch_once(s)
-        self.assertEqual(s["generation"], 1, text)
+        self.assertEqual(generation(s), 1, text)
         self.assertEqual(len(s["failures"]), 1, s["failures"])
         self.assertIn(f"rank 1 (host", s["failures"][0])
         self.assertIn(f"pid {victim['pid']}", s["failures"][0])
@@ -130,13 +206,13 @@ class EffnetRunTest(unittest.TestCase):
         self.assertTrue(gen1, trace)
         self.assertEqual(gen1, list(range(gen1[0], EPOCHS)))
         self.assertLessEqual(gen1[0], max(gen0) + 1)
-        resumed = [r for r in s["history"] if r["generation"] == 1]
+        resumed = [r for r in s["history"] if int(r["generation"]) == 1]
         self.assertEqual(resumed[0]["epoch"], gen1[0])
 
     def test_killed_coordinator_is_restarted_and_resumes(self):
         out = os.path.join(self.tmp, "kill-coordinator")
         proc = self.launch(out, 0.6)
-        self.wait_for(out, lambda s: len(s["history"]) >= 2 and s["phase"] == "running")
+        self.wait_for(out, lambda s: len(s["history"]) >= 2 and phase(s) == "PHASE_RUNNING")
         with open(os.path.join(out, "coordinator.pid")) as f:
             pid = int(f.read())
         os.kill(pid, signal.SIGKILL)
@@ -144,7 +220,8 @@ class EffnetRunTest(unittest.TestCase):
         self.assertEqual(rc, 0, text)
         s = self.state(out)
         self.assert_each_epoch_once(s)
-        self.assertEqual(s["generation"], 0, "the workers should carry on without a relaunch:\n" + text)
+        self.assertEqual(generation(s), 0,
+                         "the workers should carry on without a relaunch:\n" + text)
         self.assertEqual(s["failures"], [])
         self.assertIn("restarting the coordinator", text)
         self.assertIn("1 coordinator restarts", text)
@@ -168,6 +245,14 @@ class EffnetRunTest(unittest.TestCase):
                 time.sleep(0.05)
             with open(port_file) as f:
                 port = int(f.read())
+            # The state tool asks the live coordinator; a wrong token is refused with the reason.
+            address = f"127.0.0.1:{port}"
+            s = job_state("--address", address, "--token-file", token_file)
+            self.assertEqual(phase(s), "PHASE_WAITING_FOR_WORKERS")
+            self.assertEqual(s["history"], [])
+            rc, _, err = state_tool("--address", address, "--token", "not-it")
+            self.assertEqual(rc, 1)
+            self.assertIn("wrong token", err)
             proc = subprocess.Popen(
                 [sys.executable, os.path.join(BIN, "effnet-run"), "--np", "2", "--oversubscribe",
                  "--worker-bin", WORKER, "--config", self.config, "--data", self.data,
@@ -180,8 +265,9 @@ class EffnetRunTest(unittest.TestCase):
             ctext, _ = coord.communicate(timeout=30)
             self.assertEqual(coord.returncode, 0, ctext)
             self.assertIn("finished", ctext)
-            with open(os.path.join(out, "state", "state.json")) as f:
-                self.assert_each_epoch_once(json.load(f))
+            # effnet-run showed status lines of the joined coordinator, asked live.
+            self.assertRegex(text, r"\] epoch \d/6 \| stage")
+            self.assert_each_epoch_once(job_state("--state-dir", os.path.join(out, "state")))
         finally:
             if coord.poll() is None:
                 coord.kill()
@@ -190,9 +276,9 @@ class EffnetRunTest(unittest.TestCase):
     def test_ctrl_c_stops_everything(self):
         out = os.path.join(self.tmp, "interrupt")
         proc = self.launch(out, 1.0)
-        s = self.wait_for(out, lambda s: s["phase"] == "running" and len(s["workers"]) == 2
+        s = self.wait_for(out, lambda s: phase(s) == "PHASE_RUNNING" and len(s["workers"]) == 2
                           and all(w["state"] == "alive" for w in s["workers"]))
-        pids = [w["pid"] for w in s["workers"]]
+        pids = [int(w["pid"]) for w in s["workers"]]
         with open(os.path.join(out, "coordinator.pid")) as f:
             pids.append(int(f.read()))
         os.kill(proc.pid, signal.SIGINT)

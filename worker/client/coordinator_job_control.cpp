@@ -10,11 +10,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
-#include <iomanip>
 #include <map>
 #include <mutex>
-#include <random>
-#include <sstream>
 #include <thread>
 
 #include "common/atomic_file.h"
@@ -61,13 +58,15 @@ class CoordinatorJobControl final : public train::JobControl {
         make_channel_(std::move(make_channel)),
         stub_(v1::Coordinator::NewStub(make_channel_())),
         last_reconnect_(Clock::now()) {
-    identity_.set_rank(config_.rank);
-    identity_.set_world_size(config_.world_size);
-    identity_.set_generation(config_.generation);
-    identity_.set_worker_id(RandomHexId());
-    identity_.set_host(config_.host.empty() ? HostName() : config_.host);
-    identity_.set_device(config_.device);
-    identity_.set_pid(::getpid());
+    job::WorkerInfo me;
+    me.rank = config_.rank;
+    me.world_size = config_.world_size;
+    me.generation = config_.generation;
+    me.worker_id = RandomHexId();
+    me.host = config_.host.empty() ? HostName() : config_.host;
+    me.device = config_.device;
+    me.pid = ::getpid();
+    wire::ToProto(me, &identity_);
   }
 
   ~CoordinatorJobControl() override { StopHeartbeat(); }
