@@ -25,11 +25,12 @@ int main(int argc, char** argv) {
   std::string coordinator, token, token_file, tls_ca;
   int64_t generation = 0;
   app.add_option("--backend", dc.backend, "auto | nccl | mpi");
-  app.add_option("--first-bucket-mb", dc.first_bucket_mb, "size of the first gradient bucket");
-  app.add_option("--bucket-cap-mb", dc.bucket_cap_mb, "gradient bucket size");
+  app.add_option("--first-bucket-mb", dc.reducer.first_bucket_mb,
+                 "size of the first gradient bucket (MiB)");
+  app.add_option("--bucket-cap-mb", dc.reducer.bucket_cap_mb, "gradient bucket size (MiB)");
   app.add_flag("--sync-bn", dc.sync_batchnorm, "cross-rank BatchNorm statistics");
-  app.add_flag("--compress-bf16", dc.compress_bf16, "all-reduce gradients in bf16");
-  app.add_option("--collective-timeout", dc.timeout_s, "deadline of every collective (s)");
+  app.add_flag("--compress-bf16", dc.reducer.compress_bf16, "all-reduce gradients in bf16");
+  app.add_option("--collective-timeout", dc.comm.timeout_s, "deadline of every collective (s)");
   app.add_option("--coordinator", coordinator, "coordinator address HOST:PORT");
   app.add_option("--token", token, "the job's token (with --coordinator)");
   app.add_option("--token-file", token_file,
@@ -61,7 +62,9 @@ int main(int argc, char** argv) {
       }
     }
     effnet::apps::Runtime rt;
-    rt.dp = effnet::dist::CreateDataParallel(dc);
+    auto dp = effnet::dist::CreateDataParallel(dc);
+    if (!dp.ok()) return effnet::apps::ReportFailure(dp.status().ToString());
+    rt.dp = std::move(dp).value();
     if (!coordinator.empty()) {
 #if defined(EFFNET_HAVE_CLIENT)
       rt.make_job_control =
