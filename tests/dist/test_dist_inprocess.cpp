@@ -50,6 +50,23 @@ double Seconds(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+TEST(DistConfig, DefaultsAreValidAndBadFieldsAreNamed) {
+  DistConfig c;
+  EXPECT_TRUE(Validate(c).ok());
+  EXPECT_LT(c.reducer.first_bucket_mb, c.reducer.bucket_cap_mb);  // Note [small first bucket]
+  c.backend = "gloo";
+  EXPECT_NE(Validate(c).message().find("dist.backend"), std::string::npos);
+  c = DistConfig{};
+  c.comm.timeout_s = 0;
+  EXPECT_NE(Validate(c).message().find("dist.comm.timeout_s"), std::string::npos);
+  c = DistConfig{};
+  c.comm.heartbeat_silence_s = c.comm.heartbeat_interval_s / 2;
+  EXPECT_EQ(Validate(c).code(), StatusCode::kInvalidArgument);
+  c = DistConfig{};
+  c.reducer.bucket_cap_mb = -1;
+  EXPECT_NE(Validate(c).message().find("dist.reducer.bucket_cap_mb"), std::string::npos);
+}
+
 TEST(InProcessCommunicator, CollectivesOnThreeRanks) {
   auto comms = Group(3);
   RunRanks(3, [&](int r) {

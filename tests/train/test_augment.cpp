@@ -5,6 +5,7 @@
 
 #include <set>
 
+#include "common/job/types.h"  // job::Stage
 #include "worker/data/augment.h"
 
 namespace {
@@ -230,7 +231,7 @@ TEST(AugmentTrain, FullPipeline) {
   auto x = RandomImages(6, 32, 7);
   auto labels = torch::tensor({0, 1, 2, 0, 1, 2}, torch::kLong);
   AugmentConfig c;
-  job::Stage s;
+  effnet::job::Stage s;
   s.image_size = 24;
   s.randaug_magnitude = 6.0;
   s.mixup_alpha = 0.2;
