@@ -35,7 +35,7 @@ struct Args {
   std::string variant = "b0", device = "cpu", backend = "mpi", json;
   int image = 128, batch = 8, iters = 6, rounds = 2, loss_curve = 0, classes = 1000;
   double gpu_step_ms = 44.0;
-  double first_bucket_mb = 1.0, bucket_cap_mb = 25.0;  // DistConfig defaults
+  effnet::dist::ReducerConfig reducer;  // --first-bucket-mb, --bucket-cap-mb
 };
 
 struct Timing {
@@ -64,12 +64,10 @@ Timing Measure(const Args& a, bool reducer, std::vector<double>* ready_frac,
   if (reducer) {
     effnet::dist::DistConfig dc;
     dc.backend = a.backend;
-    dc.first_bucket_mb = a.first_bucket_mb;
-    dc.bucket_cap_mb = a.bucket_cap_mb;
-    auto host =
-        effnet::dist::CreateMpiCommunicator(effnet::dist::CommOptionsFrom(dc)).ValueOrThrow();
+    dc.reducer = a.reducer;
+    auto host = effnet::dist::CreateMpiCommunicator(dc.comm).ValueOrThrow();
     dp = std::make_unique<effnet::dist::DistDataParallel>(dc, host);
-    dp->Attach(*model);
+    effnet::ThrowIfError(dp->Attach(*model));
   }
   torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
   auto x = torch::randn({a.batch, 3, a.image, a.image}, device);
@@ -83,9 +81,9 @@ Timing Measure(const Args& a, bool reducer, std::vector<double>* ready_frac,
     auto loss = torch::nn::functional::cross_entropy(model->forward(x), y);
     Sync(device);
     const int64_t t1 = effnet::dist::NowNs();
-    if (dp) dp->BeforeBackward();
+    if (dp) effnet::ThrowIfError(dp->BeforeBackward());
     loss.backward();
-    if (dp) dp->AfterBackward();
+    if (dp) effnet::ThrowIfError(dp->AfterBackward());
     Sync(device);
     const int64_t t2 = effnet::dist::NowNs();
     opt.step();
@@ -111,7 +109,7 @@ int LossCurve(const Args& a) {
   const torch::Device device(a.device);
   effnet::dist::DistConfig dc;
   dc.backend = a.backend;
-  auto host = effnet::dist::CreateMpiCommunicator(effnet::dist::CommOptionsFrom(dc)).ValueOrThrow();
+  auto host = effnet::dist::CreateMpiCommunicator(dc.comm).ValueOrThrow();
   effnet::dist::DistDataParallel dp(dc, host);
   torch::manual_seed(0);
   effnet::model::ModelConfig mc;
@@ -121,7 +119,7 @@ int LossCurve(const Args& a) {
   mc.drop_path = 0.0;
   effnet::model::EfficientNetV2 model(mc);
   model->to(device);
-  dp.Attach(*model);
+  effnet::ThrowIfError(dp.Attach(*model));
   torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
   // A learnable synthetic task: the class is the brightest of 10 fixed image patterns.
   torch::manual_seed(1);
@@ -133,9 +131,9 @@ int LossCurve(const Args& a) {
     auto x = patterns.index_select(0, y) + 0.5 * torch::randn({a.batch, 3, a.image, a.image});
     opt.zero_grad();
     auto loss = torch::nn::functional::cross_entropy(model->forward(x.to(device)), y.to(device));
-    dp.BeforeBackward();
+    effnet::ThrowIfError(dp.BeforeBackward());
     loss.backward();
-    dp.AfterBackward();
+    effnet::ThrowIfError(dp.AfterBackward());
     opt.step();
     losses.push_back(loss.item<double>());
   }
@@ -162,8 +160,8 @@ int main(int argc, char** argv) {
     if (k == "--gpu-step-ms") a.gpu_step_ms = std::stod(v);
     if (k == "--loss-curve") a.loss_curve = std::stoi(v);
     if (k == "--json") a.json = v;
-    if (k == "--first-bucket-mb") a.first_bucket_mb = std::stod(v);
-    if (k == "--bucket-cap-mb") a.bucket_cap_mb = std::stod(v);
+    if (k == "--first-bucket-mb") a.reducer.first_bucket_mb = std::stod(v);
+    if (k == "--bucket-cap-mb") a.reducer.bucket_cap_mb = std::stod(v);
   }
   if (a.device == "cpu") at::set_num_threads(std::max(1, at::get_num_threads()));
   effnet::dist::InitMpi();
@@ -184,7 +182,7 @@ int main(int argc, char** argv) {
       "\nstep time at world size 1: %s %dpx batch %d on %s (%d threads), backend %s, buckets "
       "%.1f / %.1f MB\n",
       a.variant.c_str(), a.image, a.batch, a.device.c_str(), at::get_num_threads(),
-      a.backend.c_str(), a.first_bucket_mb, a.bucket_cap_mb);
+      a.backend.c_str(), a.reducer.first_bucket_mb, a.reducer.bucket_cap_mb);
   std::printf("%-12s %10s %10s %10s %10s\n", "reducer", "fwd_ms", "bwd_ms", "opt_ms", "step_ms");
   std::printf("%-12s %10.1f %10.1f %10.1f %10.1f\n", "off", off.fwd_ms, off.bwd_ms, off.opt_ms,
               off.step_ms);

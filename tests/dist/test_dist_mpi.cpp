@@ -41,9 +41,12 @@ void SgdSteps(torch::nn::Sequential model, DistDataParallel* dp, int steps, int6
     auto x = batch.x.narrow(0, rank * b, b), y = batch.y.narrow(0, rank * b, b);
     opt.zero_grad();
     auto loss = torch::nn::functional::cross_entropy(model->forward(x), y);
-    if (dp) dp->BeforeBackward();
+    if (dp) ASSERT_TRUE(dp->BeforeBackward().ok());
     loss.backward();
-    if (dp) dp->AfterBackward();
+    if (dp) {
+      const Status s = dp->AfterBackward();
+      ASSERT_TRUE(s.ok()) << s.ToString();
+    }
     opt.step();
   }
 }
@@ -61,15 +64,15 @@ TEST(DistMpi, TwoRanksMatchOneRankWithDoubleBatch) {
 
   DistConfig cfg;
   cfg.sync_batchnorm = true;
-  cfg.first_bucket_mb = 0.0002;  // head only: several buckets
-  cfg.bucket_cap_mb = 0.002;
-  cfg.timeout_s = 30;
+  cfg.reducer.first_bucket_mb = 0.0002;  // head only: several buckets
+  cfg.reducer.bucket_cap_mb = 0.002;
+  cfg.comm.timeout_s = 30;
   auto fresh = SmallConvNet(0);
   EXPECT_GT(MaxAbsDiff(*fresh, *reference), 1e-2) << "training must move the parameters";
   // Rank 1 starts from other weights: Attach must overwrite them with rank 0's.
   auto model0 = SmallConvNet(rank == 0 ? 0 : 7);
   DistDataParallel dp0(cfg, host);
-  dp0.Attach(*model0);
+  ASSERT_TRUE(dp0.Attach(*model0).ok());
   EXPECT_GE(dp0.reducer()->layout().size(), 3u);
   SgdSteps(model0, &dp0, kSteps, kGlobal, rank, world);
   const double diff = MaxAbsDiff(*model0, *reference);
@@ -83,7 +86,7 @@ TEST(DistMpi, TwoRanksMatchOneRankWithDoubleBatch) {
   plain.sync_batchnorm = false;
   auto model1 = SmallConvNet(rank == 0 ? 0 : 7);
   DistDataParallel dp1(plain, host);
-  dp1.Attach(*model1);
+  ASSERT_TRUE(dp1.Attach(*model1).ok());
   SgdSteps(model1, &dp1, kSteps, kGlobal, rank, world);
   EXPECT_GT(MaxAbsDiff(*model1, *reference), 1e-4);
 }
@@ -96,10 +99,10 @@ TEST(DistMpi, Bf16CompressionStaysClose) {
   SgdSteps(reference, nullptr, 3, 16, 0, 1);
   DistConfig cfg;
   cfg.sync_batchnorm = true;
-  cfg.compress_bf16 = true;
+  cfg.reducer.compress_bf16 = true;
   auto model = SmallConvNet(0);
   DistDataParallel dp(cfg, host);
-  dp.Attach(*model);
+  ASSERT_TRUE(dp.Attach(*model).ok());
   SgdSteps(model, &dp, 3, 16, rank, world);
   const double diff = MaxAbsDiff(*model, *reference);
   std::cout << "rank " << rank << ": bf16-compressed max diff = " << diff << "\n";
@@ -118,19 +121,19 @@ TEST(DistMpi, FirstBucketAllReduceOverlapsBackward) {
                        nn::Conv2d(nn::Conv2dOptions(32, 32, 3).padding(1)), nn::ReLU(),
                        nn::AdaptiveAvgPool2d(1), nn::Flatten(), nn::Linear(32, 10));
   DistConfig cfg;
-  cfg.first_bucket_mb = 0.001;  // the head's parameters only
-  cfg.bucket_cap_mb = 0.02;
+  cfg.reducer.first_bucket_mb = 0.001;  // the head's parameters only
+  cfg.reducer.bucket_cap_mb = 0.02;
   DistDataParallel dp(cfg, host);
-  dp.Attach(*model);
+  ASSERT_TRUE(dp.Attach(*model).ok());
   auto x = torch::randn({8, 3, 48, 48});
   auto y = torch::randint(0, 10, {8}, torch::kLong);
   for (int step = 0; step < 3; ++step) {
     auto loss = torch::nn::functional::cross_entropy(model->forward(x), y);
     const int64_t backward_start = NowNs();
-    dp.BeforeBackward();
+    ASSERT_TRUE(dp.BeforeBackward().ok());
     loss.backward();
     const int64_t backward_end = NowNs();
-    dp.AfterBackward();
+    ASSERT_TRUE(dp.AfterBackward().ok());
     int64_t launch0 = 0, start0 = 0, end0 = 0;
     for (const auto& e : dp.reducer()->events()) {
       if (e.index != 0) continue;
@@ -161,7 +164,7 @@ TEST(DistMpi, AttachBroadcastsRank0AndChecksShapes) {
   EXPECT_NE(all_before[0], all_before[1]);
   DistConfig cfg;
   DistDataParallel dp(cfg, host);
-  dp.Attach(*model);
+  ASSERT_TRUE(dp.Attach(*model).ok());
   auto all_after = host->AllGather(Checksum(*model)).ValueOrThrow();
   EXPECT_EQ(all_after[0], all_before[0]) << "rank 0 keeps its values";
   EXPECT_EQ(all_after[1], all_before[0]) << "rank 1 receives rank 0's values";
@@ -169,12 +172,11 @@ TEST(DistMpi, AttachBroadcastsRank0AndChecksShapes) {
   // A rank with a different model: every rank fails, and the message names rank 1.
   auto odd = rank == 1 ? SmallConvNet(1, /*classes=*/6) : SmallConvNet(1);
   DistDataParallel dp2(cfg, host);
-  try {
-    dp2.Attach(*odd);
-    ADD_FAILURE() << "Attach accepted different models";
-  } catch (const StatusError& e) {
-    EXPECT_NE(std::string(e.what()).find("rank 1"), std::string::npos) << e.what();
-  }
+  const Status s = dp2.Attach(*odd);
+  ASSERT_FALSE(s.ok()) << "Attach accepted different models";
+  EXPECT_NE(s.message().find("rank " + std::to_string(rank) + ": Attach"), std::string::npos)
+      << s.message();
+  EXPECT_NE(s.message().find("rank 1 has"), std::string::npos) << s.message();
 }
 
 // Two branches registered and used so that the gradient-ready order differs by rank.
@@ -212,10 +214,10 @@ TEST(DistMpi, BucketsRebuiltInRank0ReadyOrder) {
   const int rank = host->rank();
   TwoBranch model(/*swap=*/rank == 1);
   DistConfig cfg;
-  cfg.first_bucket_mb = 1e-6;  // one tensor per bucket: the layout is the order
-  cfg.bucket_cap_mb = 1e-6;
+  cfg.reducer.first_bucket_mb = 1e-6;  // one tensor per bucket: the layout is the order
+  cfg.reducer.bucket_cap_mb = 1e-6;
   DistDataParallel dp(cfg, host);
-  dp.Attach(*model);
+  ASSERT_TRUE(dp.Attach(*model).ok());
   std::vector<int64_t> initial;
   for (const auto& b : dp.reducer()->layout()) initial.insert(initial.end(), b.begin(), b.end());
   EXPECT_EQ(Join(initial), "5 4 3 2 1 0 ");  // reverse registration order
@@ -223,9 +225,9 @@ TEST(DistMpi, BucketsRebuiltInRank0ReadyOrder) {
   auto x = torch::randn({4, 6});
   for (int step = 0; step < 2; ++step) {
     auto loss = model->forward(x).square().mean();
-    dp.BeforeBackward();
+    ASSERT_TRUE(dp.BeforeBackward().ok());
     loss.backward();
-    dp.AfterBackward();
+    ASSERT_TRUE(dp.AfterBackward().ok());
     if (step == 0) {
       ASSERT_TRUE(dp.reducer()->rebuilt());
     }
@@ -258,15 +260,15 @@ TEST(DistMpi, UnusedAndFrozenParameters) {
   model->register_module("frozen", frozen);
   for (auto& p : frozen->parameters()) p.set_requires_grad(false);
   DistDataParallel dp(DistConfig{}, host);
-  dp.Attach(*model);
+  ASSERT_TRUE(dp.Attach(*model).ok());
   int64_t bucketed = 0;
   for (const auto& b : dp.reducer()->layout()) bucketed += static_cast<int64_t>(b.size());
   EXPECT_EQ(bucketed, 4);
   auto x = torch::ones({2, 4}) * (host->rank() + 1);
   auto loss = used->forward(frozen->forward(x)).sum();
-  dp.BeforeBackward();
+  ASSERT_TRUE(dp.BeforeBackward().ok());
   loss.backward();
-  dp.AfterBackward();
+  ASSERT_TRUE(dp.AfterBackward().ok());
   EXPECT_EQ(unused->weight.grad().abs().sum().item<double>(), 0.0);
   EXPECT_FALSE(frozen->weight.grad().defined());
   EXPECT_GT(used->weight.grad().abs().sum().item<double>(), 0.0);

@@ -141,16 +141,16 @@ TEST(Reducer, WorldOfOneKeepsGradientsAsBucketViews) {
   auto comm = WorldOfOne();
   auto a = testing::SmallConvNet(3), b = testing::SmallConvNet(3);
   DistConfig cfg;
-  cfg.first_bucket_mb = 0.0002;  // head only: several buckets
-  cfg.bucket_cap_mb = 0.002;
+  cfg.reducer.first_bucket_mb = 0.0002;  // head only: several buckets
+  cfg.reducer.bucket_cap_mb = 0.002;
   DistDataParallel dp(cfg, comm);
-  dp.Attach(*b);
+  ASSERT_TRUE(dp.Attach(*b).ok());
   auto batch = testing::GlobalBatch(0, 8);
   torch::nn::functional::cross_entropy(a->forward(batch.x), batch.y).backward();
   auto loss = torch::nn::functional::cross_entropy(b->forward(batch.x), batch.y);
-  dp.BeforeBackward();
+  ASSERT_TRUE(dp.BeforeBackward().ok());
   loss.backward();
-  dp.AfterBackward();
+  ASSERT_TRUE(dp.AfterBackward().ok());
   auto pa = a->parameters(), pb = b->parameters();
   for (size_t i = 0; i < pa.size(); ++i) {
     EXPECT_LT((pa[i].grad() - pb[i].grad()).abs().max().item<double>(), 1e-7);
@@ -167,12 +167,15 @@ TEST(Reducer, WorldOfOneKeepsGradientsAsBucketViews) {
   }
   // Missing BeforeBackward: the hook sees a second gradient in the same step and reports it.
   auto loss2 = torch::nn::functional::cross_entropy(b->forward(batch.x), batch.y);
-  dp.BeforeBackward();
+  ASSERT_TRUE(dp.BeforeBackward().ok());
   loss2.backward();
-  dp.AfterBackward();
+  ASSERT_TRUE(dp.AfterBackward().ok());
   auto loss3 = torch::nn::functional::cross_entropy(b->forward(batch.x), batch.y);
   loss3.backward();
-  EXPECT_THROW(dp.AfterBackward(), StatusError);
+  const Status twice = dp.AfterBackward();
+  EXPECT_EQ(twice.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(twice.message().find("rank 0: AfterBackward"), std::string::npos) << twice.message();
+  EXPECT_NE(twice.message().find("ready twice"), std::string::npos) << twice.message();
 }
 
 TEST(MpiCommunicator, WorldOfOneCollectivesAndSequenceNumbers) {

@@ -5,6 +5,7 @@
 
 #include <set>
 
+#include "common/job/types.h"  // job::Stage
 #include "worker/data/augment.h"
 
 namespace {

@@ -9,13 +9,13 @@
 #include <torch/types.h>
 #include <unistd.h>
 
-#include <condition_variable>
 #include <filesystem>
-#include <mutex>
 #include <thread>
 
 #include "storage/dataset_reader.h"
 #include "tests/train/synthetic_data.h"
+#include "worker/dist/dist_data_parallel.h"
+#include "worker/dist/inprocess_communicator.h"
 #include "worker/train/local_job_control.h"
 #include "worker/train/trainer.h"
 
@@ -194,87 +194,6 @@ TEST_F(TrainerTest, RefusesClassCountMismatch) {
   EXPECT_NE(st.message().find("model.num_classes is 4"), std::string::npos) << st.message();
 }
 
-// Two ranks as threads of one process: gradients averaged in AfterBackward, host sums reduced.
-class ThreadGroup {
- public:
-  explicit ThreadGroup(int n) : n_(n), sums_(), grads_(static_cast<size_t>(n)) {}
-  void Sync() {
-    std::unique_lock<std::mutex> l(mu_);
-    const int64_t gen = gen_;
-    if (++arrived_ == n_) {
-      arrived_ = 0;
-      ++gen_;
-      cv_.notify_all();
-    } else {
-      cv_.wait(l, [&] { return gen_ != gen; });
-    }
-  }
-  int n_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  int arrived_ = 0;
-  int64_t gen_ = 0;
-  std::vector<double> sums_;
-  std::vector<std::vector<torch::Tensor>> grads_;
-  std::vector<torch::Tensor> params0_;
-};
-
-class ThreadRank final : public train::DataParallel {
- public:
-  ThreadRank(ThreadGroup& g, int rank) : g_(g), rank_(rank) {}
-  int rank() const override { return rank_; }
-  int world_size() const override { return g_.n_; }
-  void Attach(torch::nn::Module& m) override {
-    model_ = &m;
-    if (rank_ == 0) {
-      g_.params0_.clear();
-      for (auto& p : m.parameters()) g_.params0_.push_back(p.detach().clone());
-    }
-    g_.Sync();
-    torch::NoGradGuard ng;
-    auto ps = m.parameters();
-    for (size_t i = 0; i < ps.size(); ++i) ps[i].copy_(g_.params0_[i]);
-    g_.Sync();
-  }
-  void BeforeBackward() override {}
-  void AfterBackward() override {
-    auto ps = model_->parameters();
-    auto& mine = g_.grads_[static_cast<size_t>(rank_)];
-    mine.clear();
-    for (auto& p : ps) mine.push_back(p.grad().clone());
-    g_.Sync();
-    for (size_t i = 0; i < ps.size(); ++i) {
-      torch::Tensor sum = torch::zeros_like(mine[i]);
-      for (int r = 0; r < g_.n_; ++r) sum += g_.grads_[static_cast<size_t>(r)][i];
-      ps[i].mutable_grad().copy_(sum / g_.n_);
-    }
-    g_.Sync();
-  }
-  std::vector<double> AllReduceSum(const std::vector<double>& v) override {
-    {
-      std::lock_guard<std::mutex> l(g_.mu_);
-      if (g_.sums_.size() != v.size()) g_.sums_.assign(v.size(), 0.0);
-    }
-    g_.Sync();
-    {
-      std::lock_guard<std::mutex> l(g_.mu_);
-      for (size_t i = 0; i < v.size(); ++i) g_.sums_[i] += v[i];
-    }
-    g_.Sync();
-    auto out = g_.sums_;
-    g_.Sync();
-    if (rank_ == 0) g_.sums_.clear();
-    g_.Sync();
-    return out;
-  }
-  void Barrier() override { g_.Sync(); }
-
- private:
-  ThreadGroup& g_;
-  int rank_;
-  torch::nn::Module* model_ = nullptr;
-};
-
 TEST_F(TrainerTest, TwoRanksTimesBatchEqualsOneRankTimesTwiceTheBatch) {
   // 17 train images of 2 classes (shards 9 and 8): with b = 4 the last step has 1 real sample on
   // rank 0 and none on rank 1, which then feeds a zero-weight copy; 1 rank x 8 runs 8, 8, 1.
@@ -301,7 +220,10 @@ output: {progress: false}
   auto run = [&](int world, int batch) {
     auto cfg = *c;
     cfg.data.batch_size = batch;
-    ThreadGroup g(world);
+    // Ranks as threads of this process, over the real reducer (worker/dist).
+    dist::CommOptions comm_options;
+    comm_options.timeout_s = 60;
+    auto comms = dist::CreateInProcessCommunicators(world, comm_options);
     std::vector<std::vector<torch::Tensor>> finals(static_cast<size_t>(world));
     std::vector<std::thread> threads;
     // Models are built before the threads start: the global generator is not thread-safe.
@@ -314,7 +236,7 @@ output: {progress: false}
     for (int r = 0; r < world; ++r) {
       threads.emplace_back([&, r] {
         TinyNet net = nets[static_cast<size_t>(r)];
-        ThreadRank dp(g, r);
+        dist::DistDataParallel dp(dist::DistConfig{}, comms[static_cast<size_t>(r)]);
         train::LocalJobControl jc(cfg.job, reader2_->info().IndicesOf(storage::Split::kTrain), r,
                                   world, "");
         train::Trainer t(cfg, Handle(net, 2), *reader2_, dp, jc, "");

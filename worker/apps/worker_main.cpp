@@ -22,15 +22,25 @@ int main(int argc, char** argv) {
   CLI::App app{"effnet-worker: one rank of data-parallel EfficientNetV2 training"};
   effnet::apps::TrainArgs args;
   effnet::apps::AddTrainOptions(app, &args);
-  effnet::dist::DistConfig dc;
   std::string coordinator, token, token_file, tls_ca;
   int64_t generation = 0;
-  app.add_option("--backend", dc.backend, "auto | nccl | mpi");
-  app.add_option("--first-bucket-mb", dc.first_bucket_mb, "size of the first gradient bucket");
-  app.add_option("--bucket-cap-mb", dc.bucket_cap_mb, "gradient bucket size");
-  app.add_flag("--sync-bn", dc.sync_batchnorm, "cross-rank BatchNorm statistics");
-  app.add_flag("--compress-bf16", dc.compress_bf16, "all-reduce gradients in bf16");
-  app.add_option("--collective-timeout", dc.timeout_s, "deadline of every collective (s)");
+  // Shortcuts for --set of dist.* fields (docs/config.md): one set of settings, not two.
+  auto set_option = [&](const char* flag, const std::string& key) {
+    app.add_option_function<std::string>(
+        flag, [&args, key](const std::string& v) { args.sets.push_back(key + "=" + v); },
+        "shortcut for --set " + key + "=VALUE");
+  };
+  auto set_flag = [&](const char* flag, const std::string& key) {
+    app.add_flag_callback(
+        flag, [&args, key] { args.sets.push_back(key + "=true"); },
+        "shortcut for --set " + key + "=true");
+  };
+  set_option("--backend", "dist.backend");
+  set_option("--first-bucket-mb", "dist.reducer.first_bucket_mb");
+  set_option("--bucket-cap-mb", "dist.reducer.bucket_cap_mb");
+  set_flag("--sync-bn", "dist.sync_batchnorm");
+  set_flag("--compress-bf16", "dist.reducer.compress_bf16");
+  set_option("--collective-timeout", "dist.comm.timeout_s");
   app.add_option("--coordinator", coordinator, "coordinator address HOST:PORT");
   app.add_option("--token", token, "the job's token (with --coordinator)");
   app.add_option("--token-file", token_file,
@@ -61,8 +71,13 @@ int main(int argc, char** argv) {
         token.pop_back();
       }
     }
+    // The data-parallel and client settings come from the same resolved config as training's.
+    auto cfg = effnet::apps::ResolveConfig(args);
+    if (!cfg.ok()) return effnet::apps::ReportFailure(cfg.status().ToString());
     effnet::apps::Runtime rt;
-    rt.dp = effnet::dist::CreateDataParallel(dc);
+    auto dp = effnet::dist::CreateDataParallel(cfg->dist);
+    if (!dp.ok()) return effnet::apps::ReportFailure(dp.status().ToString());
+    rt.dp = std::move(dp).value();
     if (!coordinator.empty()) {
 #if defined(EFFNET_HAVE_CLIENT)
       rt.make_job_control =
@@ -70,6 +85,7 @@ int main(int argc, char** argv) {
               const std::string&) -> effnet::Result<std::unique_ptr<effnet::train::JobControl>> {
         effnet::client::CoordinatorClientConfig cc;
         cc.address = coordinator;
+        cc.timeouts = cfg->client;
         cc.token = token;
         cc.tls_ca_file = tls_ca;
         cc.rank = world.rank;

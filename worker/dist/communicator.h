@@ -1,6 +1,7 @@
 // Communicator: the collectives data parallelism needs, each with a deadline and a sequence number.
-// Two implementations: MPI over host tensors (mpi_communicator.cpp, always built) and NCCL over
-// CUDA tensors (nccl_communicator.cpp, built only with EFFNET_HAVE_NCCL). No MPI/NCCL headers here.
+// Three implementations: MPI over host tensors (mpi_communicator.cpp, always built), NCCL over
+// CUDA tensors (nccl_communicator.cpp, built only with EFFNET_HAVE_NCCL), and N ranks as threads
+// of one process for tests (inprocess_communicator.h). No MPI/NCCL headers here.
 //
 // Note [collective order and sequence numbers]: every collective (all-reduce, broadcast, barrier,
 // all-gather) takes the next sequence number of its communicator when it is issued. All ranks
@@ -21,19 +22,13 @@
 #include <vector>
 
 #include "common/status.h"
+#include "worker/dist/dist_config.h"  // CommOptions
 
 namespace effnet::dist {
 
 enum class ReduceOp { kSum, kAvg };
 enum class OpType { kAllReduce, kBroadcast, kBarrier, kAllGather };
 const char* OpTypeName(OpType op);  // "all_reduce", ...
-
-struct CommOptions {
-  double timeout_s = 120.0;            // deadline of every collective
-  double heartbeat_interval_s = 0.25;  // progress exchange between ranks (MPI communicator)
-  // A peer not heard from for this long is reported as silent (dead or frozen) on a timeout.
-  double heartbeat_silence_s = 1.0;
-};
 
 // steady_clock nanoseconds (common time base of WorkTiming and the reducer's event log).
 int64_t NowNs();
@@ -61,7 +56,7 @@ class Communicator {
   virtual ~Communicator() = default;
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
-  virtual std::string backend() const = 0;  // "mpi" | "nccl"
+  virtual std::string backend() const = 0;  // "mpi" | "nccl" | "inprocess"
 
   // In place on a contiguous tensor (MPI: host tensors, device tensors are staged through the
   // host; NCCL: CUDA tensors). kAvg divides by world_size.

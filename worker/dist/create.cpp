@@ -48,35 +48,16 @@ MpiWorld InitMpi() {
   return w;
 }
 
-CommOptions CommOptionsFrom(const DistConfig& config) {
-  CommOptions o;
-  o.timeout_s = config.timeout_s;
-  o.heartbeat_interval_s = config.heartbeat_interval_s;
-  o.heartbeat_silence_s = config.heartbeat_silence_s;
-  return o;
-}
-
-ReducerConfig ReducerConfigFrom(const DistConfig& config) {
-  ReducerConfig r;
-  r.first_bucket_mb = config.first_bucket_mb;
-  r.bucket_cap_mb = config.bucket_cap_mb;
-  r.compress_bf16 = config.compress_bf16;
-  r.rebuild_buckets = config.rebuild_buckets;
-  r.record_events = config.record_events;
-  return r;
-}
-
-std::unique_ptr<train::DataParallel> CreateDataParallel(const DistConfig& config) {
-  if (config.backend != "auto" && config.backend != "mpi" && config.backend != "nccl") {
-    ThrowIfError(InvalidArgument("dist backend '" + config.backend + "': expected auto|nccl|mpi"));
-  }
+Result<std::unique_ptr<train::DataParallel>> CreateDataParallel(const DistConfig& config) {
+  EFFNET_RETURN_IF_ERROR(Validate(config));
   if (config.backend == "nccl" && !HaveNccl()) {
-    ThrowIfError(FailedPrecondition("dist backend 'nccl': this build has no NCCL"));
+    return FailedPrecondition("dist.backend 'nccl': this build has no NCCL");
   }
   const MpiWorld world = InitMpi();
   log::SetTag("rank " + std::to_string(world.rank));
-  auto host = CreateMpiCommunicator(CommOptionsFrom(config)).ValueOrThrow();
-  return std::make_unique<DistDataParallel>(config, std::move(host));
+  EFFNET_ASSIGN_OR_RETURN(std::shared_ptr<Communicator> host, CreateMpiCommunicator(config.comm));
+  return std::unique_ptr<train::DataParallel>(
+      std::make_unique<DistDataParallel>(config, std::move(host)));
 }
 
 DistDataParallel::DistDataParallel(const DistConfig& config, std::shared_ptr<Communicator> host)
@@ -84,12 +65,11 @@ DistDataParallel::DistDataParallel(const DistConfig& config, std::shared_ptr<Com
 
 DistDataParallel::~DistDataParallel() = default;
 
-void DistDataParallel::Fail(const Status& s) const {
-  log::Error(s.ToString());
-  throw StatusError(s);
+Status DistDataParallel::Context(const Status& s, const char* operation) const {
+  return s.WithContext("rank " + std::to_string(rank()) + ": " + operation);
 }
 
-void DistDataParallel::Attach(torch::nn::Module& model) {
+Status DistDataParallel::Attach(torch::nn::Module& model) {
   std::vector<at::Tensor> params;
   std::vector<std::string> names;
   for (const auto& item : model.named_parameters(true)) {
@@ -99,16 +79,15 @@ void DistDataParallel::Attach(torch::nn::Module& model) {
   const bool on_cuda = !params.empty() && params.front().is_cuda();
   grad_comm_ = host_;
   if (on_cuda && config_.backend != "mpi" && HaveNccl()) {
-    auto nccl =
-        CreateNcclCommunicator(host_, params.front().device().index(), CommOptionsFrom(config_));
-    if (!nccl.ok()) Fail(nccl.status().WithContext("rank " + std::to_string(rank())));
+    auto nccl = CreateNcclCommunicator(host_, params.front().device().index(), config_.comm);
+    if (!nccl.ok()) return Context(nccl.status(), "Attach");
     grad_comm_ = std::move(nccl).value();
   } else if (config_.backend == "nccl") {
-    Fail(FailedPrecondition("dist backend 'nccl' needs CUDA parameters"));
+    return Context(FailedPrecondition("dist.backend 'nccl' needs CUDA parameters"), "Attach");
   }
   if (config_.sync_batchnorm) {
     auto n = ConvertSyncBatchNorm(model, grad_comm_);
-    if (!n.ok()) Fail(n.status());
+    if (!n.ok()) return Context(n.status(), "Attach");
     log::Info("sync batchnorm: converted " + std::to_string(*n) + " BatchNorm2d layers");
   }
   std::vector<at::Tensor> buffers;
@@ -121,33 +100,30 @@ void DistDataParallel::Attach(torch::nn::Module& model) {
   if (s.ok()) s = VerifyAcrossRanks(*host_, buffers, buffer_names, "buffers");
   if (s.ok()) s = BroadcastFromRank0(*grad_comm_, params);
   if (s.ok()) s = BroadcastFromRank0(*grad_comm_, buffers);
-  if (!s.ok()) Fail(s.WithContext("rank " + std::to_string(rank()) + ": attaching the model"));
-  reducer_ = std::make_unique<Reducer>(params, names, grad_comm_, ReducerConfigFrom(config_));
+  if (!s.ok()) return Context(s, "Attach");
+  reducer_ = std::make_unique<Reducer>(params, names, grad_comm_, config_.reducer);
   log::Info("data parallel: " + grad_comm_->backend() + ", world " + std::to_string(world_size()) +
             ", " + std::to_string(reducer_->layout().size()) + " gradient buckets");
+  return Status::Ok();
 }
 
-void DistDataParallel::BeforeBackward() {
-  if (!reducer_) Fail(FailedPrecondition("DataParallel::BeforeBackward before Attach"));
+Status DistDataParallel::BeforeBackward() {
+  if (!reducer_) return Context(FailedPrecondition("called before Attach"), "BeforeBackward");
   reducer_->PrepareForBackward();
+  return Status::Ok();
 }
 
-void DistDataParallel::AfterBackward() {
-  if (!reducer_) Fail(FailedPrecondition("DataParallel::AfterBackward before Attach"));
-  Status s = reducer_->FinalizeBackward();
-  if (!s.ok()) Fail(s);
+Status DistDataParallel::AfterBackward() {
+  if (!reducer_) return Context(FailedPrecondition("called before Attach"), "AfterBackward");
+  return Context(reducer_->FinalizeBackward(), "AfterBackward");
 }
 
-std::vector<double> DistDataParallel::AllReduceSum(const std::vector<double>& values) {
+Result<std::vector<double>> DistDataParallel::AllReduceSum(const std::vector<double>& values) {
   at::Tensor t = at::tensor(values, at::TensorOptions().dtype(at::kDouble));
-  Status s = host_->AllReduce(t, ReduceOp::kSum);
-  if (!s.ok()) Fail(s.WithContext("reducing metrics"));
+  EFFNET_RETURN_IF_ERROR(Context(host_->AllReduce(t, ReduceOp::kSum), "AllReduceSum"));
   return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
 }
 
-void DistDataParallel::Barrier() {
-  Status s = host_->Barrier();
-  if (!s.ok()) Fail(s);
-}
+Status DistDataParallel::Barrier() { return Context(host_->Barrier(), "Barrier"); }
 
 }  // namespace effnet::dist

@@ -12,10 +12,10 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
-#include <sstream>
 #include <thread>
 
 #include "common/log.h"
+#include "common/text.h"
 
 namespace effnet::dist {
 namespace {
@@ -23,14 +23,6 @@ namespace {
 std::atomic<bool> g_process_broken{false};
 
 double Seconds(int64_t ns) { return static_cast<double>(ns) * 1e-9; }
-
-std::string Fixed(double v, int digits = 2) {
-  std::ostringstream s;
-  s.setf(std::ios::fixed);
-  s.precision(digits);
-  s << v;
-  return s.str();
-}
 
 std::string MpiErrorString(int rc) {
   char buf[MPI_MAX_ERROR_STRING];
@@ -82,26 +74,6 @@ struct Op {
 };
 
 }  // namespace
-
-int64_t NowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-const char* OpTypeName(OpType op) {
-  switch (op) {
-    case OpType::kAllReduce:
-      return "all_reduce";
-    case OpType::kBroadcast:
-      return "broadcast";
-    case OpType::kBarrier:
-      return "barrier";
-    case OpType::kAllGather:
-      return "all_gather";
-  }
-  return "?";
-}
 
 void MarkProcessBroken() { g_process_broken = true; }
 bool AnyCommunicatorBroken() { return g_process_broken.load(); }
@@ -239,7 +211,7 @@ struct MpiCommunicator::Impl {
                                                : ", completed #" + std::to_string(co - 1)));
       if (now - peer_heard_ns[p] > silence) {
         parts.push_back("rank " + std::to_string(p) + " silent for " +
-                        Fixed(Seconds(now - peer_heard_ns[p])) + " s (" + progress + ")");
+                        Fixed(Seconds(now - peer_heard_ns[p]), 2) + " s (" + progress + ")");
       } else if (st < seq + 1) {
         parts.push_back("rank " + std::to_string(p) + " alive but has not started #" +
                         std::to_string(seq) + " (" + progress + ")");

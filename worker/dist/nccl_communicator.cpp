@@ -20,17 +20,12 @@
 #include <thread>
 
 #include "common/log.h"
+#include "common/text.h"
 #include "worker/dist/communicator.h"
 #include "worker/dist/mpi_communicator.h"
 
 namespace effnet::dist {
 namespace {
-
-std::string Fixed1(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f", v);
-  return buf;
-}
 
 bool NcclType(at::ScalarType t, ncclDataType_t* out) {
   switch (t) {
@@ -193,7 +188,7 @@ class NcclCommunicator final : public Communicator,
   Status Expired(const std::string& what, uint64_t seq) {
     return DeadlineExceeded("rank " + std::to_string(rank()) + ": nccl " + what + " #" +
                             std::to_string(seq) + " did not complete within " +
-                            Fixed1(options_.timeout_s) + " s; " +
+                            Fixed(options_.timeout_s, 1) + " s; " +
                             host_->DescribeMissing(true, seq));
   }
 

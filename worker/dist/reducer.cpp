@@ -9,6 +9,7 @@
 #include <map>
 #include <sstream>
 
+#include "common/hash.h"
 #include "common/log.h"
 
 namespace effnet::dist {
@@ -34,11 +35,6 @@ const char* ReducerEventName(ReducerEvent::Kind kind) {
 namespace {
 
 int64_t Bytes(const at::Tensor& t) { return t.numel() * static_cast<int64_t>(t.element_size()); }
-
-uint64_t Fnv1a(const std::string& s, uint64_t h = 1469598103934665603ULL) {
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ULL;
-  return h;
-}
 
 // A tensor aliasing `numel` elements of `flat` from `offset`, shaped like `like`, that is NOT an
 // autograd view: LibTorch's Optimizer::zero_grad() calls grad.detach_(), which refuses views.
@@ -86,12 +82,12 @@ std::vector<std::vector<int64_t>> ComputeBuckets(const std::vector<at::Tensor>& 
 
 Status VerifyAcrossRanks(Communicator& comm, const std::vector<at::Tensor>& tensors,
                          const std::vector<std::string>& names, const std::string& what) {
-  uint64_t h = Fnv1a(std::to_string(tensors.size()));
+  uint64_t h = Fnv1a64(std::to_string(tensors.size()));
   for (size_t i = 0; i < tensors.size(); ++i) {
     std::ostringstream s;
     s << (i < names.size() ? names[i] : std::string()) << ':' << tensors[i].sizes() << ':'
       << c10::toString(tensors[i].scalar_type());
-    h = Fnv1a(s.str(), h);
+    h = Fnv1a64(s.str(), h);
   }
   const std::string mine = std::to_string(tensors.size()) + " " + std::to_string(h);
   EFFNET_ASSIGN_OR_RETURN(std::vector<std::string> all, comm.AllGather(mine));

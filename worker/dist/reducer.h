@@ -3,11 +3,12 @@
 //
 // Note [bucket order]: buckets are cut from parameters in REVERSE registration order (gradients
 // become ready roughly back to front), the first bucket capped at first_bucket_mb so
-// communication starts early, the rest at bucket_cap_mb, one dtype and device per bucket. After
-// the first step the layout is rebuilt once in the order gradients actually became ready, using
-// RANK 0's observed order (broadcast) so every rank has the same buckets. Buckets are launched
-// strictly in index order on every rank (a ready bucket waits for earlier ones): the same
-// collective sequence everywhere is what keeps sums right and prevents hangs.
+// communication starts early (Note [small first bucket], dist_config.h), the rest at
+// bucket_cap_mb, one dtype and device per bucket. After the first step the layout is rebuilt
+// once in the order gradients actually became ready, using RANK 0's observed order (broadcast)
+// so every rank has the same buckets. Buckets are launched strictly in index order on every rank
+// (a ready bucket waits for earlier ones): the same collective sequence everywhere is what keeps
+// sums right and prevents hangs.
 //
 // Note [gradient hooks and .grad]: hooks are tensor hooks on each trainable parameter; they fire
 // once per backward with the parameter's total incoming gradient, which the hook copies into its
@@ -33,16 +34,9 @@
 
 #include "common/status.h"
 #include "worker/dist/communicator.h"
+#include "worker/dist/dist_config.h"  // ReducerConfig
 
 namespace effnet::dist {
-
-struct ReducerConfig {
-  double first_bucket_mb = 1.0;  // cap of the first bucket (MiB)
-  double bucket_cap_mb = 25.0;   // cap of every later bucket (MiB)
-  bool compress_bf16 = false;    // all-reduce a bf16 copy of each fp32 bucket
-  bool rebuild_buckets = true;   // once, after step 0, in rank 0's observed ready order
-  bool record_events = true;     // keep the per-step event log (see ReducerEvent)
-};
 
 // Event log of the last step (instrumentation; times from NowNs()).
 struct ReducerEvent {

@@ -53,6 +53,7 @@ const std::vector<std::pair<std::string, std::string>>& Sections() {
       {"augment", "training augmentation on the device (worker/data/augment.h)"},
       {"ema", "exponential moving average of the weights (worker/train/ema.h)"},
       {"checkpoint", "checkpoints and resume (worker/train/trainer.h)"},
+      {"dist", "data parallelism: backend, gradient buckets, collectives (worker/dist/)"},
       {"client", "the worker's coordinator client (worker/client/)"},
       {"runtime", "where and how the process computes"},
       {"output", "logs, TensorBoard, progress"},
@@ -71,6 +72,7 @@ std::vector<Field> Fields(TrainConfig& c) {
   auto& a = c.augment;
   auto& e = c.ema;
   auto& k = c.checkpoint;
+  auto& dp = c.dist;
   auto& cl = c.client;
   auto& rt = c.runtime;
   auto& out = c.output;
@@ -273,6 +275,38 @@ std::vector<Field> Fields(TrainConfig& c) {
        1000},
       {"checkpoint.save_best", &k.save_best,
        "keep the best checkpoint (job.early_stopping.best_metric)"},
+      {"dist.backend",
+       &dp.backend,
+       "collective transport (auto: nccl on CUDA, else mpi)",
+       {"auto", "nccl", "mpi"}},
+      {"dist.sync_batchnorm", &dp.sync_batchnorm, "cross-rank BatchNorm statistics"},
+      {"dist.comm.timeout_s", &dp.comm.timeout_s, "deadline of every collective (s)", {}, 0},
+      {"dist.comm.heartbeat_interval_s",
+       &dp.comm.heartbeat_interval_s,
+       "progress exchange between ranks (names missing ranks on a timeout)",
+       {},
+       0},
+      {"dist.comm.heartbeat_silence_s",
+       &dp.comm.heartbeat_silence_s,
+       "a peer silent this long is reported as dead or frozen",
+       {},
+       0},
+      {"dist.reducer.first_bucket_mb",
+       &dp.reducer.first_bucket_mb,
+       "cap of the first gradient bucket (MiB): communication starts early",
+       {},
+       0},
+      {"dist.reducer.bucket_cap_mb",
+       &dp.reducer.bucket_cap_mb,
+       "cap of every later gradient bucket (MiB)",
+       {},
+       0},
+      {"dist.reducer.compress_bf16", &dp.reducer.compress_bf16,
+       "all-reduce a bf16 copy of each fp32 bucket"},
+      {"dist.reducer.rebuild_buckets", &dp.reducer.rebuild_buckets,
+       "rebuild the buckets once, in the order gradients became ready in step 0"},
+      {"dist.reducer.record_events", &dp.reducer.record_events,
+       "keep the reducer's per-step event log"},
       {"client.call_timeout_s",
        &cl.call_timeout_s,
        "deadline of each coordinator call (s)",
@@ -479,6 +513,7 @@ Status ReadMapping(const YAML::Node& node, const std::string& prefix, std::vecto
 
 Status Validate(const TrainConfig& c) {
   EFFNET_RETURN_IF_ERROR(job::Validate(c.job.progressive).WithContext("job"));
+  EFFNET_RETURN_IF_ERROR(dist::Validate(c.dist));
   if (c.augment.crop_area_min > c.augment.crop_area_max) {
     return InvalidArgument("augment.crop_area_min: must be <= augment.crop_area_max");
   }

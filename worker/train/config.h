@@ -13,6 +13,7 @@
 #include "common/status.h"
 #include "worker/client/client_config.h"
 #include "worker/data/augment_config.h"
+#include "worker/dist/dist_config.h"
 #include "worker/model/architecture.h"
 
 namespace effnet::train {
@@ -85,6 +86,7 @@ struct TrainConfig {
   data::AugmentConfig augment;
   EmaSection ema;
   CheckpointSection checkpoint;
+  dist::DistConfig dist;
   client::ClientTimeouts client;
   RuntimeSection runtime;
   OutputSection output;

@@ -62,10 +62,10 @@ class AutocastGuard {
 };
 
 // Sum over ranks of one entry per rank: every rank learns every rank's number.
-std::vector<int64_t> GatherCounts(DataParallel& dp, int64_t mine) {
+Result<std::vector<int64_t>> GatherCounts(DataParallel& dp, int64_t mine) {
   std::vector<double> v(static_cast<size_t>(dp.world_size()), 0.0);
   v[static_cast<size_t>(dp.rank())] = static_cast<double>(mine);
-  auto sum = dp.AllReduceSum(v);
+  EFFNET_ASSIGN_OR_RETURN(auto sum, dp.AllReduceSum(v));
   std::vector<int64_t> out(sum.size());
   for (size_t i = 0; i < sum.size(); ++i) out[i] = static_cast<int64_t>(std::llround(sum[i]));
   return out;
@@ -138,7 +138,7 @@ Status Trainer::Setup() {
   EFFNET_ASSIGN_OR_RETURN(optimizer_, MakeOptimizer(*model_.module, config_.optimizer));
   // Note [attach before EMA]: Attach broadcasts rank 0's parameters; the EMA must start from
   // those, not from this rank's own initialisation.
-  dp_.Attach(*model_.module);
+  EFFNET_RETURN_IF_ERROR(dp_.Attach(*model_.module));
   if (config_.ema.enabled) {
     ema_ = std::make_unique<ModelEma>(*model_.module, config_.ema.decay, config_.ema.tf_warmup);
   }
@@ -201,7 +201,8 @@ Result<FitResult> Trainer::Fit() {
     // runs ceil(max_shard / batch) steps. A rank whose shard has run out feeds one zero-weight
     // copy of a real sample so that its collectives match the others'.
     const auto& shard = plan.sample_indices;
-    const auto shard_sizes = GatherCounts(dp_, static_cast<int64_t>(shard.size()));
+    EFFNET_ASSIGN_OR_RETURN(const auto shard_sizes,
+                            GatherCounts(dp_, static_cast<int64_t>(shard.size())));
     const int64_t max_shard = *std::max_element(shard_sizes.begin(), shard_sizes.end());
     const int64_t steps = (max_shard + batch - 1) / batch;
     const int64_t pad_index = shard.empty() ? train_indices_.front() : shard.front();
@@ -246,7 +247,7 @@ Result<FitResult> Trainer::Fit() {
       if (real_counts[s] > 0) weights.narrow(0, 0, real_counts[s]).fill_(1.0);
 
       optimizer_->zero_grad();
-      dp_.BeforeBackward();
+      EFFNET_RETURN_IF_ERROR(dp_.BeforeBackward());
       torch::Tensor logits;
       {
         AutocastGuard ac(autocast);
@@ -260,11 +261,14 @@ Result<FitResult> Trainer::Fit() {
       // 2 ranks x b matches 1 rank x 2b exactly.
       auto loss = weighted_sum * (static_cast<double>(world) / global_counts[s]);
       loss.backward();
-      dp_.AfterBackward();
+      EFFNET_RETURN_IF_ERROR(dp_.AfterBackward());
 
       double step_loss = weighted_sum.item<double>();
       double bad = std::isfinite(step_loss) ? 0.0 : 1.0;
-      if (world > 1) bad = dp_.AllReduceSum({bad})[0];
+      if (world > 1) {
+        EFFNET_ASSIGN_OR_RETURN(const auto bad_sum, dp_.AllReduceSum({bad}));
+        bad = bad_sum[0];
+      }
       if (bad > 0) {
         return FailedPrecondition(
             "non-finite loss at epoch " + std::to_string(epoch) + ", step " +
@@ -318,7 +322,7 @@ Result<FitResult> Trainer::Fit() {
     }
     progress.Finish();
     const double train_time = Now() - epoch_start;
-    auto sums = dp_.AllReduceSum({loss_sum, correct, seen});
+    EFFNET_ASSIGN_OR_RETURN(const auto sums, dp_.AllReduceSum({loss_sum, correct, seen}));
     EFFNET_ASSIGN_OR_RETURN(EvalResult val, Evaluate(storage::Split::kVal));
 
     job::RankMetrics m;
@@ -338,7 +342,7 @@ Result<FitResult> Trainer::Fit() {
     if (rank == 0) {
       EFFNET_RETURN_IF_ERROR(jc_.CommitCheckpoint(epoch, epoch_path, decision.is_best));
     }
-    dp_.Barrier();
+    EFFNET_RETURN_IF_ERROR(dp_.Barrier());
     last_good_checkpoint_ = epoch_path;
     if (decision.is_best && !best_path.empty()) best_checkpoint_ = best_path;
     const double epoch_time = Now() - epoch_start;
@@ -453,9 +457,10 @@ Result<EvalResult> Trainer::Evaluate(storage::Split split, int image_size) {
   if (was_training) model_.module->train();
   // Every rank reaches the reduction even after a local read error, so none waits alone.
   sums.push_back(status.ok() ? 0.0 : 1.0);
-  auto total = dp_.AllReduceSum(sums);
+  auto reduced = dp_.AllReduceSum(sums);
   if (!status.ok())
     return status.WithContext("evaluating " + std::string(storage::SplitName(split)));
+  EFFNET_ASSIGN_OR_RETURN(const auto total, std::move(reduced));
   if (total.back() > 0) return Unavailable("evaluation failed on another rank");
   EvalResult r;
   r.count = static_cast<int64_t>(std::llround(total[2]));
