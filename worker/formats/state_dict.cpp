@@ -38,14 +38,19 @@ std::string ShapeString(at::IntArrayRef sizes) {
 
 StateDict GetStateDict(const torch::nn::Module& module) {
   StateDict out;
-  for (const auto& item : module.named_modules("", /*include_self=*/true)) {
-    const std::string prefix = item.key().empty() ? "" : item.key() + ".";
-    for (const auto& p : item.value()->named_parameters(/*recurse=*/false)) {
+  auto add = [&](const torch::nn::Module& m, const std::string& prefix) {
+    for (const auto& p : m.named_parameters(/*recurse=*/false)) {
       out.insert(prefix + p.key(), p.value().detach());
     }
-    for (const auto& b : item.value()->named_buffers(/*recurse=*/false)) {
+    for (const auto& b : m.named_buffers(/*recurse=*/false)) {
       out.insert(prefix + b.key(), b.value().detach());
     }
+  };
+  // The module itself first, then its descendants in registration order. Not
+  // named_modules(include_self=true): that needs a module owned by a shared_ptr.
+  add(module, "");
+  for (const auto& item : module.named_modules("", /*include_self=*/false)) {
+    add(*item.value(), item.key() + ".");
   }
   return out;
 }
