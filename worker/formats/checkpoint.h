@@ -13,9 +13,10 @@
 // it). A reader therefore sees a complete checkpoint or none, and an interrupted writer leaves
 // only a hidden ".<name>.tmp.<pid>" directory, which PruneCheckpoints removes.
 //
-// Note [checkpoint checksums]: every read verifies the SHA-256 of every file named in meta.json
-// (and meta.json's own "meta_sha256") before anything is parsed or copied; a flipped byte is a
-// DataLoss error naming the file. Nothing is modified unless the whole checkpoint checks out.
+// Note [checkpoint checksums]: ReadCheckpointMeta verifies meta.json's own "meta_sha256";
+// LoadCheckpoint, ReadCheckpointWeights and VerifyCheckpoint also verify the SHA-256 of every file
+// meta.json names before any weights are parsed or copied. A flipped byte is a DataLoss error
+// naming the file, and the model is left untouched.
 #pragma once
 
 #include <c10/core/Device.h>
