@@ -16,6 +16,7 @@ apt_packages=(
   libspdlog-dev libfmt-dev
   libopencv-imgcodecs-dev libopencv-imgproc-dev
   libyaml-cpp-dev libcli11-dev nlohmann-json3-dev
+  libssl-dev
   libgtest-dev libgmock-dev
   python3-venv
 )

@@ -25,6 +25,7 @@ using testing::Batch;
 using testing::GlobalBatch;
 using testing::MaxAbsDiff;
 using testing::SmallConvNet;
+using testing::TwoBranch;
 
 // One intra-op thread per rank thread: N ranks must not oversubscribe the machine.
 class OneThreadEach : public ::testing::Environment {
@@ -207,28 +208,6 @@ TEST(Reducer, ThreeRanksAverageGradientsInEqualBuckets) {
   EXPECT_EQ(layouts[1], layouts[0]);
   EXPECT_EQ(layouts[2], layouts[0]);
 }
-
-// Two branches registered and used so that the gradient-ready order differs by rank.
-struct TwoBranchImpl : torch::nn::Module {
-  explicit TwoBranchImpl(bool swap) : swap(swap) {
-    torch::manual_seed(11);
-    stem = register_module("stem", torch::nn::Linear(6, 8));
-    a = register_module("a", torch::nn::Linear(8, 4));
-    b = register_module("b", torch::nn::Linear(8, 4));
-  }
-  torch::Tensor forward(const torch::Tensor& x) {
-    auto h = torch::relu(stem->forward(x));
-    if (swap) {
-      auto yb = b->forward(h);
-      return yb + a->forward(h);
-    }
-    auto ya = a->forward(h);
-    return ya + b->forward(h);
-  }
-  bool swap;
-  torch::nn::Linear stem{nullptr}, a{nullptr}, b{nullptr};
-};
-TORCH_MODULE(TwoBranch);
 
 std::vector<int64_t> Flatten(const std::vector<std::vector<int64_t>>& layout) {
   std::vector<int64_t> out;

@@ -16,6 +16,7 @@ namespace {
 using testing::GlobalBatch;
 using testing::MaxAbsDiff;
 using testing::SmallConvNet;
+using testing::TwoBranch;
 
 std::shared_ptr<Communicator> Comm(double timeout_s = 30) {
   CommOptions o;
@@ -178,28 +179,6 @@ TEST(DistMpi, AttachBroadcastsRank0AndChecksShapes) {
       << s.message();
   EXPECT_NE(s.message().find("rank 1 has"), std::string::npos) << s.message();
 }
-
-// Two branches registered and used so that the gradient-ready order differs by rank.
-struct TwoBranchImpl : torch::nn::Module {
-  explicit TwoBranchImpl(bool swap) : swap(swap) {
-    torch::manual_seed(11);
-    stem = register_module("stem", torch::nn::Linear(6, 8));
-    a = register_module("a", torch::nn::Linear(8, 4));
-    b = register_module("b", torch::nn::Linear(8, 4));
-  }
-  torch::Tensor forward(const torch::Tensor& x) {
-    auto h = torch::relu(stem->forward(x));
-    if (swap) {
-      auto yb = b->forward(h);
-      return yb + a->forward(h);
-    }
-    auto ya = a->forward(h);
-    return ya + b->forward(h);
-  }
-  bool swap;
-  torch::nn::Linear stem{nullptr}, a{nullptr}, b{nullptr};
-};
-TORCH_MODULE(TwoBranch);
 
 std::string Join(const std::vector<int64_t>& v) {
   std::string s;

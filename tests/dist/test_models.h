@@ -17,6 +17,28 @@ inline torch::nn::Sequential SmallConvNet(uint64_t seed, int classes = 5) {
       nn::ReLU(), nn::AdaptiveAvgPool2d(1), nn::Flatten(), nn::Linear(16, classes));
 }
 
+// Two branches registered and used so that the gradient-ready order differs by rank.
+struct TwoBranchImpl : torch::nn::Module {
+  explicit TwoBranchImpl(bool swap) : swap(swap) {
+    torch::manual_seed(11);
+    stem = register_module("stem", torch::nn::Linear(6, 8));
+    a = register_module("a", torch::nn::Linear(8, 4));
+    b = register_module("b", torch::nn::Linear(8, 4));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    auto h = torch::relu(stem->forward(x));
+    if (swap) {
+      auto yb = b->forward(h);
+      return yb + a->forward(h);
+    }
+    auto ya = a->forward(h);
+    return ya + b->forward(h);
+  }
+  bool swap;
+  torch::nn::Linear stem{nullptr}, a{nullptr}, b{nullptr};
+};
+TORCH_MODULE(TwoBranch);
+
 struct Batch {
   torch::Tensor x, y;
 };

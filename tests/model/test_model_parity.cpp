@@ -9,11 +9,18 @@
 #include <cstdlib>
 #include <string>
 
+#include "worker/formats/safetensors.h"
+#include "worker/formats/state_dict.h"
 #include "worker/model/efficientnet.h"
-#include "worker/model/weights.h"
 
 namespace effnet::model {
 namespace {
+
+using formats::ExportWeights;
+using formats::GetStateDict;
+using formats::ImportWeights;
+using formats::ReadSafetensors;
+using formats::ReadStateDict;
 
 // Plain strings and POSIX calls, no std::filesystem (see test_model.cpp Note [no std::filesystem]).
 std::string RefDir() {
@@ -50,7 +57,7 @@ TEST_P(TimmParity, EvalAndTrainLogits) {
   torch::NoGradGuard g;
   for (const std::string tag : {"even", "odd"}) {
     const at::Tensor x = (*ref)["x_" + tag];
-    Status st = LoadCheckpoint(*m, weights);
+    Status st = ImportWeights(*m, weights);
     ASSERT_TRUE(st.ok()) << st.ToString();
     m->eval();
     const double e_eval = RelErr(m->forward(x), (*ref)["eval_" + tag]);
@@ -108,7 +115,7 @@ TEST(TimmImport, SymmetricPaddingDiffersOnEvenInputs) {
   ModelConfig c = ParityConfig("b0");
   c.padding = Padding::kSymmetric;
   EfficientNetV2 m(c);
-  ASSERT_TRUE(LoadCheckpoint(*m, dir + "b0.pt").ok());
+  ASSERT_TRUE(ImportWeights(*m, dir + "b0.pt").ok());
   m->eval();
   torch::NoGradGuard g;
   EXPECT_GT(RelErr(m->forward((*ref)["x_even"]), (*ref)["eval_even"]), 1e-2);
@@ -121,9 +128,9 @@ TEST(TimmImport, ExportForPython) {
   ASSERT_NE(out, nullptr);
   ::mkdir(out, 0755);  // the parent (the reference dir) exists
   EfficientNetV2 m(ParityConfig("b0"));
-  ASSERT_TRUE(LoadCheckpoint(*m, RefDir() + "b0.pt").ok());
-  ASSERT_TRUE(SaveCheckpoint(*m, std::string(out) + "/b0_export.pt").ok());
-  ASSERT_TRUE(SaveCheckpoint(*m, std::string(out) + "/b0_export.safetensors").ok());
+  ASSERT_TRUE(ImportWeights(*m, RefDir() + "b0.pt").ok());
+  ASSERT_TRUE(ExportWeights(*m, std::string(out) + "/b0_export.pt").ok());
+  ASSERT_TRUE(ExportWeights(*m, std::string(out) + "/b0_export.safetensors").ok());
 }
 
 }  // namespace

@@ -1,8 +1,8 @@
 // effnet-train / effnet-evaluate end to end on generated data:
 //  (1) the `tiny` preset (reduced EfficientNetV2, 3 progressive stages) reaches >= 90 % test
 //      accuracy (chance 1/7) within 3 minutes, and writes every report of a run directory;
-//  (2) a run killed with SIGKILL after an epoch's checkpoint and resumed ends with parameters
-//      identical to an uninterrupted run;
+//  (2) a run killed with SIGKILL after an epoch's checkpoint and resumed ends with a checkpoint
+//      (model, EMA, optimizer and generator state) identical to an uninterrupted run's;
 //  (3) a class-count mismatch and a bad config value are refused with the field named.
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -11,6 +11,7 @@
 #include <torch/serialize/archive.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -20,6 +21,7 @@
 #include <thread>
 
 #include "tests/train/synthetic_data.h"
+#include "worker/formats/safetensors.h"
 
 namespace {
 
@@ -98,7 +100,7 @@ TEST_F(AppTest, TinyPresetReaches90PercentWithReports) {
   EXPECT_EQ(summary.at("variant"), "b0");
   EXPECT_EQ(summary.at("device"), "cpu");
   for (const char* f : {"config.yaml", "metrics.jsonl", "results.md", "confusion_matrix.csv",
-                        "confusion_matrix.svg", "learning_curves.svg", "checkpoints/best.pt",
+                        "confusion_matrix.svg", "learning_curves.svg", "checkpoints/best/meta.json",
                         "checkpoints/LATEST"}) {
     EXPECT_TRUE(fs::exists(run + "/" + f)) << f;
   }
@@ -128,7 +130,7 @@ TEST_F(AppTest, TinyPresetReaches90PercentWithReports) {
   EXPECT_NE(Slurp(run + "/results.md").find("Accuracy"), std::string::npos);
   // effnet-evaluate on the best checkpoint reproduces the reported test accuracy.
   const std::string eval_log = (dir_ / "eval.json").string();
-  ASSERT_EQ(RunCmd(Bin("effnet-evaluate") + " " + run + "/checkpoints/best.pt --data " + data +
+  ASSERT_EQ(RunCmd(Bin("effnet-evaluate") + " " + run + "/checkpoints/best --data " + data +
                        " --split test",
                    dir_.string(), eval_log),
             0)
@@ -138,15 +140,58 @@ TEST_F(AppTest, TinyPresetReaches90PercentWithReports) {
   EXPECT_DOUBLE_EQ(j.at("accuracy").get<double>(), acc);
 }
 
-std::vector<std::pair<std::string, torch::Tensor>> ModelTensors(const std::string& ckpt) {
-  torch::serialize::InputArchive a, model;
-  a.load_from(ckpt);
-  a.read("model", model);
-  std::vector<std::pair<std::string, torch::Tensor>> out;
-  for (const auto& k : model.keys()) {
+// Every tensor and value of an optimizer archive, by path ("state/<param>/square_avg"); the
+// parameter ids of the groups (".../params/<i>", each a parameter's address) go into `params`.
+void ArchiveEntries(torch::serialize::InputArchive& a, const std::string& prefix,
+                    std::vector<std::pair<std::string, torch::Tensor>>* out,
+                    std::vector<std::string>* params) {
+  for (const auto& k : a.keys()) {
     torch::Tensor t;
-    if (model.try_read(k, t) || model.try_read(k, t, true)) out.emplace_back(k, t);
+    torch::serialize::InputArchive sub;
+    c10::IValue v;
+    if (a.try_read(k, t) || a.try_read(k, t, /*is_buffer=*/true)) {
+      out->emplace_back(prefix + k, t);
+    } else if (a.try_read(k, sub)) {
+      ArchiveEntries(sub, prefix + k + "/", out, params);
+    } else if (a.try_read(k, v)) {
+      const std::string path = prefix + k;  // archive keys may hold '/' themselves
+      const size_t at = path.rfind("/params/");
+      if (at != std::string::npos && path.find('/', at + 8) == std::string::npos) {
+        if (v.isInt()) params->push_back(std::to_string(v.toInt()));
+        if (v.isString()) params->push_back(v.toStringRef());
+      }
+      std::ostringstream ss;
+      ss << v;
+      out->emplace_back(prefix + k + "=" + ss.str(), torch::zeros({1}));
+    }
   }
+}
+
+// Every tensor of a checkpoint directory (worker/formats/checkpoint.h): the model and EMA
+// weights, the optimizer state and the CPU generator state, sorted by name.
+std::vector<std::pair<std::string, torch::Tensor>> CheckpointTensors(const std::string& ckpt) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const char* f : {"model.safetensors", "ema.safetensors"}) {
+    auto sd = effnet::formats::ReadSafetensors(ckpt + "/" + f);
+    EXPECT_TRUE(sd.ok()) << sd.status().ToString();
+    if (!sd.ok()) continue;
+    for (const auto& item : *sd) out.emplace_back(std::string(f) + ":" + item.key(), item.value());
+  }
+  torch::serialize::InputArchive a;
+  a.load_from(ckpt + "/train_state.pt");
+  std::vector<std::string> params;
+  ArchiveEntries(a, "train_state.pt:", &out, &params);
+  // LibTorch keys the optimizer state by each parameter's address in the writing process; name
+  // them by their position in the parameter groups instead.
+  for (auto& [name, t] : out) {
+    for (size_t i = 0; i < params.size(); ++i) {
+      for (size_t at = name.find(params[i]); at != std::string::npos;
+           at = name.find(params[i], at)) {
+        name.replace(at, params[i].size(), "param" + std::to_string(i));
+      }
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
   return out;
 }
 
@@ -203,10 +248,17 @@ TEST_F(AppTest, KilledRunResumesToIdenticalParameters) {
       << Slurp((dir_ / "resume.log").string());
   EXPECT_NE(Slurp((dir_ / "resume.log").string()).find("resumed from"), std::string::npos);
 
-  auto a = ModelTensors(full + "/checkpoints/epoch-0003.pt");
-  auto b = ModelTensors(killed + "/checkpoints/epoch-0003.pt");
+  auto a = CheckpointTensors(full + "/checkpoints/epoch-0003");
+  auto b = CheckpointTensors(killed + "/checkpoints/epoch-0003");
   ASSERT_EQ(a.size(), b.size());
   ASSERT_GT(a.size(), 10u);
+  // Not vacuous: EMA weights, optimizer state (by parameter position) and the generator are in.
+  for (const std::string part : {"ema.safetensors:", "train_state.pt:optimizer/state/param",
+                                 "train_state.pt:rng/torch_cpu"}) {
+    EXPECT_TRUE(std::any_of(a.begin(), a.end(), [&](const auto& e) {
+      return e.first.rfind(part, 0) == 0;
+    })) << part;
+  }
   for (size_t i = 0; i < a.size(); ++i) {
     ASSERT_EQ(a[i].first, b[i].first);
     EXPECT_TRUE(torch::equal(a[i].second, b[i].second)) << a[i].first;

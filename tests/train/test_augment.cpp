@@ -11,6 +11,7 @@
 namespace {
 
 using namespace effnet::data;
+namespace job = effnet::job;
 
 torch::Tensor RandomImages(int64_t n, int64_t s, uint64_t seed) {
   auto g = at::detail::createCPUGenerator(seed);

@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 #include <torch/nn/module.h>
 #include <torch/optim/sgd.h>
-#include <torch/serialize.h>
 #include <torch/types.h>
 #include <unistd.h>
 
@@ -14,6 +13,7 @@
 #include <sstream>
 
 #include "tests/train/synthetic_data.h"
+#include "worker/formats/checkpoint.h"
 #include "worker/train/ema.h"
 #include "worker/train/optim.h"
 
@@ -141,29 +141,28 @@ TEST_F(OptimEmaReference, StateSurvivesSaveAndLoad) {
   auto opt_a = MakeOpt(a);
   effnet::train::ModelEma ema_a(a, 0.999, true);
   Steps(a, *opt_a, ema_a, r, 0, 5);
-  std::stringstream opt_bytes, ema_bytes;
-  {
-    torch::serialize::OutputArchive oa, ea;
-    opt_a->save(oa);
-    ema_a.Save(ea);
-    oa.save_to(opt_bytes);
-    ea.save_to(ema_bytes);
-  }
+  // Through a checkpoint (worker/formats/checkpoint.h), as the trainer saves and resumes.
+  const std::string ck = (dir_ / "checkpoint").string();
+  effnet::formats::CheckpointSource source;
+  source.model = &a;
+  source.optimizer = opt_a.get();
+  source.ema = ema_a.tensors();
+  source.ema_num_updates = ema_a.num_updates();
+  auto st = effnet::formats::WriteCheckpoint(ck, {}, source);
+  ASSERT_TRUE(st.ok()) << st.ToString();
   // A fresh model/optimiser/EMA (as after a restart) loads the state and continues.
   Net b(r.w0, r.b0, r.buf0);
-  {
-    torch::NoGradGuard g;
-    b.w.copy_(a.w);
-    b.b.copy_(a.b);
-    b.running.copy_(a.running);
-  }
   auto opt_b = MakeOpt(b);
   effnet::train::ModelEma ema_b(b, 0.999, true);
-  torch::serialize::InputArchive oi, ei;
-  oi.load_from(opt_bytes);
-  ei.load_from(ema_bytes);
-  opt_b->load(oi);
-  ema_b.Load(ei);
+  effnet::formats::CheckpointTarget target;
+  target.model = &b;
+  target.optimizer = opt_b.get();
+  target.ema = ema_b.tensors();
+  int64_t updates = 0;
+  target.ema_num_updates = &updates;
+  auto meta = effnet::formats::LoadCheckpoint(ck, target);
+  ASSERT_TRUE(meta.ok()) << meta.status().ToString();
+  ema_b.set_num_updates(updates);
   EXPECT_EQ(ema_b.num_updates(), 5);
   Steps(a, *opt_a, ema_a, r, 5, 12);
   Steps(b, *opt_b, ema_b, r, 5, 12);

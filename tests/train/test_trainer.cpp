@@ -10,6 +10,9 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <set>
 #include <thread>
 
 #include "storage/dataset_reader.h"
@@ -48,6 +51,11 @@ struct TinyNetImpl : torch::nn::Module {
   torch::nn::Linear fc{nullptr};
 };
 TORCH_MODULE(TinyNet);
+
+std::string Slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
 
 train::ModelHandle Handle(TinyNet net, int classes) {
   train::ModelHandle h;
@@ -152,7 +160,20 @@ TEST_F(TrainerTest, ResumeAfterStopIsBitwiseIdentical) {
   never.job.seed = 4;
   auto other = Run(never, (dir_ / "other").string());
   EXPECT_FALSE(torch::equal(other[0], uninterrupted[0]));
-  EXPECT_TRUE(fs::exists(split + "/checkpoints/best.pt"));
+  EXPECT_TRUE(fs::exists(split + "/checkpoints/best/model.safetensors"));
+  // checkpoint.keep_last (2): the newest two epoch directories, best/ and LATEST, nothing else;
+  // and the resumed run's last checkpoint holds the uninterrupted run's model and EMA bytes.
+  std::set<std::string> names;
+  for (auto& e : fs::directory_iterator(split + "/checkpoints")) {
+    names.insert(e.path().filename().string());
+  }
+  EXPECT_EQ(names, (std::set<std::string>{"LATEST", "best", "epoch-0002", "epoch-0003"}));
+  for (const char* f : {"model.safetensors", "ema.safetensors"}) {
+    EXPECT_EQ(Slurp(split + "/checkpoints/epoch-0003/" + f),
+              Slurp(full + "/checkpoints/epoch-0003/" + f))
+        << f;
+  }
+  EXPECT_NE(Slurp(split + "/checkpoints/LATEST").find("\"epoch-0003\""), std::string::npos);
   EXPECT_TRUE(fs::exists(split + "/metrics.jsonl"));
 }
 
@@ -171,8 +192,7 @@ TEST_F(TrainerTest, NanLossStopsWithStepAndLastGoodCheckpoint) {
   ASSERT_FALSE(fit.ok());
   const auto& m = fit.status().message();
   EXPECT_NE(m.find("non-finite loss at epoch 1, step 6"), std::string::npos) << m;
-  EXPECT_NE(m.find("last good checkpoint: " + run + "/checkpoints/epoch-0000.pt"),
-            std::string::npos)
+  EXPECT_NE(m.find("last good checkpoint: " + run + "/checkpoints/epoch-0000"), std::string::npos)
       << m;
 }
 

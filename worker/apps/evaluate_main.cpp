@@ -1,5 +1,5 @@
 // effnet-evaluate: accuracy, loss and confusion matrix of a checkpoint on one split.
-//   effnet-evaluate runs/x/checkpoints/best.pt --data data.h5 --split test [--out DIR]
+//   effnet-evaluate runs/x/checkpoints/best --data data.h5 --split test [--out DIR]
 #include <CLI/CLI.hpp>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -7,6 +7,7 @@
 #include "common/atomic_file.h"
 #include "storage/dataset_reader.h"
 #include "worker/apps/app_common.h"
+#include "worker/formats/checkpoint.h"
 #include "worker/report/report.h"
 #include "worker/train/local_job_control.h"
 
@@ -25,19 +26,19 @@ int Run(const std::string& ckpt, const std::string& data, const std::string& spl
   } else {
     return apps::ReportFailure("--split: expected train|val|test, got '" + split_name + "'");
   }
-  auto meta_r = train::ReadCheckpointMeta(ckpt);
+  auto meta_r = formats::ReadCheckpointMeta(ckpt);
   if (!meta_r.ok()) return apps::ReportFailure(meta_r.status().ToString());
-  auto meta = nlohmann::json::parse(*meta_r);
+  const formats::CheckpointMeta& meta = *meta_r;
   std::vector<std::string> overrides = sets;
   overrides.push_back("checkpoint.resume=never");
   overrides.push_back("output.progress=false");
-  auto cfg_r = train::ParseTrainConfig(meta.at("config_yaml").get<std::string>(), overrides);
+  auto cfg_r = train::ParseTrainConfig(meta.config_yaml, overrides);
   if (!cfg_r.ok()) return apps::ReportFailure(cfg_r.status().WithContext(ckpt).ToString());
   auto cfg = std::move(cfg_r).value();
   auto reader_r = storage::DatasetReader::Open(data);
   if (!reader_r.ok()) return apps::ReportFailure(reader_r.status().ToString());
   auto reader = std::move(reader_r).value();
-  const int ck_classes = meta.at("model").at("num_classes").get<int>();
+  const int ck_classes = meta.model.num_classes;
   if (ck_classes != reader->info().num_classes()) {
     return apps::ReportFailure(ckpt + " was trained for " + std::to_string(ck_classes) +
                                " classes but " + data + " has " +
@@ -53,14 +54,10 @@ int Run(const std::string& ckpt, const std::string& data, const std::string& spl
   if (!st.ok()) return apps::ReportFailure(st.ToString());
   auto r = trainer.Evaluate(split);
   if (!r.ok()) return apps::ReportFailure(r.status().ToString());
-  nlohmann::json j = {{"checkpoint", ckpt},
-                      {"data", data},
-                      {"split", split_name},
-                      {"accuracy", r->accuracy},
-                      {"loss", r->loss},
-                      {"count", r->count},
-                      {"epoch", meta.value("epoch", -1)},
-                      {"image_size", trainer.eval_image_size()},
+  nlohmann::json j = {{"checkpoint", ckpt},       {"data", data},
+                      {"split", split_name},      {"accuracy", r->accuracy},
+                      {"loss", r->loss},          {"count", r->count},
+                      {"epoch", meta.epoch},      {"image_size", trainer.eval_image_size()},
                       {"confusion", r->confusion}};
   std::cout << j.dump(2) << std::endl;
   if (!out.empty()) {
@@ -84,7 +81,8 @@ int main(int argc, char** argv) {
   CLI::App app{"effnet-evaluate: evaluate a checkpoint on one split of an effnet HDF5 file"};
   std::string ckpt, data, split = "test", out;
   std::vector<std::string> sets;
-  app.add_option("checkpoint", ckpt, "checkpoint file (.pt)")->required();
+  app.add_option("checkpoint", ckpt, "checkpoint directory (e.g. runs/x/checkpoints/best)")
+      ->required();
   app.add_option("--data", data, "HDF5 data file")->required();
   app.add_option("--split", split, "train | val | test");
   app.add_option("--out", out, "directory for confusion matrix CSV/SVG and eval JSON");

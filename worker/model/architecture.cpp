@@ -133,6 +133,11 @@ int Architecture::num_blocks() const {
   return n;
 }
 
+const std::vector<std::string>& PaddingNames() {
+  static const std::vector<std::string> names = {"tf_same", "symmetric"};
+  return names;
+}
+
 const std::vector<std::string>& KnownVariants() {
   static const std::vector<std::string> v = [] {
     std::vector<std::string> names;

@@ -12,6 +12,8 @@
 namespace effnet::model {
 
 enum class Padding { kTfSame, kSymmetric };
+// The spellings of Padding in configs and checkpoints, in enum order: "tf_same", "symmetric".
+const std::vector<std::string>& PaddingNames();
 
 // Defaults reproduce timm's tf_efficientnetv2_* (with the reference dropout of the variant when
 // dropout < 0). Also the `model:` section of the training config (worker/train/config.cpp), which

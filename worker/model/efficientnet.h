@@ -4,7 +4,7 @@
 // Note [timm names]: module names reproduce timm's tf_efficientnetv2_* state_dict keys exactly
 // (conv_stem, bn1, blocks.<stage>.<i>.{conv,conv_exp,conv_pw,conv_dw,se.conv_reduce,se.conv_expand,
 // conv_pwl,bn1..bn3}, conv_head, bn2, classifier), so importing timm weights is a name match
-// (worker/model/weights.h).
+// (worker/formats/state_dict.h, worker/formats/pretrained.h).
 #pragma once
 
 #include <torch/nn/module.h>

@@ -162,7 +162,7 @@ std::vector<Field> Fields(TrainConfig& c) {
       {"model.drop_path", &m.drop_path, "stochastic depth rate (last block)", {}, 0, 0.95},
       {"model.bn_momentum", &m.bn_momentum, "BatchNorm momentum (PyTorch convention)", {}, 0, 1},
       {"model.bn_eps", &m.bn_eps, "BatchNorm epsilon", {}, 0, 1},
-      Enum("model.padding", &m.padding, "convolution padding", {"tf_same", "symmetric"}),
+      Enum("model.padding", &m.padding, "convolution padding", model::PaddingNames()),
       {"model.extra_width",
        &m.extra_width,
        "extra width multiplier (reduced test models)",

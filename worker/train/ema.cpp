@@ -54,21 +54,4 @@ void ModelEma::Swap(torch::nn::Module& model) {
   }
 }
 
-void ModelEma::Save(torch::serialize::OutputArchive& archive) const {
-  archive.write("num_updates", torch::tensor(num_updates_));
-  for (const auto& [name, t] : shadow_) archive.write("t/" + name, t, /*is_buffer=*/true);
-}
-
-void ModelEma::Load(torch::serialize::InputArchive& archive) {
-  torch::Tensor n;
-  archive.read("num_updates", n);
-  num_updates_ = n.item<int64_t>();
-  for (auto& [name, t] : shadow_) {
-    torch::Tensor v;
-    archive.read("t/" + name, v, /*is_buffer=*/true);
-    if (v.sizes() != t.sizes()) throw std::runtime_error("EMA tensor " + name + ": shape mismatch");
-    t.copy_(v);
-  }
-}
-
 }  // namespace effnet::train

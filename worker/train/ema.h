@@ -3,7 +3,6 @@
 #pragma once
 
 #include <torch/nn/module.h>
-#include <torch/serialize/archive.h>
 
 #include <string>
 #include <utility>
@@ -24,9 +23,11 @@ class ModelEma {
   // weights without a second model instance.
   void Swap(torch::nn::Module& model);
 
-  void Save(torch::serialize::OutputArchive& archive) const;
-  void Load(torch::serialize::InputArchive& archive);
+  // The averaged tensors under the model's names (parameters, then buffers). The handles share
+  // storage with the EMA: checkpoints (worker/formats/checkpoint.h) save them and load into them.
   const std::vector<std::pair<std::string, torch::Tensor>>& tensors() const { return shadow_; }
+  // After loading tensors(): the update count of the saved EMA (it drives the TF warmup).
+  void set_num_updates(int64_t n) { num_updates_ = n; }
 
  private:
   static std::vector<std::pair<std::string, torch::Tensor>> StateOf(torch::nn::Module& model);

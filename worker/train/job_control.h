@@ -20,9 +20,9 @@ class JobControl {
   virtual Result<job::EpochPlan> PlanEpoch(int epoch) = 0;
   // Reports this epoch's metrics and returns the decision (the same on every rank).
   virtual Result<job::EpochDecision> EndEpoch(const job::RankMetrics& metrics) = 0;
-  // A checkpoint file for `epoch` is complete on disk (written atomically).
+  // The checkpoint directory of `epoch` is complete on disk (worker/formats/checkpoint.h).
   virtual Status CommitCheckpoint(int epoch, const std::string& path, bool is_best) = 0;
-  // Last committed checkpoint to resume from ("" when none).
+  // Last committed checkpoint directory to resume from ("" when none).
   virtual Result<std::string> ResumeCheckpoint() = 0;
   // Decision state (early stopping) to keep inside checkpoints, and to restore from one when a
   // run resumes. Implementations that keep this state elsewhere (the coordinator's state file)

@@ -15,8 +15,8 @@ namespace effnet::train {
 
 class LocalJobControl final : public JobControl {
  public:
-  // `train_indices`: the train split; `checkpoint_dir`: where LATEST (the last committed
-  // checkpoint's file name) is kept, "" for none.
+  // `train_indices`: the train split; `checkpoint_dir`: where LATEST (the directory name of the
+  // last committed checkpoint, e.g. "epoch-0003") is kept, "" for none.
   LocalJobControl(job::JobConfig config, std::vector<int64_t> train_indices, int rank,
                   int world_size, std::string checkpoint_dir);
 

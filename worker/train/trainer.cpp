@@ -3,8 +3,6 @@
 #include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
 #include <torch/nn/utils/clip_grad.h>
-#include <torch/serialize.h>
-#include <torch/serialize/archive.h>
 #include <torch/types.h>
 #include <unistd.h>
 
@@ -17,7 +15,6 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "common/atomic_file.h"
 #include "common/job/shards.h"
 #include "common/log.h"
 #include "common/progress.h"
@@ -25,6 +22,7 @@
 #include "worker/data/augment.h"
 #include "worker/data/loader.h"
 #include "worker/data/rng.h"
+#include "worker/formats/checkpoint.h"
 #include "worker/train/ema.h"
 #include "worker/train/optim.h"
 #include "worker/train/schedule.h"
@@ -34,8 +32,6 @@ namespace fs = std::filesystem;
 using data::HostRng;
 
 namespace {
-
-constexpr int kCheckpointFormat = 1;
 
 double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -475,159 +471,66 @@ Result<EvalResult> Trainer::Evaluate(storage::Split split, int image_size) {
 
 Status Trainer::SaveCheckpoint(int epoch, bool is_best, const job::Stage& stage,
                                std::string* epoch_path, std::string* best_path) {
-  char name[64];
-  std::snprintf(name, sizeof(name), "epoch-%04d.pt", epoch);
-  *epoch_path = ckpt_dir_ + "/" + name;
-  *best_path = is_best && config_.checkpoint.save_best ? ckpt_dir_ + "/best.pt" : "";
+  *epoch_path = ckpt_dir_ + "/" + formats::EpochCheckpointName(epoch);
+  *best_path =
+      is_best && config_.checkpoint.save_best ? ckpt_dir_ + "/" + formats::kBestCheckpointName : "";
   if (ckpt_dir_.empty() || dp_.rank() != 0) return Status::Ok();
-  try {
-    torch::serialize::OutputArchive archive;
-    torch::serialize::OutputArchive model_archive;
-    for (auto& kv : model_.module->named_parameters(true))
-      model_archive.write(kv.key(), kv.value());
-    for (auto& kv : model_.module->named_buffers(true)) {
-      model_archive.write(kv.key(), kv.value(), /*is_buffer=*/true);
-    }
-    archive.write("model", model_archive);
-    torch::serialize::OutputArchive opt_archive;
-    optimizer_->save(opt_archive);
-    archive.write("optimizer", opt_archive);
-    if (ema_) {
-      torch::serialize::OutputArchive ema_archive;
-      ema_->Save(ema_archive);
-      archive.write("ema", ema_archive);
-    }
-    archive.write("rng/torch_cpu", at::detail::getDefaultCPUGenerator().get_state(), true);
-    const auto& info = reader_.info();
-    nlohmann::json meta = {
-        {"format", kCheckpointFormat},
-        {"epoch", epoch},
-        {"next_epoch", epoch + 1},
-        {"global_step", global_step_},
-        {"steps_per_epoch", steps_per_epoch_},
-        {"stage",
-         {{"index", stage.index},
-          {"image_size", stage.image_size},
-          {"randaug_magnitude", stage.randaug_magnitude},
-          {"mixup_alpha", stage.mixup_alpha},
-          {"cutmix_alpha", stage.cutmix_alpha},
-          {"dropout", stage.dropout}}},
-        {"decision_state", jc_.SaveDecisionState()},
-        {"fit_time_s", fit_time_before_ + (fit_start_ > 0 ? Now() - fit_start_ : 0.0)},
-        {"model",
-         {{"name", model_.name},
-          {"variant", config_.model.variant},
-          {"num_classes", model_.num_classes},
-          {"extra_width", config_.model.extra_width},
-          {"extra_depth", config_.model.extra_depth},
-          {"has_ema", ema_ != nullptr}}},
-        {"class_names", info.class_names},
-        {"world_size", dp_.world_size()},
-        {"eval_image_size", eval_image_size()},
-        {"data", reader_.path()},
-        {"config_yaml", TrainConfigToYaml(config_)}};
-    archive.write("meta", c10::IValue(meta.dump()));
-    // Note [atomic output]: write to a temporary, then rename over the final name.
-    const std::string tmp = TempPathFor(*epoch_path);
-    archive.save_to(tmp);
-    EFFNET_RETURN_IF_ERROR(CommitTempFile(tmp, *epoch_path));
-    if (!best_path->empty()) {
-      const std::string btmp = TempPathFor(*best_path);
-      archive.save_to(btmp);
-      EFFNET_RETURN_IF_ERROR(CommitTempFile(btmp, *best_path));
-    }
-  } catch (const std::exception& e) {
-    return Internal("writing checkpoint " + *epoch_path + ": " + e.what());
+  formats::CheckpointMeta meta;
+  meta.model_name = model_.name;
+  meta.model = config_.model;
+  meta.model.num_classes = model_.num_classes;
+  meta.class_names = reader_.info().class_names;
+  meta.config_yaml = TrainConfigToYaml(config_);
+  meta.epoch = epoch;
+  meta.next_epoch = epoch + 1;
+  meta.global_step = global_step_;
+  meta.steps_per_epoch = steps_per_epoch_;
+  meta.stage = stage;
+  meta.fit_time_s = fit_time_before_ + (fit_start_ > 0 ? Now() - fit_start_ : 0.0);
+  meta.decision_state = jc_.SaveDecisionState();
+  meta.world_size = dp_.world_size();
+  meta.eval_image_size = eval_image_size();
+  meta.data_path = reader_.path();
+  formats::CheckpointSource source;
+  source.model = model_.module.get();
+  source.optimizer = optimizer_.get();
+  if (ema_) {
+    source.ema = ema_->tensors();
+    source.ema_num_updates = ema_->num_updates();
   }
-  // Keep the newest keep_last epoch checkpoints.
-  std::vector<fs::path> epochs;
-  for (auto& de : fs::directory_iterator(ckpt_dir_)) {
-    const auto fn = de.path().filename().string();
-    if (fn.rfind("epoch-", 0) == 0 && de.path().extension() == ".pt") epochs.push_back(de.path());
+  EFFNET_RETURN_IF_ERROR(formats::WriteCheckpoint(*epoch_path, meta, source));
+  if (!best_path->empty()) {
+    EFFNET_RETURN_IF_ERROR(formats::WriteCheckpoint(*best_path, meta, source));
   }
-  std::sort(epochs.begin(), epochs.end());
-  const size_t keep = static_cast<size_t>(std::max(1, config_.checkpoint.keep_last));
-  for (size_t i = 0; i + keep < epochs.size(); ++i) {
-    std::error_code ec;
-    fs::remove(epochs[i], ec);
-  }
-  return Status::Ok();
-}
-
-Result<std::string> ReadCheckpointMeta(const std::string& path) {
-  if (!fs::exists(path)) return NotFound(path + ": no such checkpoint");
-  try {
-    torch::serialize::InputArchive archive;
-    archive.load_from(path, torch::kCPU);
-    c10::IValue meta;
-    if (!archive.try_read("meta", meta)) return DataLoss(path + ": not an effnet checkpoint");
-    return meta.toStringRef();
-  } catch (const std::exception& e) {
-    return DataLoss(path + ": " + e.what());
-  }
+  return formats::PruneCheckpoints(ckpt_dir_, config_.checkpoint.keep_last);
 }
 
 Status Trainer::LoadCheckpoint(const std::string& path, bool weights_only) {
-  auto where = [&](const std::string& m) { return "loading checkpoint " + path + ": " + m; };
-  if (!fs::exists(path)) return NotFound(where("no such file"));
-  try {
-    torch::serialize::InputArchive archive;
-    archive.load_from(path, device_);
-    c10::IValue meta_iv;
-    if (!archive.try_read("meta", meta_iv)) return DataLoss(where("no metadata"));
-    auto meta = nlohmann::json::parse(meta_iv.toStringRef());
-    if (meta.value("format", 0) != kCheckpointFormat) {
-      return DataLoss(where("format " + std::to_string(meta.value("format", 0)) + ", expected " +
-                            std::to_string(kCheckpointFormat)));
-    }
-    const int ck_classes = meta.at("model").at("num_classes").get<int>();
-    if (ck_classes != model_.num_classes) {
-      return InvalidArgument(where("it has " + std::to_string(ck_classes) +
-                                   " classes, the model/data have " +
-                                   std::to_string(model_.num_classes)));
-    }
-    torch::serialize::InputArchive model_archive;
-    archive.read("model", model_archive);
-    torch::NoGradGuard no_grad;
-    for (auto& kv : model_.module->named_parameters(true)) {
-      torch::Tensor t;
-      if (!model_archive.try_read(kv.key(), t)) return DataLoss(where("missing " + kv.key()));
-      if (t.sizes() != kv.value().sizes()) return DataLoss(where("shape mismatch of " + kv.key()));
-      kv.value().copy_(t);
-    }
-    for (auto& kv : model_.module->named_buffers(true)) {
-      torch::Tensor t;
-      if (!model_archive.try_read(kv.key(), t, /*is_buffer=*/true)) {
-        return DataLoss(where("missing buffer " + kv.key()));
-      }
-      kv.value().copy_(t);
-    }
-    if (ema_ && meta.at("model").value("has_ema", false)) {
-      torch::serialize::InputArchive ema_archive;
-      archive.read("ema", ema_archive);
-      ema_->Load(ema_archive);
-    }
-    if (weights_only) return Status::Ok();
-    torch::serialize::InputArchive opt_archive;
-    archive.read("optimizer", opt_archive);
-    optimizer_->load(opt_archive);
-    torch::Tensor rng;
-    if (archive.try_read("rng/torch_cpu", rng, true)) {
-      auto gen = at::detail::getDefaultCPUGenerator();
-      gen.set_state(rng.cpu());
-    }
-    start_epoch_ = meta.at("next_epoch").get<int>();
-    global_step_ = meta.at("global_step").get<int64_t>();
-    fit_time_before_ = meta.value("fit_time_s", 0.0);
-    last_good_checkpoint_ = path;
-    if (fs::exists(ckpt_dir_ + "/best.pt")) best_checkpoint_ = ckpt_dir_ + "/best.pt";
-    EFFNET_RETURN_IF_ERROR(jc_.RestoreDecisionState(meta.value("decision_state", std::string())));
-  } catch (const StatusError& e) {
-    return e.status();
-  } catch (const std::exception& e) {
-    return DataLoss(where(e.what()));
+  formats::CheckpointTarget target;
+  target.model = model_.module.get();
+  target.variant = config_.model.variant;
+  target.num_classes = model_.num_classes;
+  int64_t ema_updates = 0;
+  if (ema_) {
+    target.ema = ema_->tensors();
+    target.ema_num_updates = &ema_updates;
   }
-  return Status::Ok();
+  if (!weights_only) {
+    target.optimizer = optimizer_.get();
+    target.device = device_;
+    target.restore_cpu_rng = true;
+  }
+  EFFNET_ASSIGN_OR_RETURN(formats::CheckpointMeta meta, formats::LoadCheckpoint(path, target));
+  if (ema_ && meta.has_ema) ema_->set_num_updates(ema_updates);
+  if (weights_only) return Status::Ok();
+  start_epoch_ = meta.next_epoch;
+  global_step_ = meta.global_step;
+  fit_time_before_ = meta.fit_time_s;
+  last_good_checkpoint_ = path;
+  const std::string best = ckpt_dir_ + "/" + formats::kBestCheckpointName;
+  std::error_code ec;
+  if (!ckpt_dir_.empty() && fs::is_directory(best, ec)) best_checkpoint_ = best;
+  return jc_.RestoreDecisionState(meta.decision_state).WithContext("resuming from " + path);
 }
 
 Status Trainer::LoadWeights(const std::string& path) {

@@ -1,5 +1,6 @@
 // The training engine: progressive learning, augmentation, loss, optimiser + LR schedule, EMA,
-// data-parallel hooks, validation, decisions through JobControl, and exact-resume checkpoints.
+// data-parallel hooks, validation, decisions through JobControl, and exact-resume checkpoints
+// (written and read by worker/formats/checkpoint.h).
 #pragma once
 
 #include <torch/nn/module.h>
@@ -49,6 +50,7 @@ struct FitResult {
 class Trainer {
  public:
   // `run_dir`: metrics.jsonl and checkpoints/ go there (rank 0 writes). `reader` outlives this.
+  // Resume (checkpoint.resume) and LoadWeights take a checkpoint directory.
   Trainer(TrainConfig config, ModelHandle model, storage::DatasetReader& reader, DataParallel& dp,
           JobControl& jc, std::string run_dir);
   ~Trainer();
@@ -58,7 +60,8 @@ class Trainer {
   Result<FitResult> Fit();
   // Evaluates `split` (each rank a shard; sums reduced). EMA weights when enabled and configured.
   Result<EvalResult> Evaluate(storage::Split split, int image_size = 0);
-  // Loads the weights (and EMA) of a checkpoint only, e.g. best.pt before the test evaluation.
+  // Loads the weights (and EMA) of a checkpoint directory only, e.g. checkpoints/best before the
+  // test evaluation (worker/formats/checkpoint.h).
   Status LoadWeights(const std::string& path);
 
   // Optional sink for scalars (TensorBoard): tag, value, global step. Rank 0 only.
@@ -97,8 +100,5 @@ class Trainer {
   std::string best_checkpoint_;
   bool setup_done_ = false;
 };
-
-// Reads the metadata JSON of a checkpoint (model config, classes, epoch) without a model.
-Result<std::string> ReadCheckpointMeta(const std::string& path);
 
 }  // namespace effnet::train

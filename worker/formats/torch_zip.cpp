@@ -1,6 +1,5 @@
-// The torch zip format (Python torch.save): a zip archive with data.pkl (pickle protocol 2) and
-// one record data/<key> per storage.
-//
+#include "worker/formats/torch_zip.h"
+
 // Note [restricted unpickler]: we parse data.pkl ourselves and accept only what a state_dict
 // needs: dicts (incl. collections.OrderedDict, whose BUILD state such as `_metadata` is ignored),
 // lists, tuples, strings, numbers, and tensors rebuilt by torch._utils._rebuild_tensor_v2 /
@@ -15,9 +14,8 @@
 #include <memory>
 
 #include "common/atomic_file.h"
-#include "worker/model/weights.h"
 
-namespace effnet::model {
+namespace effnet::formats {
 namespace {
 
 struct PyValue;
@@ -697,4 +695,4 @@ Status WriteTorchZip(const std::string& path, const StateDict& dict) {
   return ctx(WriteFileAtomic(path, out));
 }
 
-}  // namespace effnet::model
+}  // namespace effnet::formats
