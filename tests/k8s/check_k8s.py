@@ -9,7 +9,7 @@ For every overlay in k8s/overlays/ (rendered from a temporary copy that gets a r
     schema of kubeflow.org/v2beta1 written below;
   - cross-references: Service name/port vs the launcher's --coordinator and the probes; world size
     vs worker replicas x slots vs mpirun -np vs gang minAvailable; Secret name and key vs every
-    --token-file; ConfigMap name and key vs --config (and the job: section's fields); the data set,
+    --token-file; ConfigMap name and key vs --config (and every config field, from docs/config.md); the data set,
     state and runs volumes vs --data, --state-dir, --out and their access modes; one image everywhere,
     and every command it runs is put there by the Dockerfiles; GPU limits on the workers;
   - hadolint on the Dockerfiles (when installed), the launcher entry point's generation counter;
@@ -39,12 +39,23 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kustomize_lite  # noqa: E402
 
 K8S_VERSION = "1.30.0"  # oldest Kubernetes the manifests target (native sidecars not used)
-# Fields of the `job:` section accepted by common/job_config.cpp (ParseJobConfig).
-JOB_KEYS = {"epochs", "seed", "progressive", "early_stopping"}
-PROGRESSIVE_KEYS = {"num_stages", "formula", "min_image_size", "max_image_size", "min_randaug",
-                    "max_randaug", "min_mixup", "max_mixup", "min_cutmix", "max_cutmix",
-                    "min_dropout", "max_dropout", "size_multiple"}
-EARLY_STOPPING_KEYS = {"patience", "min_delta", "best_metric"}
+# Every config field ("job.progressive.num_stages", ...), read from docs/config.md, which is
+# generated from the one config table (worker/train/config.cpp) and checked against it by
+# tests/train/test_config.cpp. Set by main() from the source tree.
+CONFIG_KEYS = set()
+
+
+def load_config_keys(repo):
+    with open(os.path.join(repo, "docs", "config.md")) as f:
+        return set(re.findall(r"^\| `([a-z0-9_]+(?:\.[a-z0-9_]+)+)` \|", f.read(), re.M))
+
+
+def config_leaves(node, prefix=""):
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from config_leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
 
 # Minimal schema of kubeflow.org/v2beta1 MPIJob (mpi-operator pkg/apis/kubeflow/v2beta1/types.go):
 # the fields this deployment relies on, with their enums; unknown top-level spec fields rejected.
@@ -500,14 +511,9 @@ def check_training_config(text, p, where):
     except yaml.YAMLError as e:
         p.add(where, f"training config is not YAML: {e}")
         return
-    job = cfg.get("job") or {}
-    p.check(set(job) <= JOB_KEYS, where, f"config job: unknown fields {sorted(set(job) - JOB_KEYS)}")
-    prog = job.get("progressive") or {}
-    p.check(set(prog) <= PROGRESSIVE_KEYS, where,
-            f"config job.progressive: unknown fields {sorted(set(prog) - PROGRESSIVE_KEYS)}")
-    es = job.get("early_stopping") or {}
-    p.check(set(es) <= EARLY_STOPPING_KEYS, where,
-            f"config job.early_stopping: unknown fields {sorted(set(es) - EARLY_STOPPING_KEYS)}")
+    unknown = sorted(set(config_leaves(cfg)) - CONFIG_KEYS)
+    p.check(not unknown, where, f"config: unknown fields {unknown} (docs/config.md lists them)")
+    prog = (cfg.get("job") or {}).get("progressive") or {}
     if prog:
         p.check(prog.get("min_image_size", 128) <= prog.get("max_image_size", 224), where,
                 "config job.progressive: min_image_size > max_image_size")
@@ -744,7 +750,7 @@ NEGATIVE = [
     ("coordinator address", "base/mpijob.yaml", "--coordinator=effnet-coordinator:50051",
      "--coordinator=coordinator:50051", "host is not Service"),
     ("job config field", "overlays/gpu-1/config.yaml", "  epochs: 10", "  epoch: 10",
-     r"unknown fields \['epoch'\]"),
+     r"unknown fields \['job.epoch'\]"),
     ("unknown MPIJob field", "base/mpijob.yaml", "  slotsPerWorker: 1",
      "  slotsPerWorker: 1\n  slotPerWorker: 1", "MPIJob schema"),
     ("core schema", "base/coordinator.yaml", "          readinessProbe:",
@@ -781,6 +787,7 @@ def main():
     ap.add_argument("--skip-negative", action="store_true")
     args = ap.parse_args()
     repo = os.path.abspath(args.source_dir)
+    CONFIG_KEYS.update(load_config_keys(repo))
     kubectl = kubectl_available()
     renderer = args.renderer
     if renderer == "auto":
