@@ -12,6 +12,7 @@
 #include "storage/dataset_reader.h"
 #include "worker/model/efficientnet.h"
 #include "worker/report/report.h"
+#include "worker/report/run_summary.h"
 #include "worker/train/local_job_control.h"
 
 namespace effnet::apps {
@@ -97,29 +98,25 @@ Status WriteReports(const std::string& out, const train::TrainConfig& c,
   EFFNET_RETURN_IF_ERROR(report::WriteLearningCurvesSvg(out + "/" + report::kMetricsJsonl,
                                                         out + "/" + report::kLearningCurvesSvg,
                                                         model.name + " learning curves"));
-  report::ResultRow row;
-  row.model = model.name + " (effnet-dist, " + std::to_string(world) +
-              (world == 1 ? " rank " : " ranks ") + device + ")";
-  row.batch_size = c.data.batch_size * world;
-  row.fit_time_s = fit.fit_time_s;
-  row.accuracy = test.accuracy;
+  report::RunSummary s;
+  s.model = model.name;
+  s.variant = c.model.variant;
+  s.batch_size = c.data.batch_size * world;
+  s.fit_time_s = fit.fit_time_s;
+  s.test_accuracy = test.accuracy;
+  s.world_size = world;
+  s.device = device;
+  s.test_loss = test.loss;
+  s.test_count = test.count;
+  s.best_epoch = best_epoch;
+  s.stop_reason = fit.stop_reason;
+  s.reduced = c.model.extra_width != 1.0 || c.model.extra_depth != 1.0;
+  report::ResultRow row = report::ToResultRow(s);
   row.note = "best epoch " + std::to_string(best_epoch + 1) + ", " + fit.stop_reason;
   // The study's rows are a reference only on the study's own data (not, e.g., on effnet-synth).
   EFFNET_RETURN_IF_ERROR(
       report::WriteResultsMarkdown({row}, out + "/results.md", report::IsStudyDataset(classes)));
-  nlohmann::json s = {{"model", "EfficientNetV2"},
-                      {"variant", c.model.variant},
-                      {"batch_size", c.data.batch_size * world},
-                      {"fit_time_s", fit.fit_time_s},
-                      {"test_accuracy", test.accuracy},
-                      {"world_size", world},
-                      {"device", device},
-                      {"test_loss", test.loss},
-                      {"test_count", test.count},
-                      {"best_epoch", best_epoch},
-                      {"stop_reason", fit.stop_reason},
-                      {"reduced", c.model.extra_width != 1.0 || c.model.extra_depth != 1.0}};
-  return WriteFileAtomic(out + "/" + report::kRunSummaryJson, s.dump(2) + "\n");
+  return WriteFileAtomic(out + "/" + report::kRunSummaryJson, report::RunSummaryToJson(s));
 }
 
 }  // namespace

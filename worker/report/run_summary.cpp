@@ -85,7 +85,28 @@ Result<RunSummary> ParseRunSummary(const std::string& json_text, const std::stri
   }
   EFFNET_RETURN_IF_ERROR(GetInt(j, source, "world_size", 1, &s.world_size));
   EFFNET_RETURN_IF_ERROR(GetString(j, source, "device", &s.device));
+  s.test_loss = j.value("test_loss", 0.0);
+  s.test_count = j.value("test_count", int64_t{0});
+  s.best_epoch = j.value("best_epoch", -1);
+  s.stop_reason = j.value("stop_reason", std::string());
+  s.reduced = j.value("reduced", false);
   return s;
+}
+
+std::string RunSummaryToJson(const RunSummary& s) {
+  const json j = {{"model", s.model},
+                  {"variant", s.variant},
+                  {"batch_size", s.batch_size},
+                  {"fit_time_s", s.fit_time_s},
+                  {"test_accuracy", s.test_accuracy},
+                  {"world_size", s.world_size},
+                  {"device", s.device},
+                  {"test_loss", s.test_loss},
+                  {"test_count", s.test_count},
+                  {"best_epoch", s.best_epoch},
+                  {"stop_reason", s.stop_reason},
+                  {"reduced", s.reduced}};
+  return j.dump(2) + "\n";
 }
 
 Result<RunSummary> ReadRunSummary(const std::string& run_dir) {

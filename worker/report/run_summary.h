@@ -1,6 +1,7 @@
 // summary.json of a finished run (written by the trainer) and its row in the results table.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "common/status.h"
@@ -8,15 +9,26 @@
 
 namespace effnet::report {
 
+// summary.json's one schema: written by RunSummaryToJson (effnet-train/-worker), read by
+// ParseRunSummary (effnet-results).
 struct RunSummary {
-  std::string model;    // "EfficientNetV2"
+  std::string model;    // "EfficientNetV2-B2" (older files: "EfficientNetV2")
   std::string variant;  // "b2"
   int batch_size = 0;   // global batch per step
   double fit_time_s = 0;
   double test_accuracy = 0;
   int world_size = 1;
   std::string device;  // "cpu", "cuda"
+  // Optional when reading (older files lack them).
+  double test_loss = 0;
+  int64_t test_count = 0;
+  int best_epoch = -1;  // 0-based
+  std::string stop_reason;
+  bool reduced = false;  // a reduced test model (model.extra_width/extra_depth != 1)
 };
+
+// The JSON text of summary.json (pretty-printed, trailing newline).
+std::string RunSummaryToJson(const RunSummary& s);
 
 // Parses summary.json text; every field is required and type-checked. Errors name `source` and
 // the field: "runs/a/summary.json: field \"test_accuracy\": expected a number, found string".
