@@ -20,7 +20,8 @@
 namespace effnet::formats {
 namespace {
 
-const char* kFormats[] = {".weights.h5", ".keras", ".h5"};
+// Keras 3 save_weights, Keras 3 save, Keras 3 legacy save, tf.keras 2.x layout (see the script).
+const char* kFormats[] = {".weights.h5", ".keras", ".h5", ".tf2.h5"};
 
 std::string FixtureDir() {
   const char* d = std::getenv("EFFNET_KERAS_FIXTURES");
@@ -137,6 +138,24 @@ TEST_F(KerasFiles, WrongVariantNamesLayerShapesAndTheFilesVariant) {
   EXPECT_NE(msg.find("legacy Keras .h5"), std::string::npos) << msg;
   EXPECT_NE(msg.find("missing layer 'block1b_project_conv'"), std::string::npos) << msg;
   EXPECT_NE(msg.find("looks like EfficientNetV2B0 (variant 'b0')"), std::string::npos) << msg;
+}
+
+// B3/S/M/L: the layer table against files with Keras's weight names and shapes (no data).
+TEST_F(KerasFiles, LargerVariantsMatchKerasShapesInBothLayouts) {
+  for (const std::string v : {"b3", "s", "m", "l"}) {
+    model::EfficientNetV2 net(Config(v));
+    for (const char* ext : {".weights.h5", ".tf2.h5"}) {
+      const std::string path = FixtureDir() + "/shapes_" + v + ext;
+      auto dict = ReadKerasWeights(path, Config(v));
+      ASSERT_TRUE(dict.ok()) << dict.status().ToString();
+      Status st = LoadStateDict(*net, *dict);
+      EXPECT_TRUE(st.ok()) << path << ": " << st.ToString();
+    }
+    auto pre = ReadKerasPreprocessing(FixtureDir() + "/shapes_" + v + ".tf2.h5", v);
+    ASSERT_TRUE(pre.ok()) << pre.status().ToString();
+    EXPECT_EQ(pre->normalize, v == "b3" ? "imagenet" : "inception") << v;
+    EXPECT_EQ(pre->source, "model config");
+  }
 }
 
 TEST_F(KerasFiles, PreprocessingFromConfigOrDefault) {
