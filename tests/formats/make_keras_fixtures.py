@@ -1,28 +1,28 @@
 #!/usr/bin/env python3
 """Keras fixtures for test_keras (worker/formats/keras.h): keras.applications EfficientNetV2B0/B1/B2
 with random weights (weights=None, so nothing is downloaded) and a 7-class head, saved in every
-format Keras 3 writes -- `.weights.h5`, `.keras` and the legacy `.h5` of model.save -- plus the
-probabilities Keras computes for a few random images. Keras 3 runs on the torch backend here (no
-TensorFlow needed).
+format Keras 3 writes, plus the probabilities Keras computes for a few random images. Keras 3 runs
+on the torch backend here (no TensorFlow needed).
 
-Per case <name> in --out: <name>.weights.h5, <name>.keras, <name>.h5, <name>.tf2.h5 and
-<name>.expected.safetensors (x: float32 [N, S, S, 3] pixels 0..255, probs: float32 [N, 7]).
+Cases: b0, b1, b2 (include_top, classes=7) and b0_study (the study's model: Sequential of
+EfficientNetV2B0(include_top=False), GlobalAveragePooling2D, Dropout, Dense(7, softmax); it also
+writes b0_study_notop.weights.h5, the backbone alone). BN statistics are calibrated on random
+batches and then perturbed, so a wrong moving_mean/moving_variance mapping changes the outputs.
 
-<name>.tf2.h5 is the layout of tf.keras 2.x model.save("x.h5") (TF 2.x
-keras/saving/legacy/hdf5_format.py: save_model_to_hdf5, save_weights_to_hdf5_group), which Keras 3
-no longer writes and which would need TensorFlow: written here with h5py from the same weights.
-It differs from Keras 3's legacy .h5 in the weight names: "<layer>/<var>:0" (a nested model's
-group lists its inner layers' weights the same way), DepthwiseConv2D's "depthwise_kernel", and
-an optimizer_weights group next to model_weights.
+Per case <name> in --out:
+- <name>.weights.h5 (save_weights), <name>.keras and <name>.h5 (Keras 3's legacy model.save);
+- <name>.tf2.h5 and <name>.tf2_weights.h5: the layouts of tf.keras 2.x model.save("x.h5") and
+  save_weights("x.h5") (TF 2.x keras/saving/legacy/hdf5_format.py: save_model_to_hdf5,
+  save_weights_to_hdf5_group), which Keras 3 no longer writes and which would need TensorFlow:
+  written here with h5py from the same weights. They differ from Keras 3's legacy .h5 in the
+  weight names, "<layer>/<var>:0" (a nested model's group lists its inner layers' weights the same
+  way) and DepthwiseConv2D's "depthwise_kernel", and model.save adds optimizer_weights;
+- <name>.expected.safetensors: x float32 [N, S, S, 3] (pixels 0..255), probs float32 [N, 7].
 
 Shapes only: shapes_<v>.weights.h5 (Keras 3 layout) and shapes_<v>.tf2.h5 for b3, s, m, l: every
 weight of keras.applications' model with its name and shape but no data (HDF5 allocates
 contiguous datasets lazily: small files that read as zeros), so that the importer's layer table
-is checked against what Keras builds for the variants too large to run here. Cases: b0, b1, b2 (include_top,
-classes=7) and b0_study (the study's model: Sequential of EfficientNetV2B0(include_top=False),
-GlobalAveragePooling2D, Dropout, Dense(7, softmax); it also writes b0_study_notop.weights.h5, the
-backbone alone). BN statistics are calibrated on random batches and then perturbed, so a wrong
-moving_mean/moving_variance mapping changes the outputs."""
+is checked against what Keras builds for the variants too large to run here."""
 import argparse
 import os
 import sys
@@ -85,12 +85,15 @@ def tf2_weights(layer):
     return out
 
 
-def write_tf2_h5(model, path, data=True):
+def write_tf2_h5(model, path, data=True, weights_only=False):
+    """model.save("x.h5") of tf.keras 2.x; weights_only: its save_weights("x.h5") (the layer
+    groups at the root, no config, no optimizer)."""
     with h5py.File(path, "w") as f:
         f.attrs["keras_version"] = b"2.15.0"
         f.attrs["backend"] = b"tensorflow"
-        f.attrs["model_config"] = model.to_json().encode("utf8")
-        g = f.create_group("model_weights")
+        if not weights_only:
+            f.attrs["model_config"] = model.to_json().encode("utf8")
+        g = f if weights_only else f.create_group("model_weights")
         g.attrs["layer_names"] = [layer.name.encode("utf8") for layer in model.layers]
         g.attrs["keras_version"] = b"2.15.0"
         g.attrs["backend"] = b"tensorflow"
@@ -103,6 +106,8 @@ def write_tf2_h5(model, path, data=True):
                     lg.create_dataset(n, data=keras.ops.convert_to_numpy(v))
                 else:
                     lg.create_dataset(n, shape=tuple(v.shape), dtype="f4")
+        if weights_only:
+            return
         # Adam slots as tf.keras writes them: must not be taken for layers.
         o = f.create_group("optimizer_weights")
         o.create_dataset("Adam/stem_conv/kernel/m:0", data=np.zeros((3, 3, 3, 1), np.float32))
@@ -132,6 +137,7 @@ def save_case(model, out, name, rng, size, images):
     model.save(base + ".keras")
     model.save(base + ".h5")  # legacy HDF5 layout (Keras 3 still writes it, without TensorFlow)
     write_tf2_h5(model, base + ".tf2.h5")
+    write_tf2_h5(model, base + ".tf2_weights.h5", weights_only=True)
     save_file({"x": x, "probs": probs}, base + ".expected.safetensors")
     print(f"{name}: probs max {probs.max():.3f} min {probs.min():.3f}", flush=True)
 

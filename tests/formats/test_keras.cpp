@@ -20,8 +20,9 @@
 namespace effnet::formats {
 namespace {
 
-// Keras 3 save_weights, Keras 3 save, Keras 3 legacy save, tf.keras 2.x layout (see the script).
-const char* kFormats[] = {".weights.h5", ".keras", ".h5", ".tf2.h5"};
+// Keras 3 save_weights, Keras 3 save, Keras 3 legacy save, tf.keras 2.x save and save_weights
+// layouts (see the script).
+const char* kFormats[] = {".weights.h5", ".keras", ".h5", ".tf2.h5", ".tf2_weights.h5"};
 
 std::string FixtureDir() {
   const char* d = std::getenv("EFFNET_KERAS_FIXTURES");

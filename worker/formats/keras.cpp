@@ -4,6 +4,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -165,8 +166,9 @@ std::vector<std::string> Split(const std::string& s) {
 // "conv2d_12" -> ("conv2d", 12); "conv2d" -> ("conv2d", 0).
 std::pair<std::string, int> ClassAndIndex(const std::string& stored) {
   const size_t u = stored.find_last_of('_');
-  if (u != std::string::npos && u + 1 < stored.size() &&
-      std::all_of(stored.begin() + u + 1, stored.end(), ::isdigit)) {
+  if (u != std::string::npos && u + 1 < stored.size() && stored.size() - u <= 9 &&
+      std::all_of(stored.begin() + u + 1, stored.end(),
+                  [](unsigned char ch) { return std::isdigit(ch); })) {
     return {stored.substr(0, u), std::stoi(stored.substr(u + 1))};
   }
   return {stored, 0};
@@ -660,7 +662,10 @@ Result<StateDict> ReadKerasWeights(const std::string& path, const model::ModelCo
 }
 
 KerasPreprocessing KerasDefaultPreprocessing(const std::string& variant) {
-  (void)model::ReferenceEvalImageSize(variant);  // throws on an unknown variant
+  const auto& known = model::KnownVariants();
+  if (std::find(known.begin(), known.end(), variant) == known.end()) {
+    throw StatusError(InvalidArgument("unknown EfficientNetV2 variant '" + variant + "'"));
+  }
   // keras.applications.efficientnet_v2: B-variants ("-b*" model names) get the V1 preprocessing.
   return {variant[0] == 'b' ? "imagenet" : "inception", "keras.applications default"};
 }
