@@ -32,7 +32,7 @@ if ((${#missing[@]})); then
 fi
 
 # Python venv: LibTorch comes from the torch wheel (pinned to the GPU machine's version);
-# timm/numpy/h5py/safetensors are used by parity tests and benchmarks; yamllint and
+# timm/numpy/h5py/safetensors/keras are used by parity tests and benchmarks; yamllint and
 # kubernetes-validate check the k8s manifests.
 venv="$root/.venv"
 py_requirements="$root/scripts/requirements.txt"

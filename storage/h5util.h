@@ -1,4 +1,5 @@
-// Small RAII and error helpers over the HDF5 C API; private to effnet_storage.
+// Small RAII and error helpers over the HDF5 C API, for effnet_storage and the Keras weights
+// importer (worker/formats/keras.cpp), which share the one HDF5 mutex and init.
 #pragma once
 
 #include <hdf5.h>
