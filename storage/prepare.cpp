@@ -505,6 +505,11 @@ Result<PrepareSummary> RunPrepare(const PrepareConfig& c) {
   EFFNET_ASSIGN_OR_RETURN(std::vector<Split> splits, StratifiedSplit(labels, groups, c.split));
   const auto dup_groups = ExactDuplicateGroups(hashes);
   summary.exact_duplicate_groups = static_cast<int64_t>(dup_groups.size());
+  // Note [capped report]: at most duplicates_report_limit exact groups and as many near pairs
+  // (the closest first) go to <out>.duplicates.csv, then one "exact-omitted" / "near-omitted" row
+  // with the number left out, so the file stays small for any data set; the log names 20 of each.
+  const size_t max_groups = static_cast<size_t>(std::max<int64_t>(0, c.duplicates_report_limit));
+  const size_t max_pairs = max_groups, max_logged = 20;
   std::string dup_text =
       CsvRecord({"kind", "group", "index", "split", "label", "file", "distance"});
   for (size_t g = 0; g < dup_groups.size(); ++g) {
@@ -513,28 +518,48 @@ Result<PrepareSummary> RunPrepare(const PrepareConfig& c) {
     for (int64_t m : dup_groups[g].members) {
       names += (names.empty() ? "" : ", ") + paths[m];
       conflict |= labels[m] != labels[dup_groups[g].members.front()];
-      dup_text += CsvRecord({"exact", std::to_string(g), std::to_string(m), SplitName(splits[m]),
-                             label_names[m], paths[m], "0"});
+      if (g < max_groups) {
+        dup_text += CsvRecord({"exact", std::to_string(g), std::to_string(m), SplitName(splits[m]),
+                               label_names[m], paths[m], "0"});
+      }
     }
     summary.exact_duplicate_images += static_cast<int64_t>(dup_groups[g].members.size());
     summary.label_conflict_groups += conflict ? 1 : 0;
-    log::Warn("identical images (kept in split " +
-              std::string(SplitName(splits[dup_groups[g].members.front()])) + ")" +
-              (conflict ? " WITH DIFFERENT LABELS" : "") + ": " + names);
+    if (g < max_logged || conflict) {
+      log::Warn("identical images (kept in split " +
+                std::string(SplitName(splits[dup_groups[g].members.front()])) + ")" +
+                (conflict ? " WITH DIFFERENT LABELS" : "") + ": " + names);
+    }
   }
-  const auto near = NearDuplicatesAcrossSplits(phashes, hashes, splits, c.near_duplicate_distance);
+  if (dup_groups.size() > max_groups) {
+    dup_text += CsvRecord(
+        {"exact-omitted", std::to_string(dup_groups.size() - max_groups), "", "", "", "", ""});
+  }
+  auto near = NearDuplicatesAcrossSplits(phashes, hashes, splits, c.near_duplicate_distance);
   summary.near_duplicate_pairs = static_cast<int64_t>(near.size());
-  for (size_t k = 0; k < near.size(); ++k) {
+  std::stable_sort(near.begin(), near.end(), [](const auto& p, const auto& q) {
+    return p.distance < q.distance;  // closest first; (a, b) order within a distance
+  });
+  for (size_t k = 0; k < near.size() && k < max_pairs; ++k) {
     const auto& p = near[k];
     for (int64_t m : {p.a, p.b}) {
       dup_text += CsvRecord({"near", std::to_string(k), std::to_string(m), SplitName(splits[m]),
                              label_names[m], paths[m], std::to_string(p.distance)});
     }
-    if (k < 20) {
+    if (k < max_logged) {
       log::Warn("near-duplicates across splits (dHash distance " + std::to_string(p.distance) +
                 "): " + paths[p.a] + " [" + SplitName(splits[p.a]) + "] ~ " + paths[p.b] + " [" +
                 SplitName(splits[p.b]) + "]");
     }
+  }
+  if (near.size() > max_pairs) {
+    dup_text +=
+        CsvRecord({"near-omitted", std::to_string(near.size() - max_pairs), "", "", "", "", ""});
+  }
+  if (dup_groups.size() > max_logged || near.size() > max_logged) {
+    log::Warn(std::to_string(dup_groups.size()) + " groups of identical images and " +
+              std::to_string(near.size()) + " near-duplicate pairs across splits in all; " +
+              "the log names at most " + std::to_string(max_logged) + " of each");
   }
   summary.duplicates_csv = c.out_path + ".duplicates.csv";
   EFFNET_RETURN_IF_ERROR(WriteFileAtomic(summary.duplicates_csv, dup_text));

@@ -39,9 +39,12 @@ struct PrepareConfig {
   bool augment_offline = false;
   int64_t max_pixels = 200'000'000;  // larger images are rejected (header checked first)
   int near_duplicate_distance = 4;   // dHash Hamming distance reported as near-duplicate; <0 off
-  bool strict = false;               // any rejected input fails the run
-  int threads = 0;                   // decode threads; 0 = all cores
-  int progress_tty = -1;             // Progress tty mode (-1 auto)
+  // <out>.duplicates.csv lists at most this many exact groups and near pairs (Note [capped
+  // report]).
+  int64_t duplicates_report_limit = 10000;
+  bool strict = false;    // any rejected input fails the run
+  int threads = 0;        // decode threads; 0 = all cores
+  int progress_tty = -1;  // Progress tty mode (-1 auto)
 };
 
 struct Rejection {
