@@ -18,6 +18,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
@@ -127,8 +128,11 @@ double FindNumber(const std::string& text, const std::string& pattern) {
 // (c) The scaling series: per N, effnet-synth writes N 32 px JPEGs (7 classes), effnet-prepare
 // stores them (decode, then dedup + split + metadata), effnet-inspect reads the store and runs
 // the near-duplicate search. Growth per doubling: (s/img at N2 / s/img at N1)^(1 / log2(N2/N1)).
+// `save` gets the points so far after each one, before its files are deleted (deleting 320k
+// files took over 10 minutes on a loaded machine).
 nlohmann::json RunScaling(const std::vector<int64_t>& sizes, const std::string& bin_dir,
-                          const std::string& tmp_dir, int threads) {
+                          const std::string& tmp_dir, int threads,
+                          const std::function<void(const nlohmann::json&)>& save) {
   nlohmann::json points = nlohmann::json::array();
   std::printf("(c) scaling: effnet-prepare on generated 32 px JPEGs, %d decode threads, %u cores\n",
               threads, std::thread::hardware_concurrency());
@@ -171,6 +175,7 @@ nlohmann::json RunScaling(const std::vector<int64_t>& sizes, const std::string& 
                         {"max_rss_mib", prep.max_rss_mib},
                         {"us_per_image", us_per_img}}},
                       {"inspect", {{"seconds", insp.seconds}, {"max_rss_mib", insp.max_rss_mib}}}});
+    save(points);
     fs::remove_all(dir);
   }
   for (size_t k = 1; k < points.size(); ++k) {
@@ -215,7 +220,12 @@ int main(int argc, char** argv) {
   j["host_cores"] = std::thread::hardware_concurrency();
   if (!scaling.empty()) {
     try {
-      j["scaling"] = RunScaling(scaling, bin_dir, tmp_dir, scaling_threads);
+      j["scaling"] =
+          RunScaling(scaling, bin_dir, tmp_dir, scaling_threads, [&](const nlohmann::json& p) {
+            nlohmann::json partial = j;
+            partial["scaling"] = p;
+            effnet::ThrowIfError(effnet::WriteFileAtomic(out_json, partial.dump(2) + "\n"));
+          });
       j["load_average_after"] = [] {
         double la[3] = {0, 0, 0};
         ::getloadavg(la, 3);
