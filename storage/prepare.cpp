@@ -61,7 +61,9 @@ void ResizeTo(const cv::Mat& src, cv::Mat* dst, int w, int h) {
 
 }  // namespace
 
-cv::Mat ResizeForStore(const cv::Mat& rgb, int size, ResizeMode mode, int pad_value) {
+cv::Mat ResizeForStore(const cv::Mat& rgb, int size, ResizeMode mode, int pad_value,
+                       cv::Size full_size) {
+  if (full_size.empty()) full_size = rgb.size();
   cv::Mat out;
   switch (mode) {
     case ResizeMode::kSquash:
@@ -74,9 +76,9 @@ cv::Mat ResizeForStore(const cv::Mat& rgb, int size, ResizeMode mode, int pad_va
       break;
     }
     case ResizeMode::kPad: {
-      const double scale = static_cast<double>(size) / std::max(rgb.cols, rgb.rows);
-      const int w = std::clamp(static_cast<int>(std::lround(rgb.cols * scale)), 1, size);
-      const int h = std::clamp(static_cast<int>(std::lround(rgb.rows * scale)), 1, size);
+      const double scale = static_cast<double>(size) / std::max(full_size.width, full_size.height);
+      const int w = std::clamp(static_cast<int>(std::lround(full_size.width * scale)), 1, size);
+      const int h = std::clamp(static_cast<int>(std::lround(full_size.height * scale)), 1, size);
       cv::Mat inner;
       ResizeTo(rgb, &inner, w, h);
       out = cv::Mat(size, size, CV_8UC3, cv::Scalar::all(pad_value));
@@ -96,7 +98,26 @@ uint64_t PerceptualHash(const cv::Mat& rgb) {
   return DHashFromThumbnail(thumb.ptr<uint8_t>());
 }
 
-Result<DecodedImage> DecodeImageFile(const std::string& path, int64_t max_pixels) {
+int ReducedDecodeScale(int64_t width, int64_t height, int size, ResizeMode mode) {
+  for (int scale : {8, 4, 2}) {
+    const int64_t w = (width + scale - 1) / scale, h = (height + scale - 1) / scale;
+    int64_t need = 0;
+    switch (mode) {
+      case ResizeMode::kSquash:
+      case ResizeMode::kCenterCrop:
+        need = std::min(w, h);
+        break;
+      case ResizeMode::kPad:
+        need = std::max(w, h);
+        break;
+    }
+    if (need >= int64_t{kReducedDecodeMinRatio} * size) return scale;
+  }
+  return 1;
+}
+
+Result<DecodedImage> DecodeImageFile(const std::string& path, int64_t max_pixels, int store_size,
+                                     ResizeMode mode) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
     return NotFound(errno == ENOENT ? "file not found"
@@ -121,10 +142,18 @@ Result<DecodedImage> DecodeImageFile(const std::string& path, int64_t max_pixels
                            " (from the " + ImageFormatName(header.format) + " header)");
   }
   if (!header.problem.empty()) return DataLoss(header.problem);
+  int scale = 1;
+  if (store_size > 0 && header.format == ImageFormat::kJpeg && header.width > 0 &&
+      header.height > 0) {
+    scale = ReducedDecodeScale(header.width, header.height, store_size, mode);
+  }
+  const int flags = scale == 8   ? cv::IMREAD_REDUCED_COLOR_8
+                    : scale == 4 ? cv::IMREAD_REDUCED_COLOR_4
+                    : scale == 2 ? cv::IMREAD_REDUCED_COLOR_2
+                                 : cv::IMREAD_COLOR;
   cv::Mat bgr;
   try {
-    bgr = cv::imdecode(cv::_InputArray(bytes.data(), static_cast<int>(bytes.size())),
-                       cv::IMREAD_COLOR);
+    bgr = cv::imdecode(cv::_InputArray(bytes.data(), static_cast<int>(bytes.size())), flags);
   } catch (const cv::Exception& e) {
     return DataLoss(std::string("decoder error: ") + e.what());
   }
@@ -132,11 +161,21 @@ Result<DecodedImage> DecodeImageFile(const std::string& path, int64_t max_pixels
     return InvalidArgument(std::string("not a decodable image (format: ") +
                            ImageFormatName(header.format) + ")");
   }
-  if (static_cast<int64_t>(bgr.cols) * bgr.rows > max_pixels) {
-    return InvalidArgument(std::to_string(bgr.cols) + " x " + std::to_string(bgr.rows) +
-                           " pixels exceeds --max-pixels " + std::to_string(max_pixels));
-  }
   DecodedImage out;
+  out.scale = scale;
+  out.full_size = bgr.size();
+  if (scale > 1) {
+    // EXIF orientation may have swapped the sides: match ceil(side / scale) to the header's.
+    const int64_t w = header.width, h = header.height;
+    const bool swapped = (w + scale - 1) / scale != bgr.cols || (h + scale - 1) / scale != bgr.rows;
+    out.full_size = swapped ? cv::Size(static_cast<int>(h), static_cast<int>(w))
+                            : cv::Size(static_cast<int>(w), static_cast<int>(h));
+  }
+  if (static_cast<int64_t>(out.full_size.width) * out.full_size.height > max_pixels) {
+    return InvalidArgument(std::to_string(out.full_size.width) + " x " +
+                           std::to_string(out.full_size.height) + " pixels exceeds --max-pixels " +
+                           std::to_string(max_pixels));
+  }
   cv::cvtColor(bgr, out.rgb, cv::COLOR_BGR2RGB);
   out.content_hash = ContentHash(out.rgb.ptr<uint8_t>(), out.rgb.rows, out.rgb.cols, 3);
   return out;
@@ -264,12 +303,12 @@ Decoded DecodeCandidate(const Candidate& cand, const PrepareConfig& c) {
     return d;
   }
   try {
-    auto img = DecodeImageFile(cand.path, c.max_pixels);
+    auto img = DecodeImageFile(cand.path, c.max_pixels, c.image_size, c.resize);
     if (!img.ok()) {
       d.reason = img.status().message();
       return d;
     }
-    d.stored = ResizeForStore(img->rgb, c.image_size, c.resize, c.pad_value);
+    d.stored = ResizeForStore(img->rgb, c.image_size, c.resize, c.pad_value, img->full_size);
     d.content_hash = img->content_hash;
     d.phash = PerceptualHash(img->rgb);
     d.ok = true;
@@ -466,6 +505,11 @@ Result<PrepareSummary> RunPrepare(const PrepareConfig& c) {
   EFFNET_ASSIGN_OR_RETURN(std::vector<Split> splits, StratifiedSplit(labels, groups, c.split));
   const auto dup_groups = ExactDuplicateGroups(hashes);
   summary.exact_duplicate_groups = static_cast<int64_t>(dup_groups.size());
+  // Note [capped report]: at most duplicates_report_limit exact groups and as many near pairs
+  // (the closest first) go to <out>.duplicates.csv, then one "exact-omitted" / "near-omitted" row
+  // with the number left out, so the file stays small for any data set; the log names 20 of each.
+  const size_t max_groups = static_cast<size_t>(std::max<int64_t>(0, c.duplicates_report_limit));
+  const size_t max_pairs = max_groups, max_logged = 20;
   std::string dup_text =
       CsvRecord({"kind", "group", "index", "split", "label", "file", "distance"});
   for (size_t g = 0; g < dup_groups.size(); ++g) {
@@ -474,28 +518,48 @@ Result<PrepareSummary> RunPrepare(const PrepareConfig& c) {
     for (int64_t m : dup_groups[g].members) {
       names += (names.empty() ? "" : ", ") + paths[m];
       conflict |= labels[m] != labels[dup_groups[g].members.front()];
-      dup_text += CsvRecord({"exact", std::to_string(g), std::to_string(m), SplitName(splits[m]),
-                             label_names[m], paths[m], "0"});
+      if (g < max_groups) {
+        dup_text += CsvRecord({"exact", std::to_string(g), std::to_string(m), SplitName(splits[m]),
+                               label_names[m], paths[m], "0"});
+      }
     }
     summary.exact_duplicate_images += static_cast<int64_t>(dup_groups[g].members.size());
     summary.label_conflict_groups += conflict ? 1 : 0;
-    log::Warn("identical images (kept in split " +
-              std::string(SplitName(splits[dup_groups[g].members.front()])) + ")" +
-              (conflict ? " WITH DIFFERENT LABELS" : "") + ": " + names);
+    if (g < max_logged || conflict) {
+      log::Warn("identical images (kept in split " +
+                std::string(SplitName(splits[dup_groups[g].members.front()])) + ")" +
+                (conflict ? " WITH DIFFERENT LABELS" : "") + ": " + names);
+    }
   }
-  const auto near = NearDuplicatesAcrossSplits(phashes, hashes, splits, c.near_duplicate_distance);
+  if (dup_groups.size() > max_groups) {
+    dup_text += CsvRecord(
+        {"exact-omitted", std::to_string(dup_groups.size() - max_groups), "", "", "", "", ""});
+  }
+  auto near = NearDuplicatesAcrossSplits(phashes, hashes, splits, c.near_duplicate_distance);
   summary.near_duplicate_pairs = static_cast<int64_t>(near.size());
-  for (size_t k = 0; k < near.size(); ++k) {
+  std::stable_sort(near.begin(), near.end(), [](const auto& p, const auto& q) {
+    return p.distance < q.distance;  // closest first; (a, b) order within a distance
+  });
+  for (size_t k = 0; k < near.size() && k < max_pairs; ++k) {
     const auto& p = near[k];
     for (int64_t m : {p.a, p.b}) {
       dup_text += CsvRecord({"near", std::to_string(k), std::to_string(m), SplitName(splits[m]),
                              label_names[m], paths[m], std::to_string(p.distance)});
     }
-    if (k < 20) {
+    if (k < max_logged) {
       log::Warn("near-duplicates across splits (dHash distance " + std::to_string(p.distance) +
                 "): " + paths[p.a] + " [" + SplitName(splits[p.a]) + "] ~ " + paths[p.b] + " [" +
                 SplitName(splits[p.b]) + "]");
     }
+  }
+  if (near.size() > max_pairs) {
+    dup_text +=
+        CsvRecord({"near-omitted", std::to_string(near.size() - max_pairs), "", "", "", "", ""});
+  }
+  if (dup_groups.size() > max_logged || near.size() > max_logged) {
+    log::Warn(std::to_string(dup_groups.size()) + " groups of identical images and " +
+              std::to_string(near.size()) + " near-duplicate pairs across splits in all; " +
+              "the log names at most " + std::to_string(max_logged) + " of each");
   }
   summary.duplicates_csv = c.out_path + ".duplicates.csv";
   EFFNET_RETURN_IF_ERROR(WriteFileAtomic(summary.duplicates_csv, dup_text));

@@ -1,6 +1,9 @@
 // Storage throughput: (a) effnet-prepare on a real data set, (b) the reader's random batches from
 // the page cache next to a plain mmap + memcpy of the same bytes. Writes a JSON summary.
+// With --scaling N1,N2,...: only (c) the scaling series instead: effnet-synth, effnet-prepare and
+// effnet-inspect on N generated 32 px images each, seconds and peak memory per stage.
 #include <fcntl.h>
+#include <spawn.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -10,10 +13,15 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
+#include <regex>
+#include <sstream>
 #include <thread>
 
 #include "common/atomic_file.h"
@@ -73,12 +81,125 @@ void Warm(const std::string& path) {
   ::close(fd);
 }
 
+struct StageRun {
+  double seconds = 0;
+  double max_rss_mib = 0;  // ru_maxrss of the child
+  std::string output;      // stdout and stderr
+};
+
+// Runs argv[0] with its output to a file; wall seconds and the child's own peak RSS (wait4).
+StageRun RunStage(const std::vector<std::string>& args, const std::string& log_path) {
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  StageRun r;
+  const auto t0 = Clock::now();
+  pid_t pid = 0;
+  const int err = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (err != 0) throw std::runtime_error(args[0] + ": cannot start: " + std::strerror(err));
+  int status = 0;
+  rusage u{};
+  if (::wait4(pid, &status, 0, &u) != pid) throw std::runtime_error(args[0] + ": wait4 failed");
+  r.seconds = Seconds(t0, Clock::now());
+  r.max_rss_mib = u.ru_maxrss / 1024.0;
+  std::ifstream in(log_path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  r.output = ss.str();
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    throw std::runtime_error(args[0] + " failed (see " + log_path + "):\n" + r.output);
+  }
+  return r;
+}
+
+double FindNumber(const std::string& text, const std::string& pattern) {
+  std::smatch m;
+  if (!std::regex_search(text, m, std::regex(pattern))) {
+    throw std::runtime_error("pattern '" + pattern + "' not in:\n" + text);
+  }
+  return std::stod(m[1]);
+}
+
+// (c) The scaling series: per N, effnet-synth writes N 32 px JPEGs (7 classes), effnet-prepare
+// stores them (decode, then dedup + split + metadata), effnet-inspect reads the store and runs
+// the near-duplicate search. Growth per doubling: (s/img at N2 / s/img at N1)^(1 / log2(N2/N1)).
+// `save` gets the points so far after each one, before its files are deleted (deleting 320k
+// files took over 10 minutes on a loaded machine).
+nlohmann::json RunScaling(const std::vector<int64_t>& sizes, const std::string& bin_dir,
+                          const std::string& tmp_dir, int threads,
+                          const std::function<void(const nlohmann::json&)>& save) {
+  nlohmann::json points = nlohmann::json::array();
+  std::printf("(c) scaling: effnet-prepare on generated 32 px JPEGs, %d decode threads, %u cores\n",
+              threads, std::thread::hardware_concurrency());
+  std::printf("%9s | %8s %8s | %8s %8s %8s %8s %8s | %8s %8s\n", "images", "synth s", "MiB",
+              "prep s", "decode s", "rest s", "MiB", "us/img", "inspect", "MiB");
+  for (int64_t n : sizes) {
+    const std::string dir = tmp_dir + "/bench_scaling_" + std::to_string(n);
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    const int64_t per_class = (n + 6) / 7;
+    double load[3] = {0, 0, 0};  // other users of the machine skew the numbers
+    ::getloadavg(load, 3);
+    const StageRun synth =
+        RunStage({bin_dir + "/effnet-synth", "--out", dir + "/data", "--per-class",
+                  std::to_string(per_class), "--size", "32", "--seed", "1"},
+                 dir + "/synth.log");
+    const std::string store = dir + "/store.h5";
+    const StageRun prep =
+        RunStage({bin_dir + "/effnet-prepare", "--csv", dir + "/data/synth.csv", "--images",
+                  dir + "/data/images", "--out", store, "--size", "32", "--threads",
+                  std::to_string(threads), "--progress", "lines"},
+                 dir + "/prepare.log");
+    const double decode_s = FindNumber(prep.output, R"(decode [0-9.]+ img/s \(([0-9.]+) s\))");
+    const double total_s = FindNumber(prep.output, R"(, total ([0-9.]+) s)");
+    const StageRun insp = RunStage({bin_dir + "/effnet-inspect", store}, dir + "/inspect.log");
+    const int64_t images = per_class * 7;
+    const double us_per_img = prep.seconds / static_cast<double>(images) * 1e6;
+    std::printf("%9lld | %8.2f %8.1f | %8.2f %8.2f %8.2f %8.1f %8.1f | %8.2f %8.1f  load %.2f\n",
+                static_cast<long long>(images), synth.seconds, synth.max_rss_mib, prep.seconds,
+                decode_s, total_s - decode_s, prep.max_rss_mib, us_per_img, insp.seconds,
+                insp.max_rss_mib, load[0]);
+    std::fflush(stdout);
+    points.push_back({{"images", images},
+                      {"load_average_before", std::vector<double>(load, load + 3)},
+                      {"synth", {{"seconds", synth.seconds}, {"max_rss_mib", synth.max_rss_mib}}},
+                      {"prepare",
+                       {{"seconds", prep.seconds},
+                        {"decode_seconds", decode_s},
+                        {"after_decode_seconds", total_s - decode_s},
+                        {"max_rss_mib", prep.max_rss_mib},
+                        {"us_per_image", us_per_img}}},
+                      {"inspect", {{"seconds", insp.seconds}, {"max_rss_mib", insp.max_rss_mib}}}});
+    save(points);
+    fs::remove_all(dir);
+  }
+  for (size_t k = 1; k < points.size(); ++k) {
+    const auto &a = points[k - 1], &b = points[k];
+    const double doublings = std::log2(b["images"].get<double>() / a["images"].get<double>());
+    const double growth = std::pow(
+        b["prepare"]["us_per_image"].get<double>() / a["prepare"]["us_per_image"].get<double>(),
+        1.0 / doublings);
+    points[k]["prepare"]["us_per_image_growth_per_doubling"] = growth;
+    std::printf("    %lld -> %lld images: effnet-prepare seconds per image x %.3f per doubling\n",
+                static_cast<long long>(a["images"].get<int64_t>()),
+                static_cast<long long>(b["images"].get<int64_t>()), growth);
+  }
+  return points;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string out_json = "bench/results/storage.json", prepare_bin, data_dir, tmp_dir = "/tmp";
   int64_t num_images = 2048;
-  int size = 224, batch = 256, rounds = 30;
+  int size = 224, batch = 256, rounds = 30, scaling_threads = 2;
+  std::vector<int64_t> scaling;
+  std::string bin_dir;
   CLI::App app{"bench_storage: effnet-prepare img/s on real data and reader img/s vs mmap+memcpy"};
   app.add_option("--out", out_json, "JSON result file")->capture_default_str();
   app.add_option("--prepare-bin", prepare_bin, "effnet-prepare to time (empty: skip part a)");
@@ -88,10 +209,36 @@ int main(int argc, char** argv) {
   app.add_option("--size", size, "image size")->capture_default_str();
   app.add_option("--batch", batch, "batch size")->capture_default_str();
   app.add_option("--rounds", rounds, "random batches per method")->capture_default_str();
+  app.add_option("--scaling", scaling, "only the scaling series: image counts, e.g. 5000,20000")
+      ->delimiter(',');
+  app.add_option("--bin-dir", bin_dir, "folder of effnet-synth/-prepare/-inspect (--scaling)");
+  app.add_option("--scaling-threads", scaling_threads, "effnet-prepare --threads in --scaling")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   nlohmann::json j;
   j["host_cores"] = std::thread::hardware_concurrency();
+  if (!scaling.empty()) {
+    try {
+      j["scaling"] =
+          RunScaling(scaling, bin_dir, tmp_dir, scaling_threads, [&](const nlohmann::json& p) {
+            nlohmann::json partial = j;
+            partial["scaling"] = p;
+            effnet::ThrowIfError(effnet::WriteFileAtomic(out_json, partial.dump(2) + "\n"));
+          });
+      j["load_average_after"] = [] {
+        double la[3] = {0, 0, 0};
+        ::getloadavg(la, 3);
+        return std::vector<double>(la, la + 3);
+      }();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "bench_storage: %s\n", e.what());
+      return 1;
+    }
+    effnet::ThrowIfError(effnet::WriteFileAtomic(out_json, j.dump(2) + "\n"));
+    std::printf("wrote %s\n", out_json.c_str());
+    return 0;
+  }
 
   // (a) effnet-prepare on the real data.
   const std::string csv = data_dir + "/flipkart_com-ecommerce_sample_1050.csv";
