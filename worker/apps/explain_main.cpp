@@ -141,7 +141,8 @@ Result<std::vector<Item>> StoreItems(const Options& o, const std::vector<std::st
     const int64_t i = picked[k];
     Item& it = items[k];
     it.file = info.source_paths[static_cast<size_t>(i)];
-    it.name = std::to_string(i) + "_" + SafeName(fs::path(it.file).stem().string());
+    const std::string stem = SafeName(fs::path(it.file).stem().string());
+    it.name = stem == std::to_string(i) ? stem : std::to_string(i) + "_" + stem;
     it.label = info.labels[static_cast<size_t>(i)];
     it.h = it.w = s;
     it.rgb.resize(reader->image_bytes());
