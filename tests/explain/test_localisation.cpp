@@ -12,6 +12,9 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 #include <sstream>
 
 #include "storage/dataset_reader.h"
@@ -185,6 +188,42 @@ TEST(Localisation, GradCamAndOcclusionMassInsideTheShapesBox) {
   for (auto& [cls, entry] : summary.at("files").at("class_mean_gradcam").items()) {
     EXPECT_TRUE(fs::exists(out + "/" + entry.at("png").get<std::string>())) << cls;
   }
+  // --images DIR: the class is the folder's name (a folder of another name: true class unknown).
+  const fs::path photos = dir / "photos";
+  const auto& names = (*reader)->info().class_names;
+  for (int64_t i = 0; i < 3; ++i) {
+    const fs::path folder = photos / (i < 2 ? names[static_cast<size_t>(label_v[i])] : "misc");
+    fs::create_directories(folder);
+    cv::Mat rgb(static_cast<int>(S), static_cast<int>(S), CV_8UC3,
+                pixels.data() + i * (*reader)->image_bytes()),
+        bgr;
+    cv::cvtColor(rgb, bgr, cv::COLOR_RGB2BGR);
+    ASSERT_TRUE(cv::imwrite((folder / ("photo" + std::to_string(i) + ".png")).string(), bgr));
+  }
+  const std::string out2 = (dir / "explain_photos").string();
+  ASSERT_EQ(RunCmd(Bin("effnet-explain") + " " + best + " --images " + photos.string() +
+                       " --target true --out " + out2,
+                   elog),
+            0)
+      << Slurp(elog);
+  const auto index2 = Slurp(out2 + "/index.csv");
+  EXPECT_NE(index2.find(names[static_cast<size_t>(label_v[0])] + "/photo0.png," +
+                        names[static_cast<size_t>(label_v[0])] + ","),
+            std::string::npos)
+      << index2;
+  EXPECT_NE(index2.find("misc/photo2.png,,"), std::string::npos) << index2;
+  EXPECT_EQ(nlohmann::json::parse(Slurp(out2 + "/summary.json")).at("labelled"), 2);
+  // One source only; an unknown class is named.
+  EXPECT_NE(RunCmd(Bin("effnet-explain") + " " + best + " --images " + photos.string() +
+                       " --data " + data + " --out " + out2,
+                   elog),
+            0);
+  EXPECT_NE(RunCmd(Bin("effnet-explain") + " " + best + " --data " + data +
+                       " --target nosuch --out " + out2,
+                   elog),
+            0);
+  EXPECT_NE(Slurp(elog).find("nosuch"), std::string::npos) << Slurp(elog);
+
   std::cout << "[localisation] whole test "
             << std::chrono::duration<double>(Clock::now() - t0).count() << " s\n";
   if (!HasFailure()) effnet::testing::RemoveTree(dir.string());
