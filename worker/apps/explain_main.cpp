@@ -13,6 +13,7 @@
 //   summary.json                  counts, accuracy, options and the file names above
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <map>
