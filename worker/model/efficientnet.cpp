@@ -267,10 +267,16 @@ void EfficientNetV2Impl::reset_parameters() {
 }
 
 torch::Tensor EfficientNetV2Impl::forward_features(torch::Tensor x) {
+  return forward_features(std::move(x), nullptr);
+}
+
+torch::Tensor EfficientNetV2Impl::forward_features(torch::Tensor x,
+                                                   std::vector<torch::Tensor>* stage_outputs) {
   Parts& p = *parts_;
   x = BnAct(p.bn1, p.conv_stem(x));
   for (auto& stage : p.stages) {
     for (auto& b : stage) x = b->forward(x);
+    if (stage_outputs != nullptr) stage_outputs->push_back(x);
   }
   return BnAct(p.bn2, p.conv_head(x));
 }

@@ -27,6 +27,9 @@ class EfficientNetV2Impl : public torch::nn::Module {
   torch::Tensor forward(torch::Tensor x);
   // Features before pooling: [N,head_channels,H/32,W/32].
   torch::Tensor forward_features(torch::Tensor x);
+  // The same, also appending each stage's output ([N,C_s,H_s,W_s], stage order) to `stage_outputs`;
+  // all from one pass, so gradients reach every returned tensor (feature pyramids, attribution).
+  torch::Tensor forward_features(torch::Tensor x, std::vector<torch::Tensor>* stage_outputs);
   // Progressive learning changes the classifier dropout per stage.
   void set_dropout(double rate);
   double dropout() const;
