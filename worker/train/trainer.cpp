@@ -131,7 +131,31 @@ Status Trainer::Setup() {
   schedule_->steps_per_epoch = steps_per_epoch_;
   schedule_->total_steps = steps_per_epoch_ * config_.job.epochs;
 
-  EFFNET_ASSIGN_OR_RETURN(optimizer_, MakeOptimizer(*model_.module, config_.optimizer));
+  // Note [unfreeze]: a frozen part is frozen before the optimiser and the reducer see the model.
+  // With model.unfreeze_epoch the optimiser holds every parameter from the start (frozen ones have
+  // no gradient and are skipped), so unfreezing needs no new optimiser and the optimiser state
+  // keeps one layout for resume. The reducer buckets only trainable parameters at Attach
+  // (worker/dist/reducer.h), so gradients of parameters unfrozen later would not be averaged over
+  // ranks: unfreezing is refused with more than one rank.
+  const auto& tr = config_.transfer;
+  const bool freeze = tr.freeze != "none";
+  if (freeze) {
+    if (!model_.set_frozen) return InvalidArgument("model.freeze: this model cannot be frozen");
+    if (tr.unfreeze_epoch >= 0 && dp_.world_size() > 1) {
+      return InvalidArgument(
+          "model.unfreeze_epoch: unfreezing during a run is supported with one rank only (world "
+          "size is " +
+          std::to_string(dp_.world_size()) +
+          "; frozen parameters are not in the gradient buckets); train the frozen phase and the "
+          "fine-tuning phase as two runs, the second with model.pretrained = the first's "
+          "checkpoints/best/model.safetensors");
+    }
+    EFFNET_RETURN_IF_ERROR(model_.set_frozen(true));
+    frozen_ = true;
+  }
+  EFFNET_ASSIGN_OR_RETURN(optimizer_,
+                          MakeOptimizer(*model_.module, config_.optimizer,
+                                        /*include_frozen=*/freeze && tr.unfreeze_epoch >= 0));
   // Note [attach before EMA]: Attach broadcasts rank 0's parameters; the EMA must start from
   // those, not from this rank's own initialisation.
   EFFNET_RETURN_IF_ERROR(dp_.Attach(*model_.module));
@@ -185,6 +209,12 @@ Result<FitResult> Trainer::Fit() {
     const double epoch_start = Now();
     const job::Stage& stage = plan.stage;
     if (model_.set_dropout) model_.set_dropout(stage.dropout);
+    if (frozen_ && config_.transfer.unfreeze_epoch >= 0 &&
+        epoch >= config_.transfer.unfreeze_epoch) {
+      EFFNET_RETURN_IF_ERROR(model_.set_frozen(false));
+      frozen_ = false;
+      log::Info("epoch " + std::to_string(epoch) + ": model unfrozen (model.unfreeze_epoch)");
+    }
     model_.module->train();
     // Note [per-epoch seeds]: every random stream of an epoch is seeded from (seed, epoch, rank),
     // so an epoch run after a resume draws exactly what the uninterrupted run drew.

@@ -27,6 +27,9 @@ struct ModelHandle {
   std::shared_ptr<torch::nn::Module> module;
   std::function<torch::Tensor(const torch::Tensor&)> forward;  // [N,3,H,W] -> logits [N,C]
   std::function<void(double)> set_dropout;                     // may be empty
+  // Freezes (true) or unfreezes (false) the part named by model.freeze; empty: model.freeze must
+  // be none.
+  std::function<Status(bool)> set_frozen;
   int num_classes = 0;
   std::string name;  // "EfficientNetV2-B0"
 };
@@ -99,6 +102,7 @@ class Trainer {
   std::string last_good_checkpoint_;
   std::string best_checkpoint_;
   bool setup_done_ = false;
+  bool frozen_ = false;  // model.freeze is in effect
 };
 
 }  // namespace effnet::train

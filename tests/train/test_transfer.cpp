@@ -1,0 +1,165 @@
+// Transfer learning and using a trained model, end to end on generated data:
+//  (1) effnet-export writes timm-keyed weights that timm loads strictly (tests/formats/
+//      check_export.py); a run started from them with another class count gets the backbone
+//      unchanged and a new head, keeps a frozen backbone (weights and BN statistics) bit-identical
+//      through epoch 0 and trains it after model.unfreeze_epoch;
+//  (2) unfreezing with more than one rank is refused.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "tests/train/synthetic_data.h"
+#include "worker/formats/safetensors.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string Bin(const std::string& name) {
+  const char* dir = std::getenv("EFFNET_BIN_DIR");
+  return std::string(dir ? dir : "bin") + "/" + name;
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+int RunCmd(const std::string& cmd, const std::string& cwd, const std::string& log) {
+  const std::string full = "cd '" + cwd + "' && " + cmd + " > '" + log + "' 2>&1";
+  const int rc = std::system(full.c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+// A 1-stage tiny run at 32 px: seconds on one core.
+const char* kQuick =
+    " --preset tiny --set job.progressive.num_stages=1 --set job.progressive.min_image_size=32"
+    " --set job.progressive.max_image_size=32 --set data.eval_image_size=32"
+    " --set output.progress=false --set output.tensorboard=false --set data.batch_size=8";
+
+class TransferTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("effnet_transfer_" + std::to_string(getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    effnet::testing::RemoveTree(dir_.string());
+    fs::create_directories(dir_);
+  }
+  void TearDown() override {
+    if (!HasFailure()) effnet::testing::RemoveTree(dir_.string());
+  }
+  std::string Data(const std::string& name, effnet::testing::SyntheticSpec s) {
+    const std::string p = (dir_ / name).string();
+    auto st = effnet::testing::WriteSyntheticStore(p, s);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    return p;
+  }
+  // Runs `cmd`; on failure the assertion shows its log.
+  void Ok(const std::string& cmd, const std::string& name) {
+    const std::string log = (dir_ / (name + ".log")).string();
+    ASSERT_EQ(RunCmd(cmd, dir_.string(), log), 0) << cmd << "\n" << Slurp(log);
+  }
+  fs::path dir_;
+};
+
+effnet::formats::StateDict Read(const std::string& path) {
+  auto r = effnet::formats::ReadSafetensors(path);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  return r.ok() ? *r : effnet::formats::StateDict{};
+}
+
+effnet::testing::SyntheticSpec Small(int classes) {
+  effnet::testing::SyntheticSpec s;
+  s.classes = classes;
+  s.train_per_class = 6;
+  s.val_per_class = 2;
+  s.test_per_class = 3;
+  s.image_size = 32;
+  return s;
+}
+
+TEST_F(TransferTest, ExportLoadsInTimmAndPretrainedRunFreezesThenUnfreezes) {
+  const std::string d3 = Data("d3.h5", Small(3)), d5 = Data("d5.h5", Small(5));
+  const std::string src = (dir_ / "src").string(), ft = (dir_ / "ft").string();
+  Ok(Bin("effnet-train") + kQuick + " --set job.epochs=1 --data " + d3 + " --out " + src, "src");
+  const std::string w = (dir_ / "w.safetensors").string(), pt = (dir_ / "w.pt").string();
+  Ok(Bin("effnet-export") + " " + src + "/checkpoints/best --format safetensors --out " + w,
+     "export");
+  Ok(Bin("effnet-export") + " " + src + "/checkpoints/best --format pt --out " + pt, "export_pt");
+  auto side = nlohmann::json::parse(Slurp(w + ".json"));
+  EXPECT_EQ(side.at("class_names"), nlohmann::json({"class_0", "class_1", "class_2"}));
+  EXPECT_EQ(side.at("image_size"), 32);
+  EXPECT_EQ(side.at("timm_model"), "tf_efficientnetv2_b0");
+  EXPECT_EQ(side.at("normalization").at("name"), "imagenet");
+  Ok(std::string(EFFNET_PYTHON) + " " + EFFNET_SOURCE_DIR_TESTS + "/formats/check_export.py " + w +
+         " " + pt,
+     "timm");
+
+  // 5 classes from 3-class weights: new head; backbone frozen in epoch 0, trained from epoch 1.
+  Ok(Bin("effnet-train") + kQuick + " --set job.epochs=2 --data " + d5 + " --pretrained " + w +
+         " --set model.freeze=backbone --set model.unfreeze_epoch=1 --out " + ft,
+     "ft");
+  const std::string log = Slurp((dir_ / "ft.log").string());
+  EXPECT_NE(log.find("classifier re-initialised (Glorot uniform) for 5 classes"), std::string::npos)
+      << log;
+  EXPECT_NE(log.find("model unfrozen"), std::string::npos) << log;
+  const auto pre = Read(w);
+  const auto e0 = Read(ft + "/checkpoints/epoch-0000/model.safetensors");
+  const auto e1 = Read(ft + "/checkpoints/epoch-0001/model.safetensors");
+  ASSERT_EQ(pre.size(), e0.size());
+  for (const auto& item : pre) {
+    const at::Tensor* a = e0.find(item.key());
+    ASSERT_NE(a, nullptr) << item.key();
+    if (item.key().rfind("classifier.", 0) == 0) continue;
+    EXPECT_TRUE(a->equal(item.value())) << "frozen in epoch 0 but changed: " << item.key();
+  }
+  EXPECT_EQ(e0.find("classifier.weight")->size(0), 5);
+  EXPECT_FALSE(e0.find("classifier.weight")->equal(*e1.find("classifier.weight")));
+  EXPECT_FALSE(pre.find("conv_stem.weight")->equal(*e1.find("conv_stem.weight")));
+  EXPECT_FALSE(pre.find("bn2.running_mean")->equal(*e1.find("bn2.running_mean")));
+
+  // Resuming does not load the pretrained file again (it would undo the training).
+  Ok(Bin("effnet-train") + kQuick + " --set job.epochs=2 --data " + d5 + " --pretrained " + w +
+         " --set model.freeze=backbone --set model.unfreeze_epoch=1 --out " + ft,
+     "ft_again");
+  EXPECT_NE(Slurp((dir_ / "ft_again.log").string()).find("not loaded: resuming from"),
+            std::string::npos);
+}
+
+TEST_F(TransferTest, RefusesUnfreezeWithTwoRanksAndAMismatchedFile) {
+  const std::string d3 = Data("d3.h5", Small(3));
+  const std::string log = (dir_ / "log").string();
+  const char* mpiexec = std::getenv("EFFNET_MPIEXEC");
+  if (mpiexec && *mpiexec && fs::exists(Bin("effnet-worker"))) {
+    EXPECT_NE(
+        RunCmd(std::string(mpiexec) + " --oversubscribe -np 2 " + Bin("effnet-worker") + kQuick +
+                   " --set job.epochs=2 --set model.freeze=backbone"
+                   " --set model.unfreeze_epoch=1 --data " +
+                   d3 + " --out " + (dir_ / "r").string(),
+               dir_.string(), log),
+        0);
+    EXPECT_NE(Slurp(log).find("model.unfreeze_epoch: unfreezing during a run is supported with "
+                              "one rank only"),
+              std::string::npos)
+        << Slurp(log);
+  }
+  // Not weights at all: the key and the bytes named.
+  const std::string junk = (dir_ / "junk.safetensors").string();
+  std::ofstream(junk) << "not weights";
+  EXPECT_NE(RunCmd(Bin("effnet-train") + kQuick + " --data " + d3 + " --pretrained " + junk +
+                       " --out " + (dir_ / "r2").string(),
+                   dir_.string(), log),
+            0);
+  EXPECT_NE(Slurp(log).find("model.pretrained: pretrained weights " + junk), std::string::npos)
+      << Slurp(log);
+}
+
+}  // namespace
