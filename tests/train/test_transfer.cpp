@@ -3,7 +3,9 @@
 //      check_export.py); a run started from them with another class count gets the backbone
 //      unchanged and a new head, keeps a frozen backbone (weights and BN statistics) bit-identical
 //      through epoch 0 and trains it after model.unfreeze_epoch;
-//  (2) unfreezing with more than one rank is refused.
+//  (2) unfreezing with more than one rank is refused;
+//  (3) effnet-evaluate matches classes by name: a store with the classes in another order gives
+//      the same predictions, one with unknown names is refused naming them.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -159,6 +161,43 @@ TEST_F(TransferTest, RefusesUnfreezeWithTwoRanksAndAMismatchedFile) {
                    dir_.string(), log),
             0);
   EXPECT_NE(Slurp(log).find("model.pretrained: pretrained weights " + junk), std::string::npos)
+      << Slurp(log);
+}
+
+TEST_F(TransferTest, EvaluateMatchesClassesByName) {
+  auto spec = Small(3);
+  const std::string d = Data("d.h5", spec);
+  spec.reverse_class_order = true;
+  const std::string rev = Data("rev.h5", spec);
+  spec.reverse_class_order = false;
+  spec.name_prefix = "kind_";
+  const std::string other = Data("other.h5", spec);
+  const std::string run = (dir_ / "run").string();
+  Ok(Bin("effnet-train") + kQuick + " --set job.epochs=1 --data " + d + " --out " + run, "train");
+  const std::string ck = run + "/checkpoints/best";
+  fs::create_directories(dir_ / "a");
+  fs::create_directories(dir_ / "b");
+  Ok(Bin("effnet-evaluate") + " " + ck + " --data " + d + " --out " + (dir_ / "a").string(), "a");
+  Ok(Bin("effnet-evaluate") + " " + ck + " --data " + rev + " --out " + (dir_ / "b").string(), "b");
+  auto a = nlohmann::json::parse(Slurp((dir_ / "a" / "eval_test.json").string()));
+  auto b = nlohmann::json::parse(Slurp((dir_ / "b" / "eval_test.json").string()));
+  EXPECT_FALSE(a.at("remapped_by_name").get<bool>());
+  EXPECT_TRUE(b.at("remapped_by_name").get<bool>());
+  EXPECT_EQ(a.at("class_names"), b.at("class_names"));
+  EXPECT_EQ(a.at("accuracy"), b.at("accuracy"));
+  EXPECT_EQ(a.at("confusion"), b.at("confusion"));
+  ASSERT_EQ(a.at("predictions").size(), 9u);
+  ASSERT_EQ(a.at("predictions").size(), b.at("predictions").size());
+  for (size_t i = 0; i < a.at("predictions").size(); ++i) {
+    const auto& pa = a.at("predictions")[i];
+    const auto& pb = b.at("predictions")[i];
+    EXPECT_EQ(pa.at("label"), pb.at("label")) << i;
+    EXPECT_EQ(pa.at("predicted"), pb.at("predicted")) << i;
+  }
+  const std::string log = (dir_ / "other.log").string();
+  EXPECT_NE(RunCmd(Bin("effnet-evaluate") + " " + ck + " --data " + other, dir_.string(), log), 0);
+  EXPECT_NE(Slurp(log).find("class name(s) 'kind_0', 'kind_1', 'kind_2' unknown to the model"),
+            std::string::npos)
       << Slurp(log);
 }
 

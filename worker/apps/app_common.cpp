@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <torch/utils.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -113,6 +114,29 @@ Status StartFromPretrained(const train::TrainConfig& c, train::ModelHandle& mode
   auto net = std::dynamic_pointer_cast<model::EfficientNetV2Impl>(model.module);
   if (!net) return InvalidArgument("model.pretrained: the model is not an EfficientNetV2");
   return formats::LoadPretrained(*net, path).WithContext("model.pretrained");
+}
+
+Result<std::vector<int64_t>> MapClassesByName(const std::vector<std::string>& model_names,
+                                              const std::vector<std::string>& store_names,
+                                              const std::string& store) {
+  std::vector<int64_t> map;
+  std::vector<std::string> unknown;
+  for (const auto& name : store_names) {
+    auto it = std::find(model_names.begin(), model_names.end(), name);
+    if (it == model_names.end()) {
+      unknown.push_back("'" + name + "'");
+    } else {
+      map.push_back(it - model_names.begin());
+    }
+  }
+  if (!unknown.empty()) {
+    std::string u, m;
+    for (const auto& x : unknown) u += (u.empty() ? "" : ", ") + x;
+    for (const auto& x : model_names) m += (m.empty() ? "" : ", ") + ("'" + x + "'");
+    return InvalidArgument(store + ": class name(s) " + u +
+                           " unknown to the model (its classes: " + m + "); refusing");
+  }
+  return map;
 }
 
 int ReportFailure(const std::string& what) {

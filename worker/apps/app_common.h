@@ -38,6 +38,12 @@ Result<train::ModelHandle> BuildModel(const train::TrainConfig& c, int num_class
 Status StartFromPretrained(const train::TrainConfig& c, train::ModelHandle& model,
                            train::JobControl& jc);
 
+// Store class i -> model class by name. Identity when the names are equal; a name the model does
+// not know is refused listing every such name with the model's names.
+Result<std::vector<int64_t>> MapClassesByName(const std::vector<std::string>& model_names,
+                                              const std::vector<std::string>& store_names,
+                                              const std::string& store);
+
 struct Runtime {
   std::unique_ptr<train::DataParallel> dp;
   // Makes the JobControl; default (empty): LocalJobControl.
