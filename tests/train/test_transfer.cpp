@@ -5,16 +5,20 @@
 //      through epoch 0 and trains it after model.unfreeze_epoch;
 //  (2) unfreezing with more than one rank is refused;
 //  (3) effnet-evaluate matches classes by name: a store with the classes in another order gives
-//      the same predictions, one with unknown names is refused naming them.
+//      the same predictions, one with unknown names is refused naming them;
+//  (4) effnet-predict on the photos, on the store and from an exported weights file gives the
+//      class and probability effnet-evaluate gives for every test image.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "storage/csv.h"
 #include "tests/train/synthetic_data.h"
 #include "worker/formats/safetensors.h"
 
@@ -199,6 +203,75 @@ TEST_F(TransferTest, EvaluateMatchesClassesByName) {
   EXPECT_NE(Slurp(log).find("class name(s) 'kind_0', 'kind_1', 'kind_2' unknown to the model"),
             std::string::npos)
       << Slurp(log);
+}
+
+// Rows of a CSV with a header, keyed by the file name of column "image".
+std::map<std::string, std::map<std::string, std::string>> ReadPredictions(const std::string& path) {
+  auto t = effnet::storage::ReadCsvFile(path);
+  EXPECT_TRUE(t.ok()) << t.status().ToString();
+  std::map<std::string, std::map<std::string, std::string>> out;
+  if (!t.ok()) return out;
+  for (const auto& r : t->rows) {
+    std::map<std::string, std::string> m;
+    for (size_t i = 0; i < t->header.size(); ++i) m[t->header[i]] = r[i];
+    out[fs::path(m["image"]).filename().string()] = m;
+  }
+  return out;
+}
+
+TEST_F(TransferTest, PredictOnPhotosAgreesWithEvaluateOnTheStore) {
+  // Photos (effnet-synth JPEGs) stored at 24 px by effnet-prepare, evaluated at 32 px: predict
+  // must decode, resize to 24 and transform exactly as the store and evaluation did.
+  const std::string synth = (dir_ / "synth").string(), data = (dir_ / "d.h5").string();
+  Ok(Bin("effnet-synth") + " --out " + synth + " --per-class 8 --size 32 --seed 1", "synth");
+  Ok(Bin("effnet-prepare") + " --csv " + synth + "/synth.csv --images " + synth + "/images --out " +
+         data + " --size 24",
+     "prepare");
+  const std::string run = (dir_ / "run").string(), ck = run + "/checkpoints/best";
+  Ok(Bin("effnet-train") + kQuick + " --set job.epochs=1 --data " + data + " --out " + run,
+     "train");
+  fs::create_directories(dir_ / "ev");
+  Ok(Bin("effnet-evaluate") + " " + ck + " --data " + data + " --out " + (dir_ / "ev").string(),
+     "evaluate");
+  const std::string photos = (dir_ / "photos.csv").string(), store = (dir_ / "store.csv").string();
+  const std::string weights = (dir_ / "weights.csv").string(),
+                    w = (dir_ / "w.safetensors").string();
+  Ok(Bin("effnet-predict") + " " + ck + " --images " + synth + "/images --top-k 2 --out " + photos,
+     "predict_photos");
+  Ok(Bin("effnet-predict") + " " + ck + " --data " + data + " --split test --out " + store,
+     "predict_store");
+  // A weights file with --variant/--classes and the reduced model's multipliers.
+  Ok(Bin("effnet-export") + " " + ck + " --out " + w, "export");
+  std::ofstream(dir_ / "names.txt") << "a\nb\nc\nd\ne\nf\ng\n";
+  Ok(Bin("effnet-predict") + " " + w + " --variant b0 --class-names " +
+         (dir_ / "names.txt").string() +
+         " --set model.extra_width=0.25 --set model.extra_depth=0.25 --image-size 32"
+         " --store-size 24 --csv " +
+         synth + "/synth.csv --images " + synth + "/images --out " + weights,
+     "predict_weights");
+  const auto ev = nlohmann::json::parse(Slurp((dir_ / "ev" / "eval_test.json").string()));
+  const auto names = ev.at("class_names").get<std::vector<std::string>>();
+  const auto p = ReadPredictions(photos), s = ReadPredictions(store), wp = ReadPredictions(weights);
+  ASSERT_EQ(p.size(), 56u);
+  ASSERT_EQ(wp.size(), 56u);
+  ASSERT_EQ(s.size(), ev.at("predictions").size());
+  ASSERT_GT(s.size(), 5u);
+  for (const auto& e : ev.at("predictions")) {
+    const std::string file = fs::path(e.at("source").get<std::string>()).filename().string();
+    ASSERT_TRUE(p.count(file)) << file;
+    const double prob = e.at("probability").get<double>();
+    EXPECT_EQ(p.at(file).at("class_1"), e.at("predicted")) << file;
+    EXPECT_NEAR(std::stod(p.at(file).at("prob_1")), prob, 1e-4) << file;
+    EXPECT_EQ(s.at(file).at("class_1"), e.at("predicted")) << file;
+    EXPECT_EQ(s.at(file).at("label"), e.at("label")) << file;
+    EXPECT_NEAR(std::stod(s.at(file).at("prob_1")), prob, 1e-4) << file;
+    const auto k = std::find(names.begin(), names.end(), e.at("predicted").get<std::string>());
+    EXPECT_EQ(wp.at(file).at("class_1"),
+              std::string(1, static_cast<char>('a' + (k - names.begin()))))
+        << file;
+    EXPECT_NEAR(std::stod(wp.at(file).at("prob_1")), prob, 1e-4) << file;
+  }
+  EXPECT_FALSE(p.begin()->second.at("class_2").empty());
 }
 
 }  // namespace
