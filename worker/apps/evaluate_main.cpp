@@ -60,7 +60,9 @@ int Run(const std::string& ckpt, const std::string& data, const std::string& spl
     label_map = std::move(map_r).value();
   }
   bool identity = label_map.size() == static_cast<size_t>(ck_classes);
-  for (size_t i = 0; identity && i < label_map.size(); ++i) identity = label_map[i] == (int64_t)i;
+  for (size_t i = 0; identity && i < label_map.size(); ++i) {
+    identity = label_map[i] == static_cast<int64_t>(i);
+  }
   auto model_r = apps::BuildModel(cfg, ck_classes);
   if (!model_r.ok()) return apps::ReportFailure(model_r.status().ToString());
   train::SingleProcess dp;
