@@ -13,6 +13,7 @@
 
 #include "worker/data/augment.h"
 #include "worker/formats/keras.h"
+#include "worker/formats/pretrained.h"
 #include "worker/formats/safetensors.h"
 #include "worker/formats/state_dict.h"
 #include "worker/model/efficientnet.h"
@@ -91,6 +92,32 @@ class KerasFiles : public ::testing::Test {
 };
 
 // The study's model: a nested EfficientNetV2B0 (include_top=False) + GAP + Dropout + Dense(7).
+// model.pretrained's path: format detected from content (.keras is a zip, .weights.h5 HDF5), the
+// Keras head kept when its class count fits, and a normalisation that would not reproduce Keras's
+// outputs refused with the value to use.
+TEST_F(KerasFiles, LoadPretrainedDetectsKerasAndChecksNormalisation) {
+  for (const char* ext : {".keras", ".weights.h5"}) {
+    const std::string path = FixtureDir() + "/b0" + ext;
+    auto fmt = DetectPretrainedFormat(path);
+    ASSERT_TRUE(fmt.ok()) << fmt.status().ToString();
+    EXPECT_EQ(*fmt, PretrainedFormat::kKeras) << path;
+    model::EfficientNetV2 net(Config("b0"));
+    TransferOptions options;
+    options.normalize = "imagenet";
+    Status st = LoadPretrained(*net, path, options);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    auto dict = ReadKerasWeights(path, Config("b0"));
+    ASSERT_TRUE(dict.ok());
+    EXPECT_TRUE(GetStateDict(*net).find("classifier.weight")->equal(
+        *dict->find("classifier.weight")));
+    options.normalize = "inception";
+    st = LoadPretrained(*net, path, options);
+    EXPECT_FALSE(st.ok());
+    EXPECT_NE(st.message().find("set augment.normalize=imagenet"), std::string::npos)
+        << st.message();
+  }
+}
+
 TEST_F(KerasFiles, StudyModelWithNestedBackboneAndOwnDenseHead) {
   for (const char* ext : kFormats) {
     const double diff = MaxProbDiff("b0_study", "b0", ext);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <fstream>
 #include <map>
 
@@ -204,6 +205,73 @@ TEST(Transfer, LoadPretrainedReplacesClassifier) {
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.message().find("shape mismatch for 'conv_stem.weight'"), std::string::npos)
       << st.message();
+}
+
+TEST(Transfer, NewHeadIsGlorotUniformAndBackboneEqual) {
+  const TempDir dir;
+  torch::manual_seed(0);
+  EfficientNetV2 src(Tiny(10));
+  const std::string path = dir / "exported.safetensors";
+  ASSERT_TRUE(ExportWeights(*src, path).ok());
+  EfficientNetV2 dst(Tiny(3));
+  Status st = LoadPretrained(*dst, path);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  const StateDict s = GetStateDict(*src), t = GetStateDict(*dst);
+  for (const auto& item : s) {
+    if (item.key().rfind("classifier.", 0) == 0) continue;
+    EXPECT_TRUE(t[item.key()].equal(item.value())) << item.key();
+  }
+  const at::Tensor w = t["classifier.weight"];
+  ASSERT_EQ(w.size(0), 3);
+  // Keras Dense init (Note [Keras head init]): U(-a, a), a = sqrt(6 / (fan_in + fan_out)).
+  const double a = std::sqrt(6.0 / static_cast<double>(w.size(1) + w.size(0)));
+  EXPECT_LE(w.abs().max().item<double>(), a);
+  EXPECT_GT(w.abs().max().item<double>(), 0.8 * a);  // spans the range, not a narrower init
+  EXPECT_NEAR(w.mean().item<double>(), 0.0, 0.25 * a);
+  EXPECT_TRUE(t["classifier.bias"].eq(0).all().item<bool>());
+}
+
+TEST(Transfer, FormatFromContentAndVariantNamedOnMismatch) {
+  const TempDir dir;
+  // An HDF5 file is taken for Keras weights (worker/formats/keras.h), whatever its name.
+  const std::string h5 = dir / "weights.safetensors";
+  {
+    std::ofstream f(h5, std::ios::binary);
+    f << "\x89HDF\r\n\x1a\n" << std::string(64, '\0');
+  }
+  auto fmt = DetectPretrainedFormat(h5);
+  ASSERT_TRUE(fmt.ok()) << fmt.status().ToString();
+  EXPECT_EQ(*fmt, PretrainedFormat::kKeras);
+  EfficientNetV2 b0(Tiny(7));
+  Status st = LoadPretrained(*b0, h5);  // a truncated HDF5 file: refused naming it
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find(h5), std::string::npos) << st.message();
+  // Neither format: refused with the first bytes.
+  const std::string junk = dir / "junk.pth";
+  {
+    std::ofstream f(junk, std::ios::binary);
+    f << "hello world, not weights";
+  }
+  st = DetectPretrainedFormat(junk).status();
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("first bytes: 68 65"), std::string::npos) << st.message();
+  // A full B1 file into a B0 model: the keys and shapes, and the variant the file looks like.
+  ModelConfig c1;
+  c1.variant = "b1";
+  c1.num_classes = 7;
+  EfficientNetV2 b1(c1);
+  const std::string p1 = dir / "b1.pth";
+  ASSERT_TRUE(ExportWeights(*b1, p1).ok());
+  ModelConfig c0 = c1;
+  c0.variant = "b0";
+  EfficientNetV2 real_b0(c0);
+  st = LoadPretrained(*real_b0, p1);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("importing " + p1 + " (torch zip)"), std::string::npos)
+      << st.message();
+  EXPECT_NE(st.message().find("looks like variant 'b1'"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("the model is variant 'b0'"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("unexpected key 'blocks."), std::string::npos) << st.message();
 }
 
 TEST(Weights, ImportErrorNamesFileAndFormat) {

@@ -31,6 +31,10 @@ struct SyntheticSpec {
   int image_size = 64;
   int train_skip = 0;  // leave out the last train image of the last `train_skip` classes
   uint64_t seed = 1;
+  // Same images, classes stored in reverse order: colour c gets label classes-1-c, whose name is
+  // still name_prefix + c (a store listing the same classes in another order).
+  bool reverse_class_order = false;
+  std::string name_prefix = "class_";
 };
 
 inline Status WriteSyntheticStore(const std::string& path, const SyntheticSpec& s) {
@@ -41,7 +45,11 @@ inline Status WriteSyntheticStore(const std::string& path, const SyntheticSpec& 
   auto w = storage::DatasetWriter::Create(path, s.image_size);
   if (!w.ok()) return w.status();
   storage::StoreMetadata meta;
-  for (int c = 0; c < s.classes; ++c) meta.class_names.push_back("class_" + std::to_string(c));
+  auto stored = [&](int c) { return s.reverse_class_order ? s.classes - 1 - c : c; };
+  meta.class_names.resize(static_cast<size_t>(s.classes));
+  for (int c = 0; c < s.classes; ++c) {
+    meta.class_names[static_cast<size_t>(stored(c))] = s.name_prefix + std::to_string(c);
+  }
   std::mt19937_64 gen(s.seed);
   std::uniform_real_distribution<double> u(0.0, 1.0);
   const int S = s.image_size;
@@ -72,7 +80,7 @@ inline Status WriteSyntheticStore(const std::string& path, const SyntheticSpec& 
           }
         }
         EFFNET_RETURN_IF_ERROR((*w)->Append(img.data()));
-        meta.labels.push_back(c);
+        meta.labels.push_back(stored(c));
         meta.splits.push_back(split);
         meta.source_paths.push_back("synthetic/" + std::to_string(index) + ".png");
         meta.content_hash.push_back(static_cast<uint64_t>(index) * 0x9E3779B97F4A7C15ULL + 1);

@@ -73,6 +73,19 @@ TEST(ConfigTable, ErrorsNameTheField) {
             std::string::npos);
   auto section = ParseTrainConfig("outputs: {progress: false}");
   EXPECT_NE(section.status().message().find("outputs: unknown section"), std::string::npos);
+  auto freeze = ParseTrainConfig("model: {freeze: head}");
+  EXPECT_NE(freeze.status().message().find("model.freeze: expected none|backbone|stages:N, got "
+                                           "'head'"),
+            std::string::npos)
+      << freeze.status().message();
+  auto stages = ParseTrainConfig("model: {freeze: 'stages:2', unfreeze_epoch: 3}", {});
+  ASSERT_TRUE(stages.ok()) << stages.status().ToString();
+  EXPECT_EQ(ParseFreeze(stages->transfer.freeze).value(), 2);
+  EXPECT_EQ(stages->transfer.unfreeze_epoch, 3);
+  EXPECT_EQ(ParseFreeze("backbone").value(), kFreezeBackbone);
+  auto pre = ParseTrainConfig("{}", {"model.pretrained=/w/b0.safetensors"});
+  ASSERT_TRUE(pre.ok());
+  EXPECT_EQ(pre->transfer.pretrained, "/w/b0.safetensors");
   auto seed = ParseTrainConfig("job: {seed: -1}");
   EXPECT_NE(seed.status().message().find("job.seed: expected a non-negative integer"),
             std::string::npos);

@@ -1,6 +1,7 @@
 // The trainer with a small stand-in model (conv + BN + dropout + linear) on generated HDF5 data:
 // exact resume after a stop, NaN stop naming the step and the last good checkpoint, refusal of
-// a class-count mismatch, and the loss scaling of Note [shard plan]: 2 ranks x b == 1 rank x 2b.
+// a class-count mismatch, and the loss scaling of Note [shard plan]: 2 ranks x b == 1 rank x 2b;
+// model.freeze / model.unfreeze_epoch (Note [unfreeze] in worker/train/trainer.cpp).
 #include <gtest/gtest.h>
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/conv.h>
@@ -19,6 +20,7 @@
 #include "tests/train/synthetic_data.h"
 #include "worker/dist/dist_data_parallel.h"
 #include "worker/dist/inprocess_communicator.h"
+#include "worker/formats/safetensors.h"
 #include "worker/train/local_job_control.h"
 #include "worker/train/trainer.h"
 
@@ -212,6 +214,64 @@ TEST_F(TrainerTest, RefusesClassCountMismatch) {
   st = t2.Setup();
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.message().find("model.num_classes is 4"), std::string::npos) << st.message();
+}
+
+// A world of two that must never be attached: Setup refuses before any collective.
+class TwoRanksNeverAttached final : public train::DataParallel {
+ public:
+  int rank() const override { return 0; }
+  int world_size() const override { return 2; }
+  Status Attach(torch::nn::Module&) override { return Internal("attached"); }
+  Status BeforeBackward() override { return Status::Ok(); }
+  Status AfterBackward() override { return Status::Ok(); }
+  Result<std::vector<double>> AllReduceSum(const std::vector<double>& v) override { return v; }
+  Status Barrier() override { return Status::Ok(); }
+};
+
+TEST_F(TrainerTest, FreezeKeepsFrozenWeightsUntilUnfreezeAndRefusesItWithTwoRanks) {
+  auto c = Config();
+  c.ema.enabled = false;
+  c.job.epochs = 2;
+  c.transfer.freeze = "backbone";
+  c.transfer.unfreeze_epoch = 1;
+  torch::manual_seed(11);
+  TinyNet net(3, true);
+  auto h = Handle(net, 3);
+  h.set_frozen = [net](bool on) mutable {
+    for (auto* m : {static_cast<torch::nn::Module*>(net->conv.get()),
+                    static_cast<torch::nn::Module*>(net->bn.get())}) {
+      for (auto& p : m->parameters()) p.set_requires_grad(!on);
+    }
+    return Status::Ok();
+  };
+  const auto conv0 = net->conv->weight.detach().clone();
+  const auto fc0 = net->fc->weight.detach().clone();
+  TwoRanksNeverAttached two;
+  train::LocalJobControl jc2(c.job, {}, 0, 2, "");
+  train::Trainer refused(c, h, *reader_, two, jc2, "");
+  auto st = refused.Setup();
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("model.unfreeze_epoch: unfreezing during a run is supported with "
+                              "one rank only"),
+            std::string::npos)
+      << st.message();
+
+  // One rank: epoch 0 trains the classifier only, epoch 1 everything. (BN statistics of a frozen
+  // EfficientNetV2 are checked in test_transfer.cpp; this stand-in only toggles requires_grad.)
+  const std::string run = (dir_ / "frozen").string();
+  train::SingleProcess dp;
+  train::LocalJobControl jc(c.job, reader_->info().IndicesOf(storage::Split::kTrain), 0, 1,
+                            run + "/checkpoints");
+  train::Trainer t(c, h, *reader_, dp, jc, run);
+  ASSERT_TRUE(t.Setup().ok());
+  EXPECT_FALSE(net->conv->weight.requires_grad());
+  ASSERT_TRUE(t.Fit().ok());
+  auto e0 = formats::ReadSafetensors(run + "/checkpoints/epoch-0000/model.safetensors");
+  ASSERT_TRUE(e0.ok()) << e0.status().ToString();
+  EXPECT_TRUE(e0->find("conv.weight")->equal(conv0));
+  EXPECT_FALSE(e0->find("fc.weight")->equal(fc0));
+  EXPECT_FALSE(net->conv->weight.equal(conv0));
+  EXPECT_TRUE(net->conv->weight.requires_grad());
 }
 
 TEST_F(TrainerTest, TwoRanksTimesBatchEqualsOneRankTimesTwiceTheBatch) {

@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <torch/utils.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -10,6 +11,7 @@
 #include "common/atomic_file.h"
 #include "common/log.h"
 #include "storage/dataset_reader.h"
+#include "worker/formats/pretrained.h"
 #include "worker/model/efficientnet.h"
 #include "worker/report/report.h"
 #include "worker/report/run_summary.h"
@@ -22,6 +24,8 @@ void AddTrainOptions(CLI::App& app, TrainArgs* a) {
   app.add_option("--config", a->config_file, "YAML config file");
   app.add_option("--preset", a->preset, "built-in preset (see --list-presets)");
   app.add_option("--data", a->data, "HDF5 data file (effnet-prepare); overrides data.path");
+  app.add_option("--pretrained", a->pretrained,
+                 "weights to start from (safetensors or torch zip); overrides model.pretrained");
   app.add_option("--out", a->out, "run directory (created; an existing one is resumed)");
   app.add_option("--set", a->sets, "override: section.field=value (repeatable)");
   app.add_option("--stop-after-epoch", a->stop_after_epoch,
@@ -37,6 +41,7 @@ Result<train::TrainConfig> ResolveConfig(const TrainArgs& a) {
   }
   std::vector<std::string> sets = a.sets;
   if (!a.data.empty()) sets.push_back("data.path=" + a.data);
+  if (!a.pretrained.empty()) sets.push_back("model.pretrained=" + a.pretrained);
   if (a.stop_after_epoch >= 0) {
     sets.push_back("output.stop_after_epoch=" + std::to_string(a.stop_after_epoch));
   }
@@ -61,6 +66,25 @@ Result<train::ModelHandle> BuildModel(const train::TrainConfig& c, int num_class
     h.module = net.ptr();
     h.forward = [net](const torch::Tensor& x) mutable { return net->forward(x); };
     h.set_dropout = [net](double r) mutable { net->set_dropout(r); };
+    EFFNET_ASSIGN_OR_RETURN(int k, train::ParseFreeze(c.transfer.freeze));
+    const int stages = static_cast<int>(net->architecture().stages.size());
+    if (k == train::kFreezeBackbone) k = stages + 1;
+    if (k > stages + 1) {
+      return InvalidArgument("model.freeze: " + c.transfer.freeze + " but variant " +
+                             c.model.variant + " has " + std::to_string(stages) +
+                             " stages (stages:" + std::to_string(stages + 1) +
+                             " = backbone, all but the classifier)");
+    }
+    if (k >= 0) {
+      h.set_frozen = [net, k](bool on) mutable -> Status {
+        try {
+          net->freeze_stages(on ? k : -1);
+        } catch (const StatusError& e) {
+          return e.status();
+        }
+        return Status::Ok();
+      };
+    }
   } catch (const StatusError& e) {
     return e.status().WithContext("building the model");
   } catch (const std::exception& e) {
@@ -72,6 +96,50 @@ Result<train::ModelHandle> BuildModel(const train::TrainConfig& c, int num_class
   h.name = "EfficientNetV2-" + v;
   if (c.model.extra_width != 1.0 || c.model.extra_depth != 1.0) h.name += " (reduced)";
   return h;
+}
+
+Status StartFromPretrained(const train::TrainConfig& c, train::ModelHandle& model,
+                           train::JobControl& jc) {
+  const std::string& path = c.transfer.pretrained;
+  if (path.empty()) return Status::Ok();
+  std::string resume;
+  if (c.checkpoint.resume == "auto") {
+    EFFNET_ASSIGN_OR_RETURN(resume, jc.ResumeCheckpoint());
+  } else if (c.checkpoint.resume != "never") {
+    resume = c.checkpoint.resume;
+  }
+  if (!resume.empty()) {
+    log::Info("model.pretrained " + path + " not loaded: resuming from " + resume);
+    return Status::Ok();
+  }
+  auto net = std::dynamic_pointer_cast<model::EfficientNetV2Impl>(model.module);
+  if (!net) return InvalidArgument("model.pretrained: the model is not an EfficientNetV2");
+  formats::TransferOptions options;
+  options.normalize = c.augment.normalize;
+  return formats::LoadPretrained(*net, path, options).WithContext("model.pretrained");
+}
+
+Result<std::vector<int64_t>> MapClassesByName(const std::vector<std::string>& model_names,
+                                              const std::vector<std::string>& store_names,
+                                              const std::string& store) {
+  std::vector<int64_t> map;
+  std::vector<std::string> unknown;
+  for (const auto& name : store_names) {
+    auto it = std::find(model_names.begin(), model_names.end(), name);
+    if (it == model_names.end()) {
+      unknown.push_back("'" + name + "'");
+    } else {
+      map.push_back(it - model_names.begin());
+    }
+  }
+  if (!unknown.empty()) {
+    std::string u, m;
+    for (const auto& x : unknown) u += (u.empty() ? "" : ", ") + x;
+    for (const auto& x : model_names) m += (m.empty() ? "" : ", ") + ("'" + x + "'");
+    return InvalidArgument(store + ": class name(s) " + u +
+                           " unknown to the model (its classes: " + m + "); refusing");
+  }
+  return map;
 }
 
 int ReportFailure(const std::string& what) {
@@ -174,6 +242,9 @@ int RunTraining(const TrainArgs& args, Runtime& rt) {
     jc = std::move(jr).value();
   } else {
     jc = std::make_unique<train::LocalJobControl>(cfg.job, train_idx, rank, world, ckpt_dir);
+  }
+  if (auto pst = StartFromPretrained(cfg, model, *jc); !pst.ok()) {
+    return ReportFailure(pst.ToString());
   }
   train::Trainer trainer(cfg, model, *reader, *rt.dp, *jc, args.out);
   std::unique_ptr<report::TensorBoardWriter> tb;

@@ -18,7 +18,7 @@
 namespace effnet::apps {
 
 struct TrainArgs {
-  std::string config_file, preset, data, out;
+  std::string config_file, preset, data, out, pretrained;
   std::vector<std::string> sets;
   int stop_after_epoch = -1;
   bool config_doc = false, list_presets = false, print_config = false;
@@ -31,6 +31,18 @@ Result<train::TrainConfig> ResolveConfig(const TrainArgs& args);
 
 // EfficientNetV2 of the config's model section with `num_classes` outputs.
 Result<train::ModelHandle> BuildModel(const train::TrainConfig& c, int num_classes);
+
+// model.pretrained into `model` (formats::LoadPretrained) unless the run resumes from a checkpoint
+// (checkpoint.resume, or the JobControl's last committed one under "auto"). Call before
+// Trainer::Setup, which builds the optimiser over the (possibly replaced) classifier.
+Status StartFromPretrained(const train::TrainConfig& c, train::ModelHandle& model,
+                           train::JobControl& jc);
+
+// Store class i -> model class by name. Identity when the names are equal; a name the model does
+// not know is refused listing every such name with the model's names.
+Result<std::vector<int64_t>> MapClassesByName(const std::vector<std::string>& model_names,
+                                              const std::vector<std::string>& store_names,
+                                              const std::string& store);
 
 struct Runtime {
   std::unique_ptr<train::DataParallel> dp;

@@ -1,10 +1,13 @@
-// effnet-evaluate: accuracy, loss and confusion matrix of a checkpoint on one split.
+// effnet-evaluate: accuracy, loss, confusion matrix and per-image predictions of a checkpoint on
+// one split. Classes are matched by name (a store with the classes in another order is remapped).
 //   effnet-evaluate runs/x/checkpoints/best --data data.h5 --split test [--out DIR]
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "common/atomic_file.h"
+#include "common/log.h"
 #include "storage/dataset_reader.h"
 #include "worker/apps/app_common.h"
 #include "worker/formats/checkpoint.h"
@@ -39,30 +42,68 @@ int Run(const std::string& ckpt, const std::string& data, const std::string& spl
   if (!reader_r.ok()) return apps::ReportFailure(reader_r.status().ToString());
   auto reader = std::move(reader_r).value();
   const int ck_classes = meta.model.num_classes;
-  if (ck_classes != reader->info().num_classes()) {
-    return apps::ReportFailure(ckpt + " was trained for " + std::to_string(ck_classes) +
-                               " classes but " + data + " has " +
-                               std::to_string(reader->info().num_classes()) + "; refusing");
+  const auto& store_names = reader->info().class_names;
+  // Classes are matched by name: a store listing the model's classes in another order is
+  // remapped. A checkpoint without names (older writers) falls back to the class count.
+  std::vector<std::string> model_names = meta.class_names;
+  std::vector<int64_t> label_map;
+  if (model_names.empty()) {
+    if (ck_classes != reader->info().num_classes()) {
+      return apps::ReportFailure(ckpt + " was trained for " + std::to_string(ck_classes) +
+                                 " classes but " + data + " has " +
+                                 std::to_string(reader->info().num_classes()) + "; refusing");
+    }
+    model_names = store_names;
+  } else {
+    auto map_r = apps::MapClassesByName(model_names, store_names, data);
+    if (!map_r.ok()) return apps::ReportFailure(map_r.status().ToString());
+    label_map = std::move(map_r).value();
+  }
+  bool identity = label_map.size() == static_cast<size_t>(ck_classes);
+  for (size_t i = 0; identity && i < label_map.size(); ++i) {
+    identity = label_map[i] == static_cast<int64_t>(i);
   }
   auto model_r = apps::BuildModel(cfg, ck_classes);
   if (!model_r.ok()) return apps::ReportFailure(model_r.status().ToString());
   train::SingleProcess dp;
   train::LocalJobControl jc(cfg.job, {}, 0, 1, "");
   train::Trainer trainer(cfg, *model_r, *reader, dp, jc, "");
+  if (!label_map.empty() && !identity) {
+    log::Info(data + ": class order differs from the checkpoint's; labels remapped by name");
+    trainer.SetLabelMap(label_map);
+  }
   auto st = trainer.Setup();
   if (st.ok()) st = trainer.LoadWeights(ckpt);
   if (!st.ok()) return apps::ReportFailure(st.ToString());
   auto r = trainer.Evaluate(split);
   if (!r.ok()) return apps::ReportFailure(r.status().ToString());
-  nlohmann::json j = {{"checkpoint", ckpt},       {"data", data},
-                      {"split", split_name},      {"accuracy", r->accuracy},
-                      {"loss", r->loss},          {"count", r->count},
-                      {"epoch", meta.epoch},      {"image_size", trainer.eval_image_size()},
-                      {"confusion", r->confusion}};
+  nlohmann::json images = nlohmann::json::array();
+  const auto& info = reader->info();
+  for (const auto& im : r->images) {
+    const auto best = std::max_element(im.probabilities.begin(), im.probabilities.end());
+    const auto k = static_cast<size_t>(best - im.probabilities.begin());
+    images.push_back({{"index", im.index},
+                      {"source", info.source_paths.at(static_cast<size_t>(im.index))},
+                      {"label", model_names.at(static_cast<size_t>(im.label))},
+                      {"predicted", model_names.at(k)},
+                      {"probability", *best}});
+  }
+  nlohmann::json j = {{"checkpoint", ckpt},
+                      {"data", data},
+                      {"split", split_name},
+                      {"accuracy", r->accuracy},
+                      {"loss", r->loss},
+                      {"count", r->count},
+                      {"epoch", meta.epoch},
+                      {"image_size", trainer.eval_image_size()},
+                      {"class_names", model_names},
+                      {"remapped_by_name", !label_map.empty() && !identity},
+                      {"confusion", r->confusion},
+                      {"predictions", images}};
   std::cout << j.dump(2) << std::endl;
   if (!out.empty()) {
     report::ConfusionMatrix cm;
-    cm.class_names = reader->info().class_names;
+    cm.class_names = model_names;
     cm.counts = r->confusion;
     st = report::WriteConfusionMatrixCsv(cm, out + "/confusion_matrix_" + split_name + ".csv");
     if (st.ok()) {

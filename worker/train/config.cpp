@@ -66,6 +66,7 @@ std::vector<Field> Fields(TrainConfig& c) {
   auto& g = c.job.progressive;
   auto& es = c.job.early_stopping;
   auto& m = c.model;
+  auto& tr = c.transfer;
   auto& d = c.data;
   auto& o = c.optimizer;
   auto& s = c.schedule;
@@ -175,6 +176,18 @@ std::vector<Field> Fields(TrainConfig& c) {
        {},
        0.01,
        4},
+      {"model.pretrained", &tr.pretrained,
+       "start from these weights (timm-keyed safetensors or torch zip, format read from the "
+       "content; not when resuming); a different class count gets a new Glorot-initialised head; "
+       "--pretrained overrides"},
+      {"model.freeze", &tr.freeze,
+       "frozen part (requires_grad off, BN statistics fixed): none | backbone (all but the "
+       "classifier) | stages:N (stem + the first N stages)"},
+      {"model.unfreeze_epoch",
+       &tr.unfreeze_epoch,
+       "0-based epoch from which everything trains; -1 = never (refused with more than one rank)",
+       {},
+       -1},
       {"data.path", &d.path, "HDF5 data file (effnet-prepare); --data overrides"},
       {"data.batch_size", &d.batch_size, "batch size per rank", {}, 1, 1 << 16},
       {"data.eval_batch_size",
@@ -512,6 +525,7 @@ Status ReadMapping(const YAML::Node& node, const std::string& prefix, std::vecto
 }
 
 Status Validate(const TrainConfig& c) {
+  EFFNET_RETURN_IF_ERROR(ParseFreeze(c.transfer.freeze).status());
   EFFNET_RETURN_IF_ERROR(job::Validate(c.job.progressive).WithContext("job"));
   EFFNET_RETURN_IF_ERROR(dist::Validate(c.dist));
   if (c.augment.crop_area_min > c.augment.crop_area_max) {
@@ -572,6 +586,19 @@ std::string PresetSummary(const std::string& text) {
 }
 
 }  // namespace
+
+Result<int> ParseFreeze(const std::string& text) {
+  if (text == "none") return -1;
+  if (text == "backbone") return kFreezeBackbone;
+  const std::string prefix = "stages:";
+  if (text.rfind(prefix, 0) == 0) {
+    const std::string n = text.substr(prefix.size());
+    if (!n.empty() && n.size() < 4 && n.find_first_not_of("0123456789") == std::string::npos) {
+      return std::stoi(n);
+    }
+  }
+  return InvalidArgument("model.freeze: expected none|backbone|stages:N, got '" + text + "'");
+}
 
 Result<TrainConfig> ParseTrainConfig(const std::string& yaml_text,
                                      const std::vector<std::string>& overrides) {
@@ -636,7 +663,8 @@ std::string ConfigDocMarkdown() {
         "document with the sections below. Give it as `--config FILE` or `--preset NAME`, then "
         "override single fields with `--set section.field=value` (repeatable; the value is parsed "
         "as YAML, e.g. `--set ema.enabled=true`). The apps' other flags are shortcuts for `--set` "
-        "(`--data FILE` is `data.path`, `--stop-after-epoch K` is `output.stop_after_epoch`). "
+        "(`--data FILE` is `data.path`, `--pretrained FILE` is `model.pretrained`, "
+        "`--stop-after-epoch K` is `output.stop_after_epoch`). "
         "Unknown sections or fields and bad values are refused with the field and the allowed "
         "values named, e.g. `optimizer.name: expected adam|adamw|sgd|rmsproptf, got 'lamb'`. The "
         "resolved config is written to `<run>/config.yaml` and into every checkpoint. What the "

@@ -18,6 +18,18 @@
 
 namespace effnet::train {
 
+// Transfer learning (keys under `model.`): what the model starts from and which part trains.
+struct TransferSection {
+  std::string pretrained;       // weights file (safetensors / torch zip); "" = random init
+  std::string freeze = "none";  // none | backbone | stages:N (ParseFreeze)
+  int unfreeze_epoch = -1;      // first epoch trained with everything unfrozen; -1 = never
+};
+
+// model.freeze as EfficientNetV2Impl::freeze_stages' k: "none" -> -1, "stages:N" -> N,
+// "backbone" -> stages + 1 (the architecture's stage count is not known here: kFreezeBackbone).
+constexpr int kFreezeBackbone = 1 << 20;
+Result<int> ParseFreeze(const std::string& text);
+
 struct DataSection {
   std::string path;         // HDF5 file (effnet-prepare); --data overrides
   int batch_size = 16;      // per rank
@@ -80,6 +92,7 @@ struct OutputSection {
 struct TrainConfig {
   job::JobConfig job;
   model::ModelConfig model;  // model.dropout is set per progressive stage, not from the file
+  TransferSection transfer;  // model.pretrained, model.freeze, model.unfreeze_epoch
   DataSection data;
   OptimizerSection optimizer;
   ScheduleSection schedule;

@@ -123,10 +123,11 @@ void RMSpropTF::load(serialize::InputArchive& archive) { serialize(*this, archiv
 namespace effnet::train {
 
 Result<std::unique_ptr<torch::optim::Optimizer>> MakeOptimizer(torch::nn::Module& model,
-                                                               const OptimizerSection& c) {
+                                                               const OptimizerSection& c,
+                                                               bool include_frozen) {
   std::vector<torch::Tensor> decay, no_decay;
   for (auto& p : model.parameters(/*recurse=*/true)) {
-    if (!p.requires_grad()) continue;
+    if (!p.requires_grad() && !include_frozen) continue;
     (c.decay_bn_and_bias || p.dim() > 1 ? decay : no_decay).push_back(p);
   }
   if (decay.empty() && no_decay.empty()) {

@@ -74,9 +74,11 @@ namespace effnet::train {
 
 // Builds the configured optimiser over `model`'s trainable parameters. Two param groups: group 0
 // with weight decay (params of dim > 1), group 1 without (dim <= 1: BN gamma/beta and biases),
-// unless decay_bn_and_bias (then one group).
+// unless decay_bn_and_bias (then one group). `include_frozen`: also the parameters with
+// requires_grad=false (they have no gradient, so steps skip them until they are unfrozen).
 Result<std::unique_ptr<torch::optim::Optimizer>> MakeOptimizer(torch::nn::Module& model,
-                                                               const OptimizerSection& c);
+                                                               const OptimizerSection& c,
+                                                               bool include_frozen = false);
 // Sets the learning rate of every param group.
 void SetLearningRate(torch::optim::Optimizer& opt, double lr);
 

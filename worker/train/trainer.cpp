@@ -95,7 +95,19 @@ Status Trainer::Setup() {
                            " but " + reader_.path() + " has " + std::to_string(info.num_classes()) +
                            " classes");
   }
-  if (model_.num_classes != info.num_classes()) {
+  if (!label_map_.empty()) {
+    if (static_cast<int>(label_map_.size()) != info.num_classes()) {
+      return InvalidArgument("label map has " + std::to_string(label_map_.size()) +
+                             " entries but " + reader_.path() + " has " +
+                             std::to_string(info.num_classes()) + " classes");
+    }
+    for (int64_t m : label_map_) {
+      if (m < 0 || m >= model_.num_classes) {
+        return InvalidArgument("label map entry " + std::to_string(m) + " outside the model's " +
+                               std::to_string(model_.num_classes) + " classes");
+      }
+    }
+  } else if (model_.num_classes != info.num_classes()) {
     return InvalidArgument("the model has " + std::to_string(model_.num_classes) + " classes but " +
                            reader_.path() + " has " + std::to_string(info.num_classes()) +
                            " classes");
@@ -131,7 +143,31 @@ Status Trainer::Setup() {
   schedule_->steps_per_epoch = steps_per_epoch_;
   schedule_->total_steps = steps_per_epoch_ * config_.job.epochs;
 
-  EFFNET_ASSIGN_OR_RETURN(optimizer_, MakeOptimizer(*model_.module, config_.optimizer));
+  // Note [unfreeze]: a frozen part is frozen before the optimiser and the reducer see the model.
+  // With model.unfreeze_epoch the optimiser holds every parameter from the start (frozen ones have
+  // no gradient and are skipped), so unfreezing needs no new optimiser and the optimiser state
+  // keeps one layout for resume. The reducer buckets only trainable parameters at Attach
+  // (worker/dist/reducer.h), so gradients of parameters unfrozen later would not be averaged over
+  // ranks: unfreezing is refused with more than one rank.
+  const auto& tr = config_.transfer;
+  const bool freeze = tr.freeze != "none";
+  if (freeze) {
+    if (!model_.set_frozen) return InvalidArgument("model.freeze: this model cannot be frozen");
+    if (tr.unfreeze_epoch >= 0 && dp_.world_size() > 1) {
+      return InvalidArgument(
+          "model.unfreeze_epoch: unfreezing during a run is supported with one rank only (world "
+          "size is " +
+          std::to_string(dp_.world_size()) +
+          "; frozen parameters are not in the gradient buckets); train the frozen phase and the "
+          "fine-tuning phase as two runs, the second with model.pretrained = the first's "
+          "checkpoints/best/model.safetensors");
+    }
+    EFFNET_RETURN_IF_ERROR(model_.set_frozen(true));
+    frozen_ = true;
+  }
+  EFFNET_ASSIGN_OR_RETURN(optimizer_,
+                          MakeOptimizer(*model_.module, config_.optimizer,
+                                        /*include_frozen=*/freeze && tr.unfreeze_epoch >= 0));
   // Note [attach before EMA]: Attach broadcasts rank 0's parameters; the EMA must start from
   // those, not from this rank's own initialisation.
   EFFNET_RETURN_IF_ERROR(dp_.Attach(*model_.module));
@@ -185,6 +221,12 @@ Result<FitResult> Trainer::Fit() {
     const double epoch_start = Now();
     const job::Stage& stage = plan.stage;
     if (model_.set_dropout) model_.set_dropout(stage.dropout);
+    if (frozen_ && config_.transfer.unfreeze_epoch >= 0 &&
+        epoch >= config_.transfer.unfreeze_epoch) {
+      EFFNET_RETURN_IF_ERROR(model_.set_frozen(false));
+      frozen_ = false;
+      log::Info("epoch " + std::to_string(epoch) + ": model unfrozen (model.unfreeze_epoch)");
+    }
     model_.module->train();
     // Note [per-epoch seeds]: every random stream of an epoch is seeded from (seed, epoch, rank),
     // so an epoch run after a resume draws exactly what the uninterrupted run drew.
@@ -416,6 +458,11 @@ Result<EvalResult> Trainer::Evaluate(storage::Split split, int image_size) {
   model_.module->eval();
   std::vector<double> sums(3 + static_cast<size_t>(C) * C, 0.0);  // loss, correct, count, cm
   Status status = Status::Ok();
+  EvalResult r;
+  at::Tensor label_map;
+  if (!label_map_.empty()) {
+    label_map = torch::tensor(label_map_, torch::TensorOptions().dtype(torch::kLong)).to(device_);
+  }
   {
     torch::NoGradGuard no_grad;
     data::Loader loader(reader_, data::MakeBatches(mine, eval_batch), device_,
@@ -437,13 +484,22 @@ Result<EvalResult> Trainer::Evaluate(storage::Split split, int image_size) {
         logits = model_.forward(x);
       }
       logits = logits.to(torch::kFloat);
-      auto loss = -torch::log_softmax(logits, 1).gather(1, b.labels.unsqueeze(1)).sum();
+      const auto labels = label_map.defined() ? label_map.index_select(0, b.labels) : b.labels;
+      const auto log_probs = torch::log_softmax(logits, 1);
+      auto loss = -log_probs.gather(1, labels.unsqueeze(1)).sum();
       auto pred = logits.argmax(1);
       sums[0] += loss.item<double>();
-      sums[1] += pred.eq(b.labels).sum().item<double>();
-      sums[2] += static_cast<double>(b.labels.size(0));
+      sums[1] += pred.eq(labels).sum().item<double>();
+      sums[2] += static_cast<double>(labels.size(0));
       auto cm = torch::zeros({C * C}, torch::TensorOptions().dtype(torch::kLong).device(device_));
-      cm.index_add_(0, b.labels * C + pred, torch::ones_like(pred));
+      cm.index_add_(0, labels * C + pred, torch::ones_like(pred));
+      const auto probs = log_probs.exp().cpu().contiguous();
+      const auto labels_cpu = labels.cpu();
+      for (size_t i = 0; i < b.indices.size(); ++i) {
+        const float* p = probs.data_ptr<float>() + i * static_cast<size_t>(C);
+        r.images.push_back({b.indices[i], static_cast<int>(labels_cpu[i].item<int64_t>()),
+                            std::vector<float>(p, p + C)});
+      }
       auto cm_cpu = cm.cpu();
       const auto* cp = cm_cpu.data_ptr<int64_t>();
       for (int i = 0; i < C * C; ++i) sums[3 + i] += static_cast<double>(cp[i]);
@@ -458,7 +514,6 @@ Result<EvalResult> Trainer::Evaluate(storage::Split split, int image_size) {
     return status.WithContext("evaluating " + std::string(storage::SplitName(split)));
   EFFNET_ASSIGN_OR_RETURN(const auto total, std::move(reduced));
   if (total.back() > 0) return Unavailable("evaluation failed on another rank");
-  EvalResult r;
   r.count = static_cast<int64_t>(std::llround(total[2]));
   r.loss = r.count > 0 ? total[0] / total[2] : 0;
   r.accuracy = r.count > 0 ? total[1] / total[2] : 0;

@@ -27,14 +27,25 @@ struct ModelHandle {
   std::shared_ptr<torch::nn::Module> module;
   std::function<torch::Tensor(const torch::Tensor&)> forward;  // [N,3,H,W] -> logits [N,C]
   std::function<void(double)> set_dropout;                     // may be empty
+  // Freezes (true) or unfreezes (false) the part named by model.freeze; empty: model.freeze must
+  // be none.
+  std::function<Status(bool)> set_frozen;
   int num_classes = 0;
   std::string name;  // "EfficientNetV2-B0"
+};
+
+// One evaluated image (this rank's shard only): classes are the model's indices.
+struct ImagePrediction {
+  int64_t index = 0;                 // in the data file
+  int label = 0;                     // true class (after the label map)
+  std::vector<float> probabilities;  // softmax over the model's classes
 };
 
 struct EvalResult {
   double loss = 0, accuracy = 0;  // reduced over ranks
   int64_t count = 0;
   std::vector<std::vector<int64_t>> confusion;  // [true][predicted], reduced over ranks
+  std::vector<ImagePrediction> images;          // this rank's images, in file order
 };
 
 struct FitResult {
@@ -63,6 +74,11 @@ class Trainer {
   // Loads the weights (and EMA) of a checkpoint directory only, e.g. checkpoints/best before the
   // test evaluation (worker/formats/checkpoint.h).
   Status LoadWeights(const std::string& path);
+
+  // Evaluation of a data file whose classes are the model's in another order (or a subset):
+  // store label i is model class store_to_model[i]. Call before Setup; Setup then checks that the
+  // map covers the file's classes instead of requiring the same class count.
+  void SetLabelMap(std::vector<int64_t> store_to_model) { label_map_ = std::move(store_to_model); }
 
   // Optional sink for scalars (TensorBoard): tag, value, global step. Rank 0 only.
   std::function<void(const std::string&, double, int64_t)> on_scalar;
@@ -99,6 +115,8 @@ class Trainer {
   std::string last_good_checkpoint_;
   std::string best_checkpoint_;
   bool setup_done_ = false;
+  bool frozen_ = false;             // model.freeze is in effect
+  std::vector<int64_t> label_map_;  // empty: store labels are model classes
 };
 
 }  // namespace effnet::train
