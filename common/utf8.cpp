@@ -53,4 +53,23 @@ std::string Latin1ToUtf8(std::string_view s) {
   return out;
 }
 
+std::string ToUtf8(std::string_view s) { return IsValidUtf8(s) ? std::string(s) : Latin1ToUtf8(s); }
+
+bool Utf8ToLatin1(std::string_view s, std::string* out) {
+  if (!IsValidUtf8(s)) return false;
+  out->clear();
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (p[i] < 0x80) {
+      out->push_back(static_cast<char>(p[i]));
+    } else if ((p[i] == 0xC2 || p[i] == 0xC3) && i + 1 < s.size()) {
+      out->push_back(static_cast<char>(((p[i] & 0x03) << 6) | (p[i + 1] & 0x3F)));
+      ++i;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace effnet

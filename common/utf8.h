@@ -19,5 +19,9 @@ bool IsValidUtf8(std::string_view s);
 size_t FirstInvalidUtf8(std::string_view s);
 // Each byte of `s` as the Latin-1 character it stands for, encoded as UTF-8.
 std::string Latin1ToUtf8(std::string_view s);
+// `s` when it is valid UTF-8, else Latin1ToUtf8(s).
+std::string ToUtf8(std::string_view s);
+// The inverse of Latin1ToUtf8: false when `s` is not UTF-8 or has a code point past U+00FF.
+bool Utf8ToLatin1(std::string_view s, std::string* out);
 
 }  // namespace effnet

@@ -23,6 +23,7 @@
 #include "common/atomic_file.h"
 #include "common/log.h"
 #include "common/progress.h"
+#include "common/utf8.h"
 #include "storage/csv.h"
 #include "storage/dedup.h"
 #include "storage/image_header.h"
@@ -164,6 +165,13 @@ Result<std::vector<Candidate>> CollectCsv(const PrepareConfig& c) {
     cand.line = table.row_lines[r];
     const std::string& image = table.rows[r][*image_col];
     cand.path = (fs::path(c.images_dir) / image).string();
+    // A Latin-1 CSV usually names Latin-1 files: open those bytes when the UTF-8 name is absent.
+    std::string latin1;
+    std::error_code ec;
+    if (table.latin1_from_line > 0 && !fs::exists(cand.path, ec) && Utf8ToLatin1(image, &latin1)) {
+      const std::string alt = (fs::path(c.images_dir) / latin1).string();
+      if (fs::exists(alt, ec)) cand.path = alt;
+    }
     cand.label = FirstCategory(table.rows[r][*label_col]);
     if (image.empty()) cand.early_rejection = "empty '" + c.image_column + "' field";
     if (cand.label.empty()) cand.early_rejection = "empty label in '" + c.label_column + "'";
@@ -193,7 +201,7 @@ Result<std::vector<Candidate>> CollectFolders(const std::string& root) {
       Candidate cand;
       cand.row = static_cast<int64_t>(out.size()) + 1;
       cand.path = f.string();
-      cand.label = dir.filename().string();
+      cand.label = ToUtf8(dir.filename().string());  // Note [text encoding]
       out.push_back(std::move(cand));
     }
   }
@@ -224,12 +232,12 @@ std::string SettingsJson(const PrepareConfig& c, const PrepareSummary& s) {
   j["tool"] = "effnet-prepare";
   if (!c.csv_path.empty()) {
     j["input"] = {{"kind", "csv"},
-                  {"csv", c.csv_path},
-                  {"images", c.images_dir},
+                  {"csv", ToUtf8(c.csv_path)},
+                  {"images", ToUtf8(c.images_dir)},
                   {"label_column", c.label_column},
                   {"image_column", c.image_column}};
   } else {
-    j["input"] = {{"kind", "folders"}, {"folders", c.folders_dir}};
+    j["input"] = {{"kind", "folders"}, {"folders", ToUtf8(c.folders_dir)}};
   }
   j["image_size"] = c.image_size;
   j["resize"] = ResizeModeName(c.resize);
@@ -504,6 +512,7 @@ Result<PrepareSummary> RunPrepare(const PrepareConfig& c) {
   meta.class_names = summary.class_names;
   meta.labels = labels;
   meta.splits = splits;
+  for (auto& p : paths) p = ToUtf8(p);  // Note [text encoding]: stored text is UTF-8
   meta.source_paths = paths;
   meta.content_hash = hashes;
   meta.perceptual_hash = phashes;

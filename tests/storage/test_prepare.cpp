@@ -371,6 +371,38 @@ TEST(Prepare, MalformedCsvStopsWithTheLineNumber) {
   EXPECT_FALSE(fs::exists(c.out_path));
 }
 
+TEST(Prepare, Latin1CsvIsStoredAsUtf8) {
+  // A spreadsheet export in Latin-1: class names and file names with e-acute as byte 0xE9, the
+  // files on disk named with the same bytes. Stored as UTF-8 (Note [text encoding]), so that
+  // inspect --json and checkpoints can write them.
+  TempDir dir;
+  const std::string images = dir / "images";
+  fs::create_directories(images);
+  std::string text = "product_category_tree,image\n";
+  for (int k = 0; k < 6; ++k) {
+    const std::string cls = k % 2 ? "Caf\xe9" : "Th\xe9";
+    const std::string file = "img\xe9_" + std::to_string(k) + ".png";
+    WriteImage(images + "/" + file, MakeRgb(static_cast<uint64_t>(k), 16, 16));
+    text += "\"[\"\"" + cls + " >> x\"\"]\"," + file + "\n";
+  }
+  CsvSet s;
+  s.csv = dir / "latin1.csv";
+  s.images = images;
+  std::ofstream(s.csv) << text;
+  const std::string out = dir / "out.h5";
+  auto sum = RunPrepare(CsvConfig(s, out, 16));
+  ASSERT_TRUE(sum.ok()) << sum.status().ToString();
+  EXPECT_EQ(sum->stored_originals, 6) << (sum->rejections.empty() ? "" : sum->rejections[0].reason);
+  auto r = DatasetReader::Open(out);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ((*r)->info().class_names, (std::vector<std::string>{"Caf\xc3\xa9", "Th\xc3\xa9"}));
+  EXPECT_NE((*r)->info().source_paths[0].find("img\xc3\xa9_0.png"), std::string::npos);
+  auto rep = Inspect(**r, 4);
+  ASSERT_TRUE(rep.ok());
+  const auto j = nlohmann::json::parse(ToJson(*rep));
+  EXPECT_EQ(j["classes"][0], "Caf\xc3\xa9");
+}
+
 TEST(Prepare, OfflineAugmentationCopiesTrainAndValOnly) {
   TempDir dir;
   CsvSet s = MakeCsvSet(dir, 10, 16);
