@@ -80,6 +80,11 @@ class DatasetReader {
 // the chunk index), about 0.05 s for 2,000 images but 5 s for 20,000.
 Result<std::vector<int64_t>> ImageFileOffsets(const std::string& path);
 
+// Ok when `path` does not exist or is an effnet store (HDF5 signature, root attribute `format`,
+// an integer `schema_version` of any version), read in a child process; FailedPrecondition naming
+// the file otherwise. Tools check it before replacing an output: anything else is not theirs.
+Status CheckReplaceableStore(const std::string& path);
+
 // Reads batches on a background thread, one ahead of the consumer.
 class BatchPrefetcher {
  public:

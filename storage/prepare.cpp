@@ -23,6 +23,7 @@
 #include "common/atomic_file.h"
 #include "common/log.h"
 #include "common/progress.h"
+#include "common/signal_cleanup.h"
 #include "common/utf8.h"
 #include "storage/csv.h"
 #include "storage/dedup.h"
@@ -174,6 +175,11 @@ Result<std::vector<Candidate>> CollectCsv(const PrepareConfig& c) {
     }
     cand.label = FirstCategory(table.rows[r][*label_col]);
     if (image.empty()) cand.early_rejection = "empty '" + c.image_column + "' field";
+    const fs::path rel = fs::path(image).lexically_normal();
+    if (!c.allow_outside_images && !image.empty() &&
+        (rel.is_absolute() || (!rel.empty() && *rel.begin() == ".."))) {
+      cand.early_rejection = "'" + image + "' lies outside --images (pass --allow-outside-images)";
+    }
     if (cand.label.empty()) cand.early_rejection = "empty label in '" + c.label_column + "'";
     out.push_back(std::move(cand));
   }
@@ -225,6 +231,36 @@ Status ValidateConfig(const PrepareConfig& c) {
     return InvalidArgument("--test-fraction and --val-fraction must lie in [0, 1)");
   }
   return Status::Ok();
+}
+
+// effnet-prepare replaces only its own outputs: none of <out> and its side files may be an input,
+// and an existing <out> must be an effnet store.
+Status CheckOutputs(const PrepareConfig& c, const std::vector<Candidate>& cands) {
+  std::vector<std::pair<dev_t, ino_t>> outputs;
+  for (const std::string& out :
+       {c.out_path, c.out_path + ".rejected.csv", c.out_path + ".duplicates.csv"}) {
+    struct stat st {};
+    if (::stat(out.c_str(), &st) == 0) outputs.emplace_back(st.st_dev, st.st_ino);
+  }
+  if (outputs.empty()) return Status::Ok();
+  auto is_output = [&](const std::string& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return false;
+    return std::find(outputs.begin(), outputs.end(), std::make_pair(st.st_dev, st.st_ino)) !=
+           outputs.end();
+  };
+  if (!c.csv_path.empty() && is_output(c.csv_path)) {
+    return InvalidArgument("--csv " + c.csv_path + " is one of the outputs of --out " + c.out_path +
+                           "; refusing to write over an input");
+  }
+  for (const auto& cand : cands) {
+    if (is_output(cand.path)) {
+      return InvalidArgument("input image " + cand.path + " (row " + std::to_string(cand.row) +
+                             ") is one of the outputs of --out " + c.out_path +
+                             "; refusing to write over an input");
+    }
+  }
+  return CheckReplaceableStore(c.out_path);
 }
 
 std::string SettingsJson(const PrepareConfig& c, const PrepareSummary& s) {
@@ -394,9 +430,11 @@ Result<PrepareSummary> RunPrepare(const PrepareConfig& c) {
   }
   if (cands.empty()) return InvalidArgument("no input images (empty CSV or folders)");
   summary.candidates = static_cast<int64_t>(cands.size());
+  EFFNET_RETURN_IF_ERROR(CheckOutputs(c, cands));
 
   const std::string tmp = TempPathFor(c.out_path);
   TempFileGuard guard{tmp};
+  RemoveOnSignal remove_on_signal(tmp);  // Ctrl-C and kill leave no temporary file either
   EFFNET_ASSIGN_OR_RETURN(auto writer, DatasetWriter::Create(tmp, c.image_size));
 
   // Per stored image, in append order.

@@ -40,6 +40,8 @@ struct PrepareConfig {
   int64_t max_pixels = 200'000'000;  // larger images are rejected (header checked first)
   int near_duplicate_distance = 4;   // dHash Hamming distance reported as near-duplicate; <0 off
   bool strict = false;               // any rejected input fails the run
+  // CSV image names must stay inside images_dir (no absolute paths, no "..") unless this is set.
+  bool allow_outside_images = false;
   int threads = 0;                   // decode threads; 0 = all cores
   int progress_tty = -1;             // Progress tty mode (-1 auto)
 };

@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <mutex>
 #include <new>
 
@@ -349,7 +350,7 @@ rlim_t MappedBytes() {
   return got == 1 ? static_cast<rlim_t>(pages) * static_cast<rlim_t>(::sysconf(_SC_PAGESIZE)) : 0;
 }
 
-[[noreturn]] void RunChild(const std::string& path, const ReaderOptions& options, int fd) {
+[[noreturn]] void RunChild(const std::function<Status()>& work, int fd) {
   g_progress_fd = fd;
   const rlim_t mapped = MappedBytes();
   if (mapped > 0) {
@@ -358,7 +359,7 @@ rlim_t MappedBytes() {
   }
   Status st;
   try {
-    st = ValidateStore(path, options.direct_reads);
+    st = work();
   } catch (const std::bad_alloc&) {
     st = DataLoss("implausible sizes: reading it needs more than " +
                   std::to_string(kChildExtraMemory >> 30) + " GiB");
@@ -374,9 +375,9 @@ rlim_t MappedBytes() {
   ::_exit(0);  // no atexit handlers, no HDF5 shutdown: the parent owns the library state
 }
 
-// Runs ValidateStore in a forked child (Note [corrupt stores]). The message names no path (the
-// caller adds it).
-Status ValidateInChild(const std::string& path, const ReaderOptions& options) {
+// Runs `work` (HDF5 reads of one file) in a forked child (Note [corrupt stores]). The message
+// names no path (the caller adds it).
+Status RunInChild(const std::function<Status()>& work, int timeout_s) {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) {
     return Unavailable(std::string("pipe for the validation process: ") + std::strerror(errno));
@@ -396,12 +397,11 @@ Status ValidateInChild(const std::string& path, const ReaderOptions& options) {
   }
   if (pid == 0) {
     ::close(fds[0]);
-    RunChild(path, options, fds[1]);
+    RunChild(work, fds[1]);
   }
   ::close(fds[1]);
   std::string out;
-  const auto deadline =
-      std::chrono::steady_clock::now() + std::chrono::seconds(options.validate_timeout_s);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
   bool timed_out = false;
   for (;;) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -444,7 +444,7 @@ Status ValidateInChild(const std::string& path, const ReaderOptions& options) {
   }
   if (timed_out) {
     return DataLoss("the file is corrupt (libhdf5 did not finish reading " + object + " in " +
-                    std::to_string(options.validate_timeout_s) + " s)");
+                    std::to_string(timeout_s) + " s)");
   }
   if (WIFSIGNALED(wstatus)) {
     return DataLoss("the file is corrupt (libhdf5 crashed reading " + object + ": " +
@@ -459,6 +459,11 @@ Status ValidateInChild(const std::string& path, const ReaderOptions& options) {
   if (code == 0) return Status::Ok();
   return Status(static_cast<StatusCode>(code),
                 tab == std::string::npos ? std::string() : result.substr(tab + 1));
+}
+
+Status ValidateInChild(const std::string& path, const ReaderOptions& options) {
+  return RunInChild([&] { return ValidateStore(path, options.direct_reads); },
+                    options.validate_timeout_s);
 }
 
 class Hdf5DatasetReader final : public DatasetReader {
@@ -536,6 +541,39 @@ Result<std::vector<int64_t>> ImageFileOffsets(const std::string& path) {
   auto offsets = ChunkOffsets(of->images.get(), info);
   if (!offsets.ok()) return offsets.status().WithContext(path);
   return offsets;
+}
+
+Status CheckReplaceableStore(const std::string& path) {
+  const auto refuse = [&](const std::string& why) {
+    return FailedPrecondition(path + " exists and is not an effnet store (" + why +
+                              "); refusing to replace it: remove it or choose another output");
+  };
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return Status::Ok();
+    return Unavailable(path + ": cannot stat: " + std::strerror(errno));
+  }
+  if (!S_ISREG(st.st_mode)) return refuse("not a regular file");
+  Status st2 = RunInChild(
+      [&]() -> Status {
+        h5::EnsureInit();
+        if (H5Fis_hdf5(path.c_str()) <= 0) return DataLoss("no HDF5 signature");
+        h5::Id file = h5::File(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
+        if (!file.valid()) return DataLoss("cannot open as HDF5");
+        h5::Id root = h5::Id(H5Gopen2(file.get(), "/", H5P_DEFAULT), H5Gclose);
+        if (!root.valid()) return DataLoss("no root group");
+        auto format = h5::ReadStringAttr(root.get(), layout::kAttrFormat);
+        if (!format.ok() || *format != layout::kFormatName) {
+          return DataLoss(std::string("root attribute '") + layout::kAttrFormat + "' is not '" +
+                          layout::kFormatName + "'");
+        }
+        auto version = h5::ReadIntAttr(root.get(), layout::kAttrSchemaVersion);
+        if (!version.ok()) return version.status();
+        return Status::Ok();
+      },
+      /*timeout_s=*/60);
+  if (!st2.ok()) return refuse(st2.message());
+  return Status::Ok();
 }
 
 }  // namespace effnet::storage
