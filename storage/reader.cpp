@@ -288,12 +288,18 @@ Status ReadImage(hid_t images, const DatasetInfo& info, bool direct, int64_t idx
     // copies an image straight from the file into `dst`: one chunk-index lookup, no dataspace
     // selection, no chunk cache, no type conversion. It copies as many bytes as the index says
     // the chunk has, so a corrupt index entry must not reach it.
+    // H5Dget_chunk_storage_size reports the nominal size of an unfiltered chunk, not the index's.
     hsize_t offset[4] = {static_cast<hsize_t>(idx), 0, 0, 0};
+    unsigned mask = 0;
+    haddr_t addr = HADDR_UNDEF;
     hsize_t stored = 0;
-    if (H5Dget_chunk_storage_size(images, offset, &stored) < 0 || stored != bytes) {
+    if (H5Dget_chunk_info_by_coord(images, offset, &mask, &addr, &stored) < 0 ||
+        addr == HADDR_UNDEF || stored != bytes ||
+        addr + stored > static_cast<hsize_t>(info.file_bytes)) {
       h5::LastError();
       return DataLoss("image " + std::to_string(idx) + ": its chunk holds " +
-                      std::to_string(stored) + " bytes, not " + std::to_string(bytes));
+                      std::to_string(stored) + " bytes, not " + std::to_string(bytes) +
+                      ", or lies outside the file");
     }
     uint32_t filters = 0;
     if (H5Dread_chunk(images, H5P_DEFAULT, offset, &filters, dst) < 0) {
