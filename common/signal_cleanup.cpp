@@ -26,6 +26,7 @@ void OnSignal(int sig) {
 }  // namespace
 
 RemoveOnSignal::RemoveOnSignal(const std::string& path) {
+  g_armed = false;  // the handler must not see a half-copied path
   const size_t n = std::min(path.size(), sizeof(g_path) - 1);
   std::memcpy(g_path, path.data(), n);
   g_path[n] = '\0';

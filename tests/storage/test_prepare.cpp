@@ -549,6 +549,45 @@ int RunCmd(const std::string& cmd) {
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
+TEST(Tools, SigintLeavesNoTempFileAndKeepsTheOlderOutput) {
+  // Ctrl-C during a run: no temporary file is left and the older store is intact. The input is
+  // slow: one large JPEG named 1,500 times, decoded on one thread.
+  const char* bin = std::getenv("EFFNET_BIN_DIR");
+  if (!bin) GTEST_SKIP() << "EFFNET_BIN_DIR not set (run through ctest)";
+  const std::string b(bin);
+  TempDir dir;
+  CsvSet s = MakeCsvSet(dir, 2, 16);
+  ASSERT_TRUE(RunPrepare(CsvConfig(s, dir / "syn.h5", 16)).ok());  // the older output
+  {
+    const std::string big = dir / "big.jpg";
+    WriteImage(big, MakeRgb(5, 1600, 1600));
+    std::string text = "product_category_tree,image\n";
+    for (int k = 0; k < 1500; ++k) text += std::string(k % 2 ? "A" : "B") + ",big.jpg\n";
+    std::ofstream(dir / "slow.csv") << text;
+    const std::string before = ReadAll(dir / "syn.h5");
+    const std::string cmd = b + "/effnet-prepare --csv " + dir.path() + "/slow.csv --images " +
+                            dir.path() + " --size 32 --threads 1 --out " + dir.path() + "/syn.h5";
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::execl("/bin/sh", "sh", "-c", ("exec " + cmd + " >/dev/null 2>&1").c_str(), nullptr);
+      ::_exit(127);
+    }
+    bool started = false;
+    for (int i = 0; i < 3000 && !started; ++i) {
+      started = HasTempFiles(dir.path());
+      if (!started) ::usleep(10000);
+    }
+    EXPECT_TRUE(started) << "no temporary file appeared";
+    ::usleep(100000);  // well inside the decode loop
+    ::kill(pid, SIGINT);
+    int ws = 0;
+    ::waitpid(pid, &ws, 0);
+    EXPECT_TRUE(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGINT) << "status " << ws;
+    EXPECT_FALSE(HasTempFiles(dir.path()));
+    EXPECT_EQ(ReadAll(dir / "syn.h5"), before);
+  }
+}
+
 TEST(Tools, SynthPrepareInspect) {
   const char* bin = std::getenv("EFFNET_BIN_DIR");
   if (!bin) GTEST_SKIP() << "EFFNET_BIN_DIR not set (run through ctest)";
@@ -580,37 +619,6 @@ TEST(Tools, SynthPrepareInspect) {
   EXPECT_EQ(j["duplicate_groups_across_splits"], 0);
   EXPECT_EQ(j["schema_version"], 1);
   EXPECT_EQ(j["per_class"]["Circles"]["test"], 1);  // round(6 * 0.2)
-
-  // Ctrl-C during a run: no temporary file is left and the older store is intact. The input is
-  // slow: one large JPEG named 1,500 times, decoded on one thread.
-  {
-    const std::string big = dir / "big.jpg";
-    WriteImage(big, MakeRgb(5, 1600, 1600));
-    std::string text = "product_category_tree,image\n";
-    for (int k = 0; k < 1500; ++k) text += std::string(k % 2 ? "A" : "B") + ",big.jpg\n";
-    std::ofstream(dir / "slow.csv") << text;
-    const std::string before = ReadAll(dir / "syn.h5");
-    const std::string cmd = b + "/effnet-prepare --csv " + dir.path() + "/slow.csv --images " +
-                            dir.path() + " --size 32 --threads 1 --out " + dir.path() + "/syn.h5";
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-      ::execl("/bin/sh", "sh", "-c", ("exec " + cmd + " >/dev/null 2>&1").c_str(), nullptr);
-      ::_exit(127);
-    }
-    bool started = false;
-    for (int i = 0; i < 3000 && !started; ++i) {
-      started = HasTempFiles(dir.path());
-      if (!started) ::usleep(10000);
-    }
-    EXPECT_TRUE(started) << "no temporary file appeared";
-    ::usleep(100000);  // well inside the decode loop
-    ::kill(pid, SIGINT);
-    int ws = 0;
-    ::waitpid(pid, &ws, 0);
-    EXPECT_TRUE(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGINT) << "status " << ws;
-    EXPECT_FALSE(HasTempFiles(dir.path()));
-    EXPECT_EQ(ReadAll(dir / "syn.h5"), before);
-  }
 
   // Several processes read one file at once while this process holds it open.
   {
