@@ -218,6 +218,18 @@ TEST(Store, RefusesTextThatIsNotUtf8) {
   EXPECT_NE(st.message().find("source_paths[0]"), std::string::npos) << st.message();
 }
 
+TEST(Inspect, JsonOfAStoreWithALatin1Name) {
+  // The store's own path comes from the command line and may be Latin-1: never a throw.
+  testing::TempDir dir;
+  const std::string path = dir / "caf\xe9.h5";
+  WriteStore(path, 4, Meta(4));
+  auto rep = Inspect(path, 4);
+  ASSERT_TRUE(rep.ok()) << rep.status().ToString();
+  std::string json;
+  ASSERT_NO_THROW(json = ToJson(*rep));
+  EXPECT_NE(json.find("caf\xef\xbf\xbd.h5"), std::string::npos) << json;  // U+FFFD
+}
+
 TEST(Store, RefusesAttributeThatIsNotAScalar) {
   // An array-valued attribute would overrun the one-value buffer it is read into.
   testing::TempDir dir;
