@@ -8,6 +8,10 @@
 // and a sample of images, and reports through a pipe. A child killed by a signal, out of memory
 // or out of time makes Open fail with DataLoss naming the object it was reading. Only after a
 // clean child run does the parent open the file itself; nothing the child read is kept.
+// Limits: images outside the sample (256, evenly spread) are first looked up in the parent, where
+// each chunk's indexed size and address are checked before H5Dread_chunk copies it; a chunk index
+// corrupt only there could still crash libhdf5. The file is read twice at open (child, parent).
+// The child holds no lock and only _exit()s, so forking a Torch, CUDA or MPI process is safe.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
