@@ -13,6 +13,7 @@
 // corrupt only there could still crash libhdf5. The file is read twice at open (child, parent).
 // The child holds no lock and only _exit()s, so forking a Torch, CUDA or MPI process is safe.
 #include <fcntl.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -376,6 +377,9 @@ rlim_t MappedBytes() {
   } catch (const std::exception& e) {
     st = DataLoss(std::string("reading it failed: ") + e.what());
   }
+  // A heap overrun inside libhdf5 may not crash at once; consolidating every arena runs glibc's
+  // chunk checks, so it aborts here, in the child, rather than later in the parent.
+  ::malloc_trim(0);
   std::string line = "=" + std::to_string(static_cast<int>(st.code())) + "\t" + st.message();
   for (size_t off = 0; off < line.size();) {
     ssize_t w = ::write(fd, line.data() + off, line.size() - off);
