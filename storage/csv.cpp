@@ -1,9 +1,13 @@
 #include "storage/csv.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <sstream>
+
+#include "common/log.h"
+#include "common/utf8.h"
 
 namespace effnet::storage {
 
@@ -112,7 +116,15 @@ Result<CsvTable> ReadCsvFile(const std::string& path) {
   std::ostringstream ss;
   ss << in.rdbuf();
   if (in.bad()) return Internal(path + ": read error");
-  return ParseCsv(ss.str(), path);
+  std::string text = ss.str();
+  const size_t bad = FirstInvalidUtf8(text);
+  if (bad == std::string::npos) return ParseCsv(text, path);
+  const int64_t line = 1 + std::count(text.begin(), text.begin() + static_cast<long>(bad), '\n');
+  log::Warn(path + ":" + std::to_string(line) +
+            ": not valid UTF-8; reading the file as Latin-1 (ISO-8859-1)");
+  EFFNET_ASSIGN_OR_RETURN(CsvTable table, ParseCsv(Latin1ToUtf8(text), path));
+  table.latin1_from_line = line;
+  return table;
 }
 
 std::string CsvEscape(const std::string& field) {

@@ -46,12 +46,19 @@ struct ReaderOptions {
   // false, or a file that does not allow it, reads through HDF5 hyperslabs instead. Both return
   // the same bytes.
   bool direct_reads = true;
+  // Validate the whole store in a forked child first, so that corrupt metadata that crashes
+  // libhdf5 becomes a DataLoss error (Note [corrupt stores] in storage/reader.cpp).
+  bool validate_in_child = true;
+  // The child is killed, and the file refused, after this long.
+  int validate_timeout_s = 300;
 };
 
 class DatasetReader {
  public:
-  // Opens read-only and validates the schema (version, dataset names, shapes, dtypes). A file of
-  // another schema version or a truncated file is refused with a message naming the file.
+  // Opens read-only and validates the schema (version, dataset names, shapes, dtypes, UTF-8
+  // strings) and, in a child process, that the metadata and a sample of images read without
+  // crashing libhdf5. A foreign, other-version, truncated or corrupt file is refused with a
+  // message naming the file and what is wrong.
   static Result<std::unique_ptr<DatasetReader>> Open(const std::string& path);
   static Result<std::unique_ptr<DatasetReader>> Open(const std::string& path,
                                                      const ReaderOptions& options);
@@ -72,6 +79,11 @@ class DatasetReader {
 // are not raw, one image each. For benchmarks and tools: O(N^2) in HDF5 1.10 (each lookup walks
 // the chunk index), about 0.05 s for 2,000 images but 5 s for 20,000.
 Result<std::vector<int64_t>> ImageFileOffsets(const std::string& path);
+
+// Ok when `path` does not exist or is an effnet store (HDF5 signature, root attribute `format`,
+// an integer `schema_version` of any version), read in a child process; FailedPrecondition naming
+// the file otherwise. Tools check it before replacing an output: anything else is not theirs.
+Status CheckReplaceableStore(const std::string& path);
 
 // Reads batches on a background thread, one ahead of the consumer.
 class BatchPrefetcher {

@@ -3,6 +3,8 @@
 #include <cstdlib>
 #include <mutex>
 
+#include "common/utf8.h"
+
 namespace effnet::storage::h5 {
 namespace {
 
@@ -21,6 +23,9 @@ Status CheckInteger(hid_t dset, const char* name, size_t elem_size, bool is_sign
     return DataLoss(std::string(name) + ": expected an integer dataset");
   }
   const bool sign = H5Tget_sign(type.get()) == H5T_SGN_2;
+  if (H5Tget_order(type.get()) != H5T_ORDER_LE && H5Tget_order(type.get()) != H5T_ORDER_BE) {
+    return DataLoss(std::string(name) + ": integer type has no valid byte order");
+  }
   if (H5Tget_size(type.get()) != elem_size || sign != is_signed) {
     return DataLoss(std::string(name) + ": expected " + (is_signed ? "int" : "uint") +
                     std::to_string(elem_size * 8) + ", found " + (sign ? "int" : "uint") +
@@ -37,6 +42,23 @@ Result<Id> OpenDataset(hid_t file, const char* name) {
   Id d = Dataset(H5Dopen2(file, name, H5P_DEFAULT));
   if (!d.valid()) return Error(std::string("opening dataset ") + name);
   return d;
+}
+
+// An unfiltered dataset of `bytes` bytes must have that much storage in the file: a length that
+// a corrupt dataspace inflated would otherwise make us allocate (and HDF5 fill) absurd memory.
+Status CheckStorage(hid_t dset, const char* name, hsize_t bytes) {
+  Id dcpl = Plist(H5Dget_create_plist(dset));
+  if (!dcpl.valid()) return Error(std::string(name) + ": cannot read its creation properties");
+  const int nfilters = H5Pget_nfilters(dcpl.get());
+  if (nfilters < 0) return Error(std::string(name) + ": cannot read its filters");
+  if (nfilters > 0) return Status::Ok();  // compressed: the child's memory limit guards it
+  const hsize_t stored = H5Dget_storage_size(dset);
+  if (stored < bytes) {
+    LastError();
+    return DataLoss(std::string(name) + ": " + std::to_string(bytes) + " bytes of data but " +
+                    std::to_string(stored) + " stored");
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -102,8 +124,15 @@ Result<Id> OpenTypedAttr(hid_t obj, const char* name, H5T_class_t type_class, co
   Id attr = Attr(H5Aopen(obj, name, H5P_DEFAULT));
   if (!attr.valid()) return Error(std::string("opening attribute ") + name);
   Id type = Type(H5Aget_type(attr.get()));
+  if (!type.valid()) return Error(std::string("attribute '") + name + "': cannot read its type");
   if (H5Tget_class(type.get()) != type_class) {
     return DataLoss(std::string("attribute '") + name + "' is not " + kind);
+  }
+  // Every attribute we read holds one value; reading more into one slot would overrun it.
+  Id space = Space(H5Aget_space(attr.get()));
+  if (!space.valid() || H5Sget_simple_extent_npoints(space.get()) != 1) {
+    LastError();
+    return DataLoss(std::string("attribute '") + name + "' is not a scalar");
   }
   return attr;
 }
@@ -112,9 +141,11 @@ Result<Id> OpenTypedAttr(hid_t obj, const char* name, H5T_class_t type_class, co
 
 Result<int32_t> ReadIntAttr(hid_t obj, const char* name) {
   EFFNET_ASSIGN_OR_RETURN(Id attr, OpenTypedAttr(obj, name, H5T_INTEGER, "an integer"));
-  Id space = Space(H5Aget_space(attr.get()));
-  if (H5Sget_simple_extent_npoints(space.get()) != 1) {
-    return DataLoss(std::string("attribute '") + name + "' is not a scalar");
+  Id type = Type(H5Aget_type(attr.get()));
+  const size_t size = H5Tget_size(type.get());
+  if (size != 1 && size != 2 && size != 4 && size != 8) {
+    return DataLoss(std::string("attribute '") + name + "' has an integer size of " +
+                    std::to_string(size) + " bytes");
   }
   int32_t v = 0;
   if (H5Aread(attr.get(), H5T_NATIVE_INT32, &v) < 0) {
@@ -137,10 +168,17 @@ Result<std::string> ReadStringAttr(hid_t obj, const char* name) {
     std::string s = p ? p : "";
     Id space = Space(H5Aget_space(attr.get()));
     H5Dvlen_reclaim(mtype.get(), space.get(), H5P_DEFAULT, &p);
+    if (!IsValidUtf8(s)) {
+      return DataLoss(std::string("attribute '") + name + "' is not valid UTF-8");
+    }
     return s;
   }
   // Fixed-length string (h5py writes numpy bytes this way).
   size_t size = H5Tget_size(ftype.get());
+  if (size == 0 || size > kMaxStringBytes) {
+    return DataLoss(std::string("attribute '") + name + "': implausible string size " +
+                    std::to_string(size));
+  }
   std::string s(size, '\0');
   Id mtype = Type(H5Tcopy(H5T_C_S1));
   H5Tset_size(mtype.get(), size);
@@ -149,6 +187,9 @@ Result<std::string> ReadStringAttr(hid_t obj, const char* name) {
     return Error(std::string("reading attribute ") + name);
   }
   s.resize(s.find('\0') == std::string::npos ? size : s.find('\0'));
+  if (!IsValidUtf8(s)) {
+    return DataLoss(std::string("attribute '") + name + "' is not valid UTF-8");
+  }
   return s;
 }
 
@@ -181,7 +222,10 @@ Result<int64_t> Length1D(hid_t file, const char* name) {
     return DataLoss(std::string(name) + ": expected a 1-D dataset");
   }
   hsize_t n = 0;
-  H5Sget_simple_extent_dims(space.get(), &n, nullptr);
+  if (H5Sget_simple_extent_dims(space.get(), &n, nullptr) != 1 || n > kMaxElements) {
+    LastError();
+    return DataLoss(std::string(name) + ": implausible length " + std::to_string(n));
+  }
   return static_cast<int64_t>(n);
 }
 
@@ -194,7 +238,10 @@ Result<hsize_t> Length1D(hid_t dset, const char* name, int64_t n) {
     return DataLoss(std::string(name) + ": expected a 1-D dataset");
   }
   hsize_t len = 0;
-  H5Sget_simple_extent_dims(space.get(), &len, nullptr);
+  if (H5Sget_simple_extent_dims(space.get(), &len, nullptr) != 1 || len > kMaxElements) {
+    LastError();
+    return DataLoss(std::string(name) + ": implausible length " + std::to_string(len));
+  }
   if (n >= 0 && static_cast<int64_t>(len) != n) {
     return DataLoss(std::string(name) + ": expected " + std::to_string(n) + " elements, found " +
                     std::to_string(len));
@@ -209,11 +256,20 @@ Status Read1D(hid_t file, const char* name, hid_t mem_type, size_t elem_size, bo
   EFFNET_ASSIGN_OR_RETURN(Id dset, OpenDataset(file, name));
   EFFNET_RETURN_IF_ERROR(CheckInteger(dset.get(), name, elem_size, is_signed));
   EFFNET_ASSIGN_OR_RETURN(hsize_t len, Length1D(dset.get(), name, n));
+  EFFNET_RETURN_IF_ERROR(CheckStorage(dset.get(), name, len * elem_size));
   if (n_out) *n_out = static_cast<int64_t>(len);
   if (len > 0 && H5Dread(dset.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0) {
     return Error(std::string("reading dataset ") + name);
   }
   return Status::Ok();
+}
+
+Result<int64_t> CheckedLength1D(hid_t file, const char* name, size_t elem_size, bool is_signed) {
+  EFFNET_ASSIGN_OR_RETURN(Id dset, OpenDataset(file, name));
+  EFFNET_RETURN_IF_ERROR(CheckInteger(dset.get(), name, elem_size, is_signed));
+  EFFNET_ASSIGN_OR_RETURN(hsize_t len, Length1D(dset.get(), name, -1));
+  EFFNET_RETURN_IF_ERROR(CheckStorage(dset.get(), name, len * elem_size));
+  return static_cast<int64_t>(len);
 }
 
 Result<std::vector<std::string>> ReadStrings(hid_t file, const char* name, int64_t n) {
@@ -223,6 +279,11 @@ Result<std::vector<std::string>> ReadStrings(hid_t file, const char* name, int64
     return DataLoss(std::string(name) + ": expected a string dataset");
   }
   EFFNET_ASSIGN_OR_RETURN(hsize_t len, Length1D(dset.get(), name, n));
+  const size_t ftype_size = H5Tget_size(ftype.get());
+  if (ftype_size == 0 || ftype_size > kMaxStringBytes) {
+    return DataLoss(std::string(name) + ": implausible string size " + std::to_string(ftype_size));
+  }
+  EFFNET_RETURN_IF_ERROR(CheckStorage(dset.get(), name, len * ftype_size));
   std::vector<std::string> out(len);
   if (len == 0) return out;
   if (H5Tis_variable_str(ftype.get()) > 0) {
@@ -250,6 +311,12 @@ Result<std::vector<std::string>> ReadStrings(hid_t file, const char* name, int64
       auto z = s.find('\0');
       if (z != std::string::npos) s.resize(z);
       out[i] = std::move(s);
+    }
+  }
+  for (hsize_t i = 0; i < len; ++i) {
+    if (!IsValidUtf8(out[i])) {
+      return DataLoss(std::string(name) + "[" + std::to_string(i) +
+                      "] is not valid UTF-8 (Note [text encoding]); re-run effnet-prepare");
     }
   }
   return out;

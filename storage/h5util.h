@@ -69,6 +69,11 @@ inline Id Type(hid_t id) { return Id(id, H5Tclose); }
 inline Id Plist(hid_t id) { return Id(id, H5Pclose); }
 inline Id Attr(hid_t id) { return Id(id, H5Aclose); }
 
+// Bounds that no valid store reaches; larger values come from corrupt metadata (Note [corrupt
+// stores] in storage/reader.cpp).
+inline constexpr size_t kMaxStringBytes = size_t{64} << 20;
+inline constexpr hsize_t kMaxElements = hsize_t{1} << 31;
+
 // Error with the HDF5 stack message appended: "<what>: <hdf5 message>".
 Status Error(const std::string& what);
 
@@ -89,13 +94,18 @@ Status WriteStrings(hid_t file, const char* name, const std::vector<std::string>
 // `is_signed`, checking its shape is [n] (n = -1: any). Fails with the dataset name otherwise.
 Status Read1D(hid_t file, const char* name, hid_t mem_type, size_t elem_size, bool is_signed,
               int64_t n, void* dst, int64_t* n_out);
+// Strings must be valid UTF-8 (Note [text encoding] in common/utf8.h); DataLoss names the row.
 Result<std::vector<std::string>> ReadStrings(hid_t file, const char* name, int64_t n);
 // Number of elements of 1-D dataset `name` (error when absent or not 1-D).
 Result<int64_t> Length1D(hid_t file, const char* name);
 
+// Length of 1-D integer dataset `name` after Read1D's checks of type, shape and storage.
+Result<int64_t> CheckedLength1D(hid_t file, const char* name, size_t elem_size, bool is_signed);
+
 template <typename T>
 Status ReadVector(hid_t file, const char* name, hid_t mem_type, int64_t n, std::vector<T>* out) {
-  EFFNET_ASSIGN_OR_RETURN(int64_t len, Length1D(file, name));
+  EFFNET_ASSIGN_OR_RETURN(int64_t len,
+                          CheckedLength1D(file, name, sizeof(T), std::is_signed<T>::value));
   if (n >= 0 && len != n) {
     return DataLoss(std::string(name) + ": expected " + std::to_string(n) + " elements, found " +
                     std::to_string(len));

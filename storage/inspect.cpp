@@ -79,7 +79,8 @@ std::string ToJson(const InspectReport& r) {
   }
   auto settings = nlohmann::json::parse(r.prepare_settings, nullptr, /*allow_exceptions=*/false);
   j["prepare_settings"] = settings.is_discarded() ? nlohmann::json(r.prepare_settings) : settings;
-  return j.dump(2) + "\n";
+  // A path from the command line may be Latin-1 (Note [text encoding]); U+FFFD, never a throw.
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 std::string ToText(const InspectReport& r) {

@@ -23,6 +23,8 @@
 #include "common/atomic_file.h"
 #include "common/log.h"
 #include "common/progress.h"
+#include "common/signal_cleanup.h"
+#include "common/utf8.h"
 #include "storage/csv.h"
 #include "storage/dedup.h"
 #include "storage/image_header.h"
@@ -203,8 +205,20 @@ Result<std::vector<Candidate>> CollectCsv(const PrepareConfig& c) {
     cand.line = table.row_lines[r];
     const std::string& image = table.rows[r][*image_col];
     cand.path = (fs::path(c.images_dir) / image).string();
+    // A Latin-1 CSV usually names Latin-1 files: open those bytes when the UTF-8 name is absent.
+    std::string latin1;
+    std::error_code ec;
+    if (table.latin1_from_line > 0 && !fs::exists(cand.path, ec) && Utf8ToLatin1(image, &latin1)) {
+      const std::string alt = (fs::path(c.images_dir) / latin1).string();
+      if (fs::exists(alt, ec)) cand.path = alt;
+    }
     cand.label = FirstCategory(table.rows[r][*label_col]);
     if (image.empty()) cand.early_rejection = "empty '" + c.image_column + "' field";
+    const fs::path rel = fs::path(image).lexically_normal();
+    if (!c.allow_outside_images && !image.empty() &&
+        (rel.is_absolute() || (!rel.empty() && *rel.begin() == ".."))) {
+      cand.early_rejection = "'" + image + "' lies outside --images (pass --allow-outside-images)";
+    }
     if (cand.label.empty()) cand.early_rejection = "empty label in '" + c.label_column + "'";
     out.push_back(std::move(cand));
   }
@@ -232,7 +246,7 @@ Result<std::vector<Candidate>> CollectFolders(const std::string& root) {
       Candidate cand;
       cand.row = static_cast<int64_t>(out.size()) + 1;
       cand.path = f.string();
-      cand.label = dir.filename().string();
+      cand.label = ToUtf8(dir.filename().string());  // Note [text encoding]
       out.push_back(std::move(cand));
     }
   }
@@ -258,17 +272,47 @@ Status ValidateConfig(const PrepareConfig& c) {
   return Status::Ok();
 }
 
+// effnet-prepare replaces only its own outputs: none of <out> and its side files may be an input,
+// and an existing <out> must be an effnet store.
+Status CheckOutputs(const PrepareConfig& c, const std::vector<Candidate>& cands) {
+  std::vector<std::pair<dev_t, ino_t>> outputs;
+  for (const std::string& out :
+       {c.out_path, c.out_path + ".rejected.csv", c.out_path + ".duplicates.csv"}) {
+    struct stat st {};
+    if (::stat(out.c_str(), &st) == 0) outputs.emplace_back(st.st_dev, st.st_ino);
+  }
+  if (outputs.empty()) return Status::Ok();
+  auto is_output = [&](const std::string& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return false;
+    return std::find(outputs.begin(), outputs.end(), std::make_pair(st.st_dev, st.st_ino)) !=
+           outputs.end();
+  };
+  if (!c.csv_path.empty() && is_output(c.csv_path)) {
+    return InvalidArgument("--csv " + c.csv_path + " is one of the outputs of --out " + c.out_path +
+                           "; refusing to write over an input");
+  }
+  for (const auto& cand : cands) {
+    if (is_output(cand.path)) {
+      return InvalidArgument("input image " + cand.path + " (row " + std::to_string(cand.row) +
+                             ") is one of the outputs of --out " + c.out_path +
+                             "; refusing to write over an input");
+    }
+  }
+  return CheckReplaceableStore(c.out_path);
+}
+
 std::string SettingsJson(const PrepareConfig& c, const PrepareSummary& s) {
   nlohmann::json j;
   j["tool"] = "effnet-prepare";
   if (!c.csv_path.empty()) {
     j["input"] = {{"kind", "csv"},
-                  {"csv", c.csv_path},
-                  {"images", c.images_dir},
+                  {"csv", ToUtf8(c.csv_path)},
+                  {"images", ToUtf8(c.images_dir)},
                   {"label_column", c.label_column},
                   {"image_column", c.image_column}};
   } else {
-    j["input"] = {{"kind", "folders"}, {"folders", c.folders_dir}};
+    j["input"] = {{"kind", "folders"}, {"folders", ToUtf8(c.folders_dir)}};
   }
   j["image_size"] = c.image_size;
   j["resize"] = ResizeModeName(c.resize);
@@ -425,9 +469,11 @@ Result<PrepareSummary> RunPrepare(const PrepareConfig& c) {
   }
   if (cands.empty()) return InvalidArgument("no input images (empty CSV or folders)");
   summary.candidates = static_cast<int64_t>(cands.size());
+  EFFNET_RETURN_IF_ERROR(CheckOutputs(c, cands));
 
   const std::string tmp = TempPathFor(c.out_path);
   TempFileGuard guard{tmp};
+  RemoveOnSignal remove_on_signal(tmp);  // Ctrl-C and kill leave no temporary file either
   EFFNET_ASSIGN_OR_RETURN(auto writer, DatasetWriter::Create(tmp, c.image_size));
 
   // Per stored image, in append order.
@@ -568,6 +614,7 @@ Result<PrepareSummary> RunPrepare(const PrepareConfig& c) {
   meta.class_names = summary.class_names;
   meta.labels = labels;
   meta.splits = splits;
+  for (auto& p : paths) p = ToUtf8(p);  // Note [text encoding]: stored text is UTF-8
   meta.source_paths = paths;
   meta.content_hash = hashes;
   meta.perceptual_hash = phashes;

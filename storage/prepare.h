@@ -42,7 +42,9 @@ struct PrepareConfig {
   // <out>.duplicates.csv lists at most this many exact groups and near pairs (Note [capped
   // report]).
   int64_t duplicates_report_limit = 10000;
-  bool strict = false;    // any rejected input fails the run
+  bool strict = false;  // any rejected input fails the run
+  // CSV image names must stay inside images_dir (no absolute paths, no "..") unless this is set.
+  bool allow_outside_images = false;
   int threads = 0;        // decode threads; 0 = all cores
   int progress_tty = -1;  // Progress tty mode (-1 auto)
 };

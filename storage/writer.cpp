@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "common/utf8.h"
 #include "storage/h5util.h"
 
 namespace effnet::storage {
@@ -106,6 +107,20 @@ Status DatasetWriter::Finish(const StoreMetadata& meta) {
                              std::to_string(meta.class_names.size()) + " classes");
     }
   }
+
+  // Note [text encoding] (common/utf8.h): readers refuse stored text that is not UTF-8.
+  auto utf8 = [&](const std::vector<std::string>& v, const char* what) -> Status {
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (!IsValidUtf8(v[i])) {
+        return InvalidArgument(path_ + ": " + what + "[" + std::to_string(i) +
+                               "] is not valid UTF-8");
+      }
+    }
+    return Status::Ok();
+  };
+  EFFNET_RETURN_IF_ERROR(utf8(meta.class_names, "class_names"));
+  EFFNET_RETURN_IF_ERROR(utf8(meta.source_paths, "source_paths"));
+  EFFNET_RETURN_IF_ERROR(utf8({meta.prepare_settings_json}, "prepare_settings"));
 
   hsize_t dims[4] = {n, static_cast<hsize_t>(size_), static_cast<hsize_t>(size_), 3};
   if (H5Dset_extent(h_->images.get(), dims) < 0) return h5::Error(path_ + ": sizing /images");

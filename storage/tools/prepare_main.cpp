@@ -48,6 +48,8 @@ int main(int argc, char** argv) {
                  "report images in different splits whose 64-bit dHashes differ in at most this "
                  "many bits (-1: off)")
       ->capture_default_str();
+  app.add_flag("--allow-outside-images", c.allow_outside_images,
+               "accept CSV image names that leave --images (absolute, or with '..')");
   app.add_flag("--strict", c.strict, "fail (exit 1, no output) if any input is rejected");
   app.add_option("--threads", c.threads, "decode threads (0: all cores)")->capture_default_str();
   app.add_option("--progress", progress, "auto | bar | lines")->capture_default_str();

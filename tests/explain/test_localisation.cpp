@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "storage/dataset_reader.h"
+#include "tests/app_test_util.h"
 #include "tests/explain/located_shapes.h"
 #include "tests/train/synthetic_data.h"
 #include "worker/data/augment.h"
@@ -27,19 +28,10 @@
 namespace {
 
 namespace fs = std::filesystem;
+using effnet::testing::Bin;
+using effnet::testing::RunCmd;
+using effnet::testing::Slurp;
 using Clock = std::chrono::steady_clock;
-
-std::string Bin(const std::string& name) {
-  const char* dir = std::getenv("EFFNET_BIN_DIR");
-  return std::string(dir ? dir : "bin") + "/" + name;
-}
-
-std::string Slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 int RunCmd(const std::string& cmd, const std::string& log) {
   const int rc = std::system((cmd + " > '" + log + "' 2>&1").c_str());

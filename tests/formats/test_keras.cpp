@@ -108,8 +108,8 @@ TEST_F(KerasFiles, LoadPretrainedDetectsKerasAndChecksNormalisation) {
     ASSERT_TRUE(st.ok()) << st.ToString();
     auto dict = ReadKerasWeights(path, Config("b0"));
     ASSERT_TRUE(dict.ok());
-    EXPECT_TRUE(GetStateDict(*net).find("classifier.weight")->equal(
-        *dict->find("classifier.weight")));
+    EXPECT_TRUE(
+        GetStateDict(*net).find("classifier.weight")->equal(*dict->find("classifier.weight")));
     options.normalize = "inception";
     st = LoadPretrained(*net, path, options);
     EXPECT_FALSE(st.ok());

@@ -1,6 +1,10 @@
 #include <gtest/gtest.h>
 
+#include <fstream>
+
+#include "common/utf8.h"
 #include "storage/csv.h"
+#include "tests/storage/temp_dir.h"
 
 namespace effnet::storage {
 namespace {
@@ -80,6 +84,39 @@ TEST(Csv, FirstCategory) {
   EXPECT_EQ(FirstCategory("  Computers "), "Computers");
   EXPECT_EQ(FirstCategory("[\"\"]"), "");
   EXPECT_EQ(FirstCategory(""), "");
+}
+
+TEST(Csv, Latin1FileIsTranscodedToUtf8) {
+  testing::TempDir dir;
+  const std::string path = dir / "l1.csv";
+  std::ofstream(path, std::ios::binary) << "name,image\nplain,a.jpg\nCaf\xe9,\xe9t\xe9.jpg\n";
+  auto t = ReadCsvFile(path);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_EQ(t->latin1_from_line, 3);
+  EXPECT_EQ(t->rows[1], (std::vector<std::string>{"Caf\xc3\xa9", "\xc3\xa9t\xc3\xa9.jpg"}));
+  std::string back;
+  ASSERT_TRUE(Utf8ToLatin1(t->rows[1][1], &back));
+  EXPECT_EQ(back, "\xe9t\xe9.jpg");
+
+  const std::string utf8 = dir / "u.csv";
+  std::ofstream(utf8, std::ios::binary) << "name\nCaf\xc3\xa9\n";
+  auto u = ReadCsvFile(utf8);
+  ASSERT_TRUE(u.ok());
+  EXPECT_EQ(u->latin1_from_line, 0);
+  EXPECT_EQ(u->rows[0][0], "Caf\xc3\xa9");
+}
+
+TEST(Utf8, Validation) {
+  EXPECT_TRUE(IsValidUtf8("plain \xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));
+  EXPECT_FALSE(IsValidUtf8("\xe9"));              // Latin-1
+  EXPECT_FALSE(IsValidUtf8("\xc0\xaf"));          // overlong
+  EXPECT_FALSE(IsValidUtf8("\xed\xa0\x80"));      // surrogate
+  EXPECT_FALSE(IsValidUtf8("\xf4\x90\x80\x80"));  // past U+10FFFF
+  EXPECT_FALSE(IsValidUtf8("\xe2\x82"));          // cut short
+  EXPECT_EQ(FirstInvalidUtf8("ab\xffc"), 2u);
+  EXPECT_EQ(ToUtf8("\xff"), "\xc3\xbf");
+  std::string out;
+  EXPECT_FALSE(Utf8ToLatin1("\xe2\x82\xac", &out));  // the euro sign is not Latin-1
 }
 
 }  // namespace

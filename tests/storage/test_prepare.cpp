@@ -1,6 +1,9 @@
 // effnet-prepare end to end on generated images (PNG/JPEG written here with OpenCV).
 #include <gtest/gtest.h>
+#include <hdf5.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -347,6 +350,78 @@ TEST(Prepare, StrictFailsAndKeepsTheOlderFile) {
   EXPECT_FALSE(HasTempFiles(dir.path()));
 }
 
+TEST(Prepare, NeverWritesOverItsInputsOrForeignFiles) {
+  TempDir dir;
+  CsvSet s = MakeCsvSet(dir, 2, 16);
+  const std::string csv_before = ReadAll(s.csv);
+  // --out is the CSV itself, or one of the images.
+  for (const std::string& out : {s.csv, s.images + "/" + s.files[1]}) {
+    const std::string before = ReadAll(out);
+    auto sum = RunPrepare(CsvConfig(s, out, 16));
+    ASSERT_FALSE(sum.ok()) << out;
+    EXPECT_EQ(sum.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(sum.status().message().find("refusing to write over an input"), std::string::npos)
+        << sum.status().message();
+    EXPECT_EQ(ReadAll(out), before);
+  }
+  // --out is the CSV's rejected-rows side file.
+  PrepareConfig side = CsvConfig(s, dir / "t", 16);
+  fs::copy_file(s.csv, dir / "t.rejected.csv");
+  side.csv_path = dir / "t.rejected.csv";
+  EXPECT_EQ(RunPrepare(side).status().code(), StatusCode::kInvalidArgument);
+
+  // An existing file that is not an effnet store: text, a foreign HDF5 file, a folder.
+  const std::string text = dir / "notes.h5";
+  std::ofstream(text) << "my notes\n";
+  const std::string foreign = dir / "foreign.h5";
+  H5Fclose(H5Fcreate(foreign.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
+  const std::string folder = dir / "folder.h5";
+  fs::create_directories(folder);
+  for (const std::string& out : {text, foreign, folder}) {
+    const std::string before = fs::is_directory(out) ? "" : ReadAll(out);
+    auto sum = RunPrepare(CsvConfig(s, out, 16));
+    ASSERT_FALSE(sum.ok()) << out;
+    EXPECT_EQ(sum.status().code(), StatusCode::kFailedPrecondition);
+    EXPECT_NE(sum.status().message().find(out + " exists and is not an effnet store"),
+              std::string::npos)
+        << sum.status().message();
+    if (!before.empty()) EXPECT_EQ(ReadAll(out), before);
+  }
+  EXPECT_EQ(ReadAll(s.csv), csv_before);
+  EXPECT_FALSE(HasTempFiles(dir.path()));
+
+  // An older store is replaced.
+  const std::string out = dir / "store.h5";
+  ASSERT_TRUE(RunPrepare(CsvConfig(s, out, 16)).ok());
+  auto again = RunPrepare(CsvConfig(s, out, 24));
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(DatasetReader::Open(out).value()->info().image_size, 24);
+}
+
+TEST(Prepare, CsvImagePathsStayInsideImages) {
+  TempDir dir;
+  CsvSet s = MakeCsvSet(dir, 2, 16);
+  WriteImage(dir / "x.jpg", MakeRgb(77, 16, 16));  // next to images/, not inside
+  std::ofstream(s.csv, std::ios::app)
+      << CsvRecord({"9", "n", "[\"Class A >> x\"]", "../x.jpg", "d"})
+      << CsvRecord({"10", "n", "[\"Class A >> x\"]", dir / "x.jpg", "d"});
+  auto sum = RunPrepare(CsvConfig(s, dir / "in.h5", 16));
+  ASSERT_TRUE(sum.ok()) << sum.status().ToString();
+  EXPECT_EQ(sum->stored_originals, 6);
+  ASSERT_EQ(sum->rejections.size(), 2u);
+  EXPECT_EQ(sum->rejections[0].row, 7);
+  EXPECT_NE(sum->rejections[0].reason.find("'../x.jpg' lies outside --images"), std::string::npos)
+      << sum->rejections[0].reason;
+  EXPECT_EQ(sum->rejections[1].row, 8);
+
+  PrepareConfig c = CsvConfig(s, dir / "out.h5", 16);
+  c.allow_outside_images = true;
+  sum = RunPrepare(c);
+  ASSERT_TRUE(sum.ok()) << sum.status().ToString();
+  EXPECT_EQ(sum->stored_originals, 8);
+  EXPECT_TRUE(sum->rejections.empty());
+}
+
 TEST(Prepare, MalformedCsvStopsWithTheLineNumber) {
   TempDir dir;
   CsvSet s = MakeCsvSet(dir, 2, 16);
@@ -369,6 +444,38 @@ TEST(Prepare, MalformedCsvStopsWithTheLineNumber) {
   EXPECT_NE(sum.status().message().find("no column 'picture'"), std::string::npos)
       << sum.status().message();
   EXPECT_FALSE(fs::exists(c.out_path));
+}
+
+TEST(Prepare, Latin1CsvIsStoredAsUtf8) {
+  // A spreadsheet export in Latin-1: class names and file names with e-acute as byte 0xE9, the
+  // files on disk named with the same bytes. Stored as UTF-8 (Note [text encoding]), so that
+  // inspect --json and checkpoints can write them.
+  TempDir dir;
+  const std::string images = dir / "images";
+  fs::create_directories(images);
+  std::string text = "product_category_tree,image\n";
+  for (int k = 0; k < 6; ++k) {
+    const std::string cls = k % 2 ? "Caf\xe9" : "Th\xe9";
+    const std::string file = "img\xe9_" + std::to_string(k) + ".png";
+    WriteImage(images + "/" + file, MakeRgb(static_cast<uint64_t>(k), 16, 16));
+    text += "\"[\"\"" + cls + " >> x\"\"]\"," + file + "\n";
+  }
+  CsvSet s;
+  s.csv = dir / "latin1.csv";
+  s.images = images;
+  std::ofstream(s.csv) << text;
+  const std::string out = dir / "out.h5";
+  auto sum = RunPrepare(CsvConfig(s, out, 16));
+  ASSERT_TRUE(sum.ok()) << sum.status().ToString();
+  EXPECT_EQ(sum->stored_originals, 6) << (sum->rejections.empty() ? "" : sum->rejections[0].reason);
+  auto r = DatasetReader::Open(out);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ((*r)->info().class_names, (std::vector<std::string>{"Caf\xc3\xa9", "Th\xc3\xa9"}));
+  EXPECT_NE((*r)->info().source_paths[0].find("img\xc3\xa9_0.png"), std::string::npos);
+  auto rep = Inspect(**r, 4);
+  ASSERT_TRUE(rep.ok());
+  const auto j = nlohmann::json::parse(ToJson(*rep));
+  EXPECT_EQ(j["classes"][0], "Caf\xc3\xa9");
 }
 
 TEST(Prepare, OfflineAugmentationCopiesTrainAndValOnly) {
@@ -440,6 +547,45 @@ TEST(Prepare, SameSeedSameFileForAnyThreadCount) {
 int RunCmd(const std::string& cmd) {
   const int rc = std::system((cmd + " >/dev/null 2>&1").c_str());
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+TEST(Tools, SigintLeavesNoTempFileAndKeepsTheOlderOutput) {
+  // Ctrl-C during a run: no temporary file is left and the older store is intact. The input is
+  // slow: one large JPEG named 1,500 times, decoded on one thread.
+  const char* bin = std::getenv("EFFNET_BIN_DIR");
+  if (!bin) GTEST_SKIP() << "EFFNET_BIN_DIR not set (run through ctest)";
+  const std::string b(bin);
+  TempDir dir;
+  CsvSet s = MakeCsvSet(dir, 2, 16);
+  ASSERT_TRUE(RunPrepare(CsvConfig(s, dir / "syn.h5", 16)).ok());  // the older output
+  {
+    const std::string big = dir / "big.jpg";
+    WriteImage(big, MakeRgb(5, 1600, 1600));
+    std::string text = "product_category_tree,image\n";
+    for (int k = 0; k < 1500; ++k) text += std::string(k % 2 ? "A" : "B") + ",big.jpg\n";
+    std::ofstream(dir / "slow.csv") << text;
+    const std::string before = ReadAll(dir / "syn.h5");
+    const std::string cmd = b + "/effnet-prepare --csv " + dir.path() + "/slow.csv --images " +
+                            dir.path() + " --size 32 --threads 1 --out " + dir.path() + "/syn.h5";
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::execl("/bin/sh", "sh", "-c", ("exec " + cmd + " >/dev/null 2>&1").c_str(), nullptr);
+      ::_exit(127);
+    }
+    bool started = false;
+    for (int i = 0; i < 3000 && !started; ++i) {
+      started = HasTempFiles(dir.path());
+      if (!started) ::usleep(10000);
+    }
+    EXPECT_TRUE(started) << "no temporary file appeared";
+    ::usleep(100000);  // well inside the decode loop
+    ::kill(pid, SIGINT);
+    int ws = 0;
+    ::waitpid(pid, &ws, 0);
+    EXPECT_TRUE(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGINT) << "status " << ws;
+    EXPECT_FALSE(HasTempFiles(dir.path()));
+    EXPECT_EQ(ReadAll(dir / "syn.h5"), before);
+  }
 }
 
 TEST(Tools, SynthPrepareInspect) {

@@ -20,32 +20,17 @@
 #include <sstream>
 #include <thread>
 
+#include "tests/app_test_util.h"
 #include "tests/train/synthetic_data.h"
 #include "worker/formats/safetensors.h"
 
 namespace {
 
 namespace fs = std::filesystem;
+using effnet::testing::Bin;
+using effnet::testing::RunCmd;
+using effnet::testing::Slurp;
 using Clock = std::chrono::steady_clock;
-
-std::string Bin(const std::string& name) {
-  const char* dir = std::getenv("EFFNET_BIN_DIR");
-  return std::string(dir ? dir : "bin") + "/" + name;
-}
-
-std::string Slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-// Runs `cmd` through the shell in `cwd`; returns the exit code.
-int RunCmd(const std::string& cmd, const std::string& cwd, const std::string& log) {
-  const std::string full = "cd '" + cwd + "' && " + cmd + " > '" + log + "' 2>&1";
-  const int rc = std::system(full.c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
 
 class AppTest : public ::testing::Test {
  protected:

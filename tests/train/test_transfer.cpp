@@ -19,30 +19,16 @@
 #include <sstream>
 
 #include "storage/csv.h"
+#include "tests/app_test_util.h"
 #include "tests/train/synthetic_data.h"
 #include "worker/formats/safetensors.h"
 
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string Bin(const std::string& name) {
-  const char* dir = std::getenv("EFFNET_BIN_DIR");
-  return std::string(dir ? dir : "bin") + "/" + name;
-}
-
-std::string Slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-int RunCmd(const std::string& cmd, const std::string& cwd, const std::string& log) {
-  const std::string full = "cd '" + cwd + "' && " + cmd + " > '" + log + "' 2>&1";
-  const int rc = std::system(full.c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
+using effnet::testing::Bin;
+using effnet::testing::RunCmd;
+using effnet::testing::Slurp;
 
 // A 1-stage tiny run at 32 px: seconds on one core.
 const char* kQuick =

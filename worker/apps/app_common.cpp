@@ -10,6 +10,7 @@
 
 #include "common/atomic_file.h"
 #include "common/log.h"
+#include "common/utf8.h"
 #include "storage/dataset_reader.h"
 #include "worker/formats/pretrained.h"
 #include "worker/model/efficientnet.h"
@@ -206,6 +207,12 @@ int RunTraining(const TrainArgs& args, Runtime& rt) {
     return 0;
   }
   if (cfg.data.path.empty()) return ReportFailure("no data file: give --data FILE.h5 or data.path");
+  // Checkpoints record the data path in meta.json, which holds UTF-8 only (Note [text encoding]);
+  // refuse here rather than at the first checkpoint.
+  if (!IsValidUtf8(cfg.data.path)) {
+    return ReportFailure("data path " + cfg.data.path +
+                         " is not valid UTF-8; rename the file or link it under a UTF-8 name");
+  }
   if (args.out.empty()) return ReportFailure("no run directory: give --out RUN_DIR");
   const int rank = rt.dp->rank(), world = rt.dp->world_size();
   if (cfg.runtime.threads > 0) at::set_num_threads(cfg.runtime.threads);

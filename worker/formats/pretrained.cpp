@@ -119,9 +119,9 @@ Result<PretrainedFormat> DetectPretrainedFormat(const std::string& path) {
   }
   char hex[3 * sizeof(head) + 1] = {};
   for (std::streamsize i = 0; i < n; ++i) std::snprintf(hex + 3 * i, 4, "%02x ", head[i]);
-  return InvalidArgument(
-      "pretrained weights " + path +
-      ": not safetensors, torch zip or Keras (first bytes: " + std::string(hex) + ")");
+  return InvalidArgument("pretrained weights " + path +
+                         ": not safetensors, torch zip or Keras (first bytes: " + std::string(hex) +
+                         ")");
 }
 
 void InitDenseHead(model::EfficientNetV2Impl& model) {
@@ -141,8 +141,8 @@ Status LoadPretrained(model::EfficientNetV2Impl& model, const std::string& path,
     EFFNET_ASSIGN_OR_RETURN(KerasPreprocessing pre,
                             ReadKerasPreprocessing(path, model.config().variant));
     if (pre.normalize != options.normalize) {
-      return InvalidArgument(what + ": the Keras model normalises its input as '" +
-                             pre.normalize + "' (" + pre.source + ") but augment.normalize is '" +
+      return InvalidArgument(what + ": the Keras model normalises its input as '" + pre.normalize +
+                             "' (" + pre.source + ") but augment.normalize is '" +
                              options.normalize + "'; set augment.normalize=" + pre.normalize +
                              " to reproduce its outputs");
     }

@@ -494,11 +494,18 @@ Status ApplyOverride(YAML::Node& root, const std::string& kv) {
 }
 
 // Reads the mapping `node` found at `prefix` ("job" or "job.progressive") into the fields below it.
+// A mapping key as a name; a sequence, mapping or alias used as a key is an error, not a throw.
+Result<std::string> KeyName(const YAML::Node& key, const std::string& where) {
+  if (!key.IsScalar()) return InvalidArgument(where + ": a key must be a plain name");
+  return key.Scalar();
+}
+
 Status ReadMapping(const YAML::Node& node, const std::string& prefix, std::vector<Field>& fields) {
   if (node.IsNull()) return Status::Ok();
   if (!node.IsMap()) return InvalidArgument(prefix + ": expected a mapping");
   for (const auto& kv : node) {
-    const std::string key = prefix + "." + kv.first.as<std::string>();
+    EFFNET_ASSIGN_OR_RETURN(const std::string name, KeyName(kv.first, prefix));
+    const std::string key = prefix + "." + name;
     auto it =
         std::find_if(fields.begin(), fields.end(), [&](const Field& f) { return f.key == key; });
     if (it != fields.end()) {
@@ -600,8 +607,10 @@ Result<int> ParseFreeze(const std::string& text) {
   return InvalidArgument("model.freeze: expected none|backbone|stages:N, got '" + text + "'");
 }
 
-Result<TrainConfig> ParseTrainConfig(const std::string& yaml_text,
-                                     const std::vector<std::string>& overrides) {
+namespace {
+
+Result<TrainConfig> ParseTrainConfigOrThrow(const std::string& yaml_text,
+                                            const std::vector<std::string>& overrides) {
   YAML::Node root;
   try {
     root = YAML::Load(yaml_text);
@@ -614,7 +623,7 @@ Result<TrainConfig> ParseTrainConfig(const std::string& yaml_text,
   TrainConfig c;
   auto fields = Fields(c);
   for (const auto& sec : root) {
-    const auto name = sec.first.as<std::string>();
+    EFFNET_ASSIGN_OR_RETURN(const std::string name, KeyName(sec.first, "config"));
     const auto& sections = Sections();
     if (std::none_of(sections.begin(), sections.end(),
                      [&](const auto& s) { return s.first == name; })) {
@@ -626,6 +635,19 @@ Result<TrainConfig> ParseTrainConfig(const std::string& yaml_text,
   }
   EFFNET_RETURN_IF_ERROR(Validate(c));
   return c;
+}
+
+}  // namespace
+
+Result<TrainConfig> ParseTrainConfig(const std::string& yaml_text,
+                                     const std::vector<std::string>& overrides) {
+  // Every yaml-cpp call is meant to be checked first; this catch keeps a missed case (a node of
+  // an unexpected kind) an error instead of std::terminate (docs/fuzzing.md).
+  try {
+    return ParseTrainConfigOrThrow(yaml_text, overrides);
+  } catch (const YAML::Exception& e) {
+    return InvalidArgument(std::string("config: ") + e.what());
+  }
 }
 
 Result<TrainConfig> LoadTrainConfig(const std::string& path,
