@@ -96,6 +96,7 @@ int PrintState(const StateArgs& a) {
 int Run(int argc, char** argv) {
   using namespace effnet;
   CLI::App app{"effnet-coordinator: the job's control plane (shards, schedule, decisions)"};
+  app.option_defaults()->always_capture_default();  // --help shows every default
   std::string data, config_path, port_file, token_file;
   int world_size = 0;
   bool exit_when_done = true;

@@ -104,6 +104,7 @@ effnet::Status CallOnce(grpc::GenericStub& stub, const ProbeConfig& c, const std
 int main(int argc, char** argv) {
   ProbeConfig c;
   CLI::App app{"Calls one coordinator RPC; exit 0 when it answers OK (Kubernetes probes)."};
+  app.option_defaults()->always_capture_default();  // --help shows every default
   app.add_option("--address", c.address, "host:port of the coordinator")->capture_default_str();
   app.add_option("--token-file", c.token_file, "file holding the job token");
   app.add_option("--method", c.method, "full method path")->capture_default_str();

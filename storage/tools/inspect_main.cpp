@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
       "version and duplicate groups across splits (recomputed from the stored content hashes;\n"
       "must be 0) of an effnet HDF5 image store. Exit status: 0 ok, 1 unreadable or foreign\n"
       "file, 3 duplicate groups across splits, 2 bad flags."};
+  app.option_defaults()->always_capture_default();  // --help shows every default
   app.add_option("file", path, "the .h5 store")->required();
   app.add_flag("--json", json, "print JSON instead of text");
   app.add_option("--near-dup-distance", near,

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
       "complete. Exit status: 0 ok, 1 failure (or any rejection with --strict), 2 bad flags.\n\n"
       "  effnet-prepare --csv data.csv --images DIR --out data.h5\n"
       "  effnet-prepare --folders DIR --out data.h5   (DIR/<class>/<image files>)"};
+  app.option_defaults()->always_capture_default();  // --help shows every default
   app.add_option("--csv", c.csv_path, "CSV table (RFC 4180), one row per image");
   app.add_option("--images", c.images_dir, "folder holding the CSV's image files");
   app.add_option("--label-column", c.label_column,

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
       "shapes and textures with random colours, positions, scales and backgrounds (not separable\n"
       "by mean colour). The same flags give the same files. Then:\n"
       "  effnet-prepare --csv <out>/synth.csv --images <out>/images --out data.h5"};
+  app.option_defaults()->always_capture_default();  // --help shows every default
   app.add_option("--out", c.out_dir, "output folder (created)")->required();
   app.add_option("--per-class", c.per_class, "images per class")->capture_default_str();
   app.add_option("--size", c.size, "image width = height in pixels")->capture_default_str();

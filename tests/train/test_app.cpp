@@ -115,14 +115,17 @@ TEST_F(AppTest, TinyPresetReaches90PercentWithReports) {
   EXPECT_NE(Slurp(run + "/results.md").find("Accuracy"), std::string::npos);
   // effnet-evaluate on the best checkpoint reproduces the reported test accuracy.
   const std::string eval_log = (dir_ / "eval.json").string();
+  const std::string eval_out = (dir_ / "eval" / "nested").string();  // --out creates it
   ASSERT_EQ(RunCmd(Bin("effnet-evaluate") + " " + run + "/checkpoints/best --data " + data +
-                       " --split test",
+                       " --split test --out " + eval_out,
                    dir_.string(), eval_log),
             0)
       << Slurp(eval_log);
   const auto text = Slurp(eval_log);
   auto j = nlohmann::json::parse(text.substr(text.find('{')));
   EXPECT_DOUBLE_EQ(j.at("accuracy").get<double>(), acc);
+  EXPECT_TRUE(fs::exists(eval_out + "/eval_test.json"));
+  EXPECT_TRUE(fs::exists(eval_out + "/confusion_matrix_test.svg"));
 }
 
 // Every tensor and value of an optimizer archive, by path ("state/<param>/square_avg"); the

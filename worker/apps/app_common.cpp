@@ -26,7 +26,8 @@ void AddTrainOptions(CLI::App& app, TrainArgs* a) {
   app.add_option("--preset", a->preset, "built-in preset (see --list-presets)");
   app.add_option("--data", a->data, "HDF5 data file (effnet-prepare); overrides data.path");
   app.add_option("--pretrained", a->pretrained,
-                 "weights to start from (safetensors or torch zip); overrides model.pretrained");
+                 "weights to start from (timm safetensors/torch zip, or Keras); overrides "
+                 "model.pretrained");
   app.add_option("--out", a->out, "run directory (created; an existing one is resumed)");
   app.add_option("--set", a->sets, "override: section.field=value (repeatable)");
   app.add_option("--stop-after-epoch", a->stop_after_epoch,

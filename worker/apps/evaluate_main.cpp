@@ -3,6 +3,7 @@
 //   effnet-evaluate runs/x/checkpoints/best --data data.h5 --split test [--out DIR]
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -102,6 +103,9 @@ int Run(const std::string& ckpt, const std::string& data, const std::string& spl
                       {"predictions", images}};
   std::cout << j.dump(2) << std::endl;
   if (!out.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(out, ec);
+    if (ec) return apps::ReportFailure("--out " + out + ": cannot create: " + ec.message());
     report::ConfusionMatrix cm;
     cm.class_names = model_names;
     cm.counts = r->confusion;
@@ -120,6 +124,7 @@ int Run(const std::string& ckpt, const std::string& data, const std::string& spl
 
 int main(int argc, char** argv) {
   CLI::App app{"effnet-evaluate: evaluate a checkpoint on one split of an effnet HDF5 file"};
+  app.option_defaults()->always_capture_default();  // --help shows every default
   std::string ckpt, data, split = "test", out;
   std::vector<std::string> sets;
   app.add_option("checkpoint", ckpt, "checkpoint directory (e.g. runs/x/checkpoints/best)")

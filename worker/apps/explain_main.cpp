@@ -380,6 +380,7 @@ int Run(const Options& o) {
 
 int main(int argc, char** argv) {
   CLI::App app{"effnet-explain: Grad-CAM and occlusion maps of a checkpoint's predictions"};
+  app.option_defaults()->always_capture_default();  // --help shows every default
   Options o;
   app.add_option("checkpoint", o.ckpt, "checkpoint directory (e.g. runs/x/checkpoints/best)")
       ->required();

@@ -72,6 +72,7 @@ int Run(const std::string& ckpt, const std::string& format, const std::string& o
 
 int main(int argc, char** argv) {
   CLI::App app{"effnet-export: a checkpoint's weights as a timm-loadable file + JSON sidecar"};
+  app.option_defaults()->always_capture_default();  // --help shows every default
   std::string ckpt, format = "safetensors", out;
   bool ema = false;
   app.add_option("checkpoint", ckpt, "checkpoint directory (e.g. runs/x/checkpoints/best)")

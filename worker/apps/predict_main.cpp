@@ -285,6 +285,7 @@ int Run(const Args& a) {
 
 int main(int argc, char** argv) {
   CLI::App app{"effnet-predict: class predictions of a checkpoint or weights file"};
+  app.option_defaults()->always_capture_default();  // --help shows every default
   Args a;
   app.add_option("model", a.model, "checkpoint directory, or a weights file with --variant")
       ->required();

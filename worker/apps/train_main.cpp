@@ -6,6 +6,7 @@
 
 int main(int argc, char** argv) {
   CLI::App app{"effnet-train: train EfficientNetV2 on an effnet HDF5 file (single process)"};
+  app.option_defaults()->always_capture_default();  // --help shows every default
   effnet::apps::TrainArgs args;
   effnet::apps::AddTrainOptions(app, &args);
   CLI11_PARSE(app, argc, argv);

@@ -20,6 +20,7 @@
 
 int main(int argc, char** argv) {
   CLI::App app{"effnet-worker: one rank of data-parallel EfficientNetV2 training"};
+  app.option_defaults()->always_capture_default();  // --help shows every default
   effnet::apps::TrainArgs args;
   effnet::apps::AddTrainOptions(app, &args);
   std::string coordinator, token, token_file, tls_ca;

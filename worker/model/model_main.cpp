@@ -11,6 +11,7 @@
 int main(int argc, char** argv) {
   using namespace effnet::model;
   CLI::App app{"EfficientNetV2 architecture summary: parameters, MACs, blocks per stage"};
+  app.option_defaults()->always_capture_default();  // --help shows every default
   ModelConfig cfg;
   cfg.num_classes = 1000;  // timm's ImageNet head
   int image = 0;

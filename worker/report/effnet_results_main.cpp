@@ -30,6 +30,7 @@ std::string LinkTo(const std::string& run_dir, const char* file, const fs::path&
 int main(int argc, char** argv) {
   CLI::App app{
       "Writes one Markdown table comparing training runs (from each RUN_DIR/summary.json)"};
+  app.option_defaults()->always_capture_default();  // --help shows every default
   std::vector<std::string> run_dirs;
   std::string out = "results.md";
   bool with_study = false;

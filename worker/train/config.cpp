@@ -177,9 +177,9 @@ std::vector<Field> Fields(TrainConfig& c) {
        0.01,
        4},
       {"model.pretrained", &tr.pretrained,
-       "start from these weights (timm-keyed safetensors or torch zip, format read from the "
-       "content; not when resuming); a different class count gets a new Glorot-initialised head; "
-       "--pretrained overrides"},
+       "start from these weights (timm-keyed safetensors or torch zip, or Keras .keras/.weights.h5/"
+       ".h5; format read from the content; not when resuming); a different class count gets a new "
+       "Glorot-initialised head; --pretrained overrides"},
       {"model.freeze", &tr.freeze,
        "frozen part (requires_grad off, BN statistics fixed): none | backbone (all but the "
        "classifier) | stages:N (stem + the first N stages)"},
