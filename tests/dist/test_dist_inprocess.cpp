@@ -23,7 +23,10 @@ namespace {
 
 using testing::Batch;
 using testing::GlobalBatch;
+using testing::GlobalBatches;
 using testing::MaxAbsDiff;
+using testing::SgdSteps;
+using testing::Slice;
 using testing::SmallConvNet;
 using testing::TwoBranch;
 
@@ -156,11 +159,6 @@ TEST(InProcessCommunicator, DivergedCollectivesFailOnEveryRank) {
     EXPECT_NE(s.message().find("posted all_reduce(3 x Float, sum)"), std::string::npos)
         << s.message();
   });
-}
-
-// Rows [rank * b, (rank + 1) * b) of a global batch.
-Batch Slice(const Batch& global, int rank, int64_t b) {
-  return {global.x.narrow(0, rank * b, b), global.y.narrow(0, rank * b, b)};
 }
 
 TEST(Reducer, ThreeRanksAverageGradientsInEqualBuckets) {
@@ -348,30 +346,11 @@ TEST(SyncBatchNorm, TwoRanksOfBMatchOneRankOf2B) {
   }
 }
 
-void SgdSteps(torch::nn::Sequential model, DistDataParallel* dp, const std::vector<Batch>& batches,
-              int rank, int world) {
-  torch::optim::SGD opt(model->parameters(),
-                        torch::optim::SGDOptions(0.1).momentum(0.9).weight_decay(1e-4));
-  for (const Batch& global : batches) {
-    const Batch local = Slice(global, rank, global.x.size(0) / world);
-    opt.zero_grad();
-    auto loss = torch::nn::functional::cross_entropy(model->forward(local.x), local.y);
-    if (dp) ASSERT_TRUE(dp->BeforeBackward().ok());
-    loss.backward();
-    if (dp) {
-      const Status s = dp->AfterBackward();
-      ASSERT_TRUE(s.ok()) << s.ToString();
-    }
-    opt.step();
-  }
-}
-
 // 2 ranks x 8 == 1 rank x 16 over SGD steps (sync BN on), parameters and BN buffers, within the
 // tolerance of the mpirun test (tests/dist/test_dist_mpi.cpp); the ranks agree bit for bit.
 TEST(DistDataParallel, TwoRanksOf8MatchOneRankOf16) {
   constexpr int kSteps = 6;
-  std::vector<Batch> batches;
-  for (int s = 0; s < kSteps; ++s) batches.push_back(GlobalBatch(s, 16));
+  const std::vector<Batch> batches = GlobalBatches(kSteps, 16);
   auto reference = SmallConvNet(0);
   SgdSteps(reference, nullptr, batches, 0, 1);
   EXPECT_GT(MaxAbsDiff(*SmallConvNet(0), *reference), 1e-2) << "training must move the parameters";

@@ -13,8 +13,9 @@
 namespace effnet::dist {
 namespace {
 
-using testing::GlobalBatch;
+using testing::GlobalBatches;
 using testing::MaxAbsDiff;
+using testing::SgdSteps;
 using testing::SmallConvNet;
 using testing::TwoBranch;
 
@@ -32,26 +33,6 @@ std::string Checksum(torch::nn::Module& m) {
   return s.str();
 }
 
-void SgdSteps(torch::nn::Sequential model, DistDataParallel* dp, int steps, int64_t global_n,
-              int rank, int world) {
-  torch::optim::SGD opt(model->parameters(),
-                        torch::optim::SGDOptions(0.1).momentum(0.9).weight_decay(1e-4));
-  const int64_t b = global_n / world;
-  for (int s = 0; s < steps; ++s) {
-    auto batch = GlobalBatch(s, global_n);
-    auto x = batch.x.narrow(0, rank * b, b), y = batch.y.narrow(0, rank * b, b);
-    opt.zero_grad();
-    auto loss = torch::nn::functional::cross_entropy(model->forward(x), y);
-    if (dp) ASSERT_TRUE(dp->BeforeBackward().ok());
-    loss.backward();
-    if (dp) {
-      const Status s = dp->AfterBackward();
-      ASSERT_TRUE(s.ok()) << s.ToString();
-    }
-    opt.step();
-  }
-}
-
 // (1) 2 ranks x batch b == 1 rank x batch 2b (sync BN on), parameters and BN buffers.
 TEST(DistMpi, TwoRanksMatchOneRankWithDoubleBatch) {
   auto host = Comm();
@@ -61,7 +42,7 @@ TEST(DistMpi, TwoRanksMatchOneRankWithDoubleBatch) {
   constexpr int64_t kGlobal = 16;
 
   auto reference = SmallConvNet(0);
-  SgdSteps(reference, nullptr, kSteps, kGlobal, 0, 1);
+  SgdSteps(reference, nullptr, GlobalBatches(kSteps, kGlobal), 0, 1);
 
   DistConfig cfg;
   cfg.sync_batchnorm = true;
@@ -75,7 +56,7 @@ TEST(DistMpi, TwoRanksMatchOneRankWithDoubleBatch) {
   DistDataParallel dp0(cfg, host);
   ASSERT_TRUE(dp0.Attach(*model0).ok());
   EXPECT_GE(dp0.reducer()->layout().size(), 3u);
-  SgdSteps(model0, &dp0, kSteps, kGlobal, rank, world);
+  SgdSteps(model0, &dp0, GlobalBatches(kSteps, kGlobal), rank, world);
   const double diff = MaxAbsDiff(*model0, *reference);
   std::cout << "rank " << rank << ": max |2x" << kGlobal / 2 << " - 1x" << kGlobal
             << "| over params and BN buffers = " << diff << "\n";
@@ -88,7 +69,7 @@ TEST(DistMpi, TwoRanksMatchOneRankWithDoubleBatch) {
   auto model1 = SmallConvNet(rank == 0 ? 0 : 7);
   DistDataParallel dp1(plain, host);
   ASSERT_TRUE(dp1.Attach(*model1).ok());
-  SgdSteps(model1, &dp1, kSteps, kGlobal, rank, world);
+  SgdSteps(model1, &dp1, GlobalBatches(kSteps, kGlobal), rank, world);
   EXPECT_GT(MaxAbsDiff(*model1, *reference), 1e-4);
 }
 
@@ -97,14 +78,14 @@ TEST(DistMpi, Bf16CompressionStaysClose) {
   auto host = Comm();
   const int rank = host->rank(), world = host->world_size();
   auto reference = SmallConvNet(0);
-  SgdSteps(reference, nullptr, 3, 16, 0, 1);
+  SgdSteps(reference, nullptr, GlobalBatches(3, 16), 0, 1);
   DistConfig cfg;
   cfg.sync_batchnorm = true;
   cfg.reducer.compress_bf16 = true;
   auto model = SmallConvNet(0);
   DistDataParallel dp(cfg, host);
   ASSERT_TRUE(dp.Attach(*model).ok());
-  SgdSteps(model, &dp, 3, 16, rank, world);
+  SgdSteps(model, &dp, GlobalBatches(3, 16), rank, world);
   const double diff = MaxAbsDiff(*model, *reference);
   std::cout << "rank " << rank << ": bf16-compressed max diff = " << diff << "\n";
   EXPECT_LE(diff, 2e-2);

@@ -1,9 +1,13 @@
 // Small deterministic models and data for the dist tests.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <string>
+#include <vector>
+
+#include "worker/dist/dist_data_parallel.h"
 
 namespace effnet::dist::testing {
 
@@ -50,6 +54,39 @@ inline Batch GlobalBatch(int64_t step, int64_t n, int classes = 5, int hw = 8) {
   b.x = torch::randn({n, 3, hw, hw}) * 2.0 + 0.5;
   b.y = torch::randint(0, classes, {n}, torch::kLong);
   return b;
+}
+
+// GlobalBatch of steps 0..steps-1, made up front (GlobalBatch seeds the global generator, which
+// threads of in-process ranks must not race on).
+inline std::vector<Batch> GlobalBatches(int steps, int64_t n) {
+  std::vector<Batch> batches;
+  for (int s = 0; s < steps; ++s) batches.push_back(GlobalBatch(s, n));
+  return batches;
+}
+
+// Rows [rank * b, (rank + 1) * b) of a global batch.
+inline Batch Slice(const Batch& global, int rank, int64_t b) {
+  return {global.x.narrow(0, rank * b, b), global.y.narrow(0, rank * b, b)};
+}
+
+// SGD (momentum, weight decay) on this rank's slice of each global batch; `dp` may be null (one
+// process, the reference).
+inline void SgdSteps(torch::nn::Sequential model, DistDataParallel* dp,
+                     const std::vector<Batch>& batches, int rank, int world) {
+  torch::optim::SGD opt(model->parameters(),
+                        torch::optim::SGDOptions(0.1).momentum(0.9).weight_decay(1e-4));
+  for (const Batch& global : batches) {
+    const Batch local = Slice(global, rank, global.x.size(0) / world);
+    opt.zero_grad();
+    auto loss = torch::nn::functional::cross_entropy(model->forward(local.x), local.y);
+    if (dp) ASSERT_TRUE(dp->BeforeBackward().ok());
+    loss.backward();
+    if (dp) {
+      const Status s = dp->AfterBackward();
+      ASSERT_TRUE(s.ok()) << s.ToString();
+    }
+    opt.step();
+  }
 }
 
 inline double MaxAbsDiff(torch::nn::Module& a, torch::nn::Module& b) {

@@ -104,12 +104,7 @@ Status StartFromPretrained(const train::TrainConfig& c, train::ModelHandle& mode
                            train::JobControl& jc) {
   const std::string& path = c.transfer.pretrained;
   if (path.empty()) return Status::Ok();
-  std::string resume;
-  if (c.checkpoint.resume == "auto") {
-    EFFNET_ASSIGN_OR_RETURN(resume, jc.ResumeCheckpoint());
-  } else if (c.checkpoint.resume != "never") {
-    resume = c.checkpoint.resume;
-  }
+  EFFNET_ASSIGN_OR_RETURN(const std::string resume, train::ResumeCheckpointPath(c.checkpoint, jc));
   if (!resume.empty()) {
     log::Info("model.pretrained " + path + " not loaded: resuming from " + resume);
     return Status::Ok();

@@ -69,6 +69,12 @@ Result<std::vector<int64_t>> GatherCounts(DataParallel& dp, int64_t mine) {
 
 }  // namespace
 
+Result<std::string> ResumeCheckpointPath(const CheckpointSection& c, JobControl& jc) {
+  if (c.resume == "auto") return jc.ResumeCheckpoint();
+  if (c.resume == "never") return std::string();
+  return c.resume;
+}
+
 Trainer::Trainer(TrainConfig config, ModelHandle model, storage::DatasetReader& reader,
                  DataParallel& dp, JobControl& jc, std::string run_dir)
     : config_(std::move(config)),
@@ -179,12 +185,7 @@ Status Trainer::Setup() {
     fs::create_directories(ckpt_dir_, ec);
     if (ec) return Internal("creating " + ckpt_dir_ + ": " + ec.message());
   }
-  std::string resume;
-  if (config_.checkpoint.resume == "auto") {
-    EFFNET_ASSIGN_OR_RETURN(resume, jc_.ResumeCheckpoint());
-  } else if (config_.checkpoint.resume != "never") {
-    resume = config_.checkpoint.resume;
-  }
+  EFFNET_ASSIGN_OR_RETURN(const std::string resume, ResumeCheckpointPath(config_.checkpoint, jc_));
   if (!resume.empty()) {
     EFFNET_RETURN_IF_ERROR(LoadCheckpoint(resume, /*weights_only=*/false));
     log::Info("resumed from " + resume + " at epoch " + std::to_string(start_epoch_) + ", step " +

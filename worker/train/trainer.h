@@ -58,6 +58,11 @@ struct FitResult {
   bool stopped_early_for_test = false;  // output.stop_after_epoch hit
 };
 
+// The checkpoint a run resumes from: checkpoint.resume auto = the last committed one (JobControl),
+// never = "", else that path. Trainer::Setup resumes from it; a pretrained start is skipped when
+// it is not empty.
+Result<std::string> ResumeCheckpointPath(const CheckpointSection& c, JobControl& jc);
+
 class Trainer {
  public:
   // `run_dir`: metrics.jsonl and checkpoints/ go there (rank 0 writes). `reader` outlives this.
