@@ -223,7 +223,7 @@ TEST(Transfer, NewHeadIsGlorotUniformAndBackboneEqual) {
   }
   const at::Tensor w = t["classifier.weight"];
   ASSERT_EQ(w.size(0), 3);
-  // Keras Dense init (Note [Keras head init]): U(-a, a), a = sqrt(6 / (fan_in + fan_out)).
+  // Keras Dense init, the default model.head_init (Note [head init]): U(-a, a), a = sqrt(6 / (fan_in + fan_out)).
   const double a = std::sqrt(6.0 / static_cast<double>(w.size(1) + w.size(0)));
   EXPECT_LE(w.abs().max().item<double>(), a);
   EXPECT_GT(w.abs().max().item<double>(), 0.8 * a);  // spans the range, not a narrower init

@@ -145,6 +145,7 @@ TEST(Architecture, StateDictKeysAreTimmNames) {
 TEST(Architecture, ReferenceInit) {
   ModelConfig c;
   c.num_classes = 100;
+  c.head_init = effnet::model::HeadInit::kReference;  // official/timm (Note [head init])
   torch::manual_seed(3);
   EfficientNetV2 m(c);
   const StateDict sd = GetStateDict(*m);
@@ -158,6 +159,18 @@ TEST(Architecture, ReferenceInit) {
   EXPECT_EQ(sd["classifier.bias"].abs().sum().item<double>(), 0.0);
   EXPECT_TRUE(sd["bn2.weight"].eq(1).all().item<bool>());
   EXPECT_EQ(sd["blocks.3.0.se.conv_reduce.bias"].abs().sum().item<double>(), 0.0);
+  // The default head is a Keras Dense layer's: Glorot, U(+-sqrt(6 / (1280 + 100))), also after
+  // reset_classifier.
+  c.head_init = effnet::model::HeadInit::kGlorot;
+  EfficientNetV2 g(c);
+  const double glorot = std::sqrt(6.0 / (1280 + 100));
+  const auto w = GetStateDict(*g)["classifier.weight"];
+  EXPECT_LE(w.abs().max().item<double>(), glorot);
+  EXPECT_GT(w.abs().max().item<double>(), 0.9 * glorot);
+  g->reset_classifier(7);
+  const auto w7 = GetStateDict(*g)["classifier.weight"];
+  EXPECT_LE(w7.abs().max().item<double>(), std::sqrt(6.0 / (1280 + 7)));
+  EXPECT_GT(w7.abs().max().item<double>(), 0.9 * std::sqrt(6.0 / (1280 + 7)));
 }
 
 TEST(Forward, TfSameShapesEvenAndOdd) {

@@ -106,6 +106,14 @@ TEST(RunSummary, ParsesAndNamesTheRow) {
   s->model = "tf_efficientnetv2_b2";
   s->world_size = 1;
   EXPECT_EQ(ToResultRow(*s).model, "tf_efficientnetv2_b2 (effnet-dist, 1 rank cpu)");
+  // Where the weights started is part of every row (and round-trips through summary.json).
+  s->start = StartLabel("");
+  EXPECT_EQ(ToResultRow(*s).model, "tf_efficientnetv2_b2 (effnet-dist, 1 rank cpu, from scratch)");
+  s->start = StartLabel("/w/keras/efficientnetv2-b2.weights.h5");
+  auto back = ParseRunSummary(RunSummaryToJson(*s), "y/summary.json");
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(ToResultRow(*back).model,
+            "tf_efficientnetv2_b2 (effnet-dist, 1 rank cpu, from efficientnetv2-b2.weights.h5)");
 }
 
 TEST(RunSummary, ErrorsNameSourceAndField) {

@@ -302,7 +302,7 @@ TEST_F(AppTest, WorkerUnderMpirunWithTwoRanks) {
       << Slurp(log);
   auto summary = nlohmann::json::parse(Slurp(run + "/summary.json"));
   EXPECT_EQ(summary.at("world_size"), 2);
-  EXPECT_EQ(summary.at("batch_size"), 16);
+  EXPECT_EQ(summary.at("batch_size"), 8);  // global: 4 per rank (Note [global batch])
   // Both ranks logged the same reduced epoch metrics (Note [same decisions on every rank]).
   const auto text = Slurp(log);
   for (const char* epoch : {"epoch 1/2", "epoch 2/2"}) {

@@ -250,4 +250,21 @@ TEST(AugmentTrain, FullPipeline) {
   EXPECT_LE(ta.images.max().item<float>(), 2.7f);
 }
 
+// Note [identity geometry]: without crops, flips or rotations (the study's recipe) a training
+// image is exactly the evaluation image of the same photo, resize included; with a flip it is not.
+TEST(AugmentTrain, NoGeometryTrainsOnTheEvaluationImage) {
+  auto x = RandomImages(3, 40, 11);
+  auto labels = torch::tensor({0, 1, 2}, torch::kLong);
+  AugmentConfig c = NoRandomGeometry();
+  c.eval_center_crop = false;  // the study's presets: the whole image, as in training
+  effnet::job::Stage s;
+  s.image_size = 28;
+  HostRng rng(3);
+  auto t = AugmentTrain(x, labels, 3, s, 0.0, c, rng);
+  EXPECT_TRUE(torch::equal(t.images, AugmentEval(x, 28, c)));
+  c.hflip_prob = 1;
+  auto flipped = AugmentTrain(x, labels, 3, s, 0.0, c, rng);
+  EXPECT_FALSE(torch::allclose(flipped.images, AugmentEval(x, 28, c), 1e-3, 1e-3));
+}
+
 }  // namespace

@@ -88,7 +88,13 @@ TEST(Config, EveryPresetParsesAndDocumentsItself) {
   EXPECT_EQ(study->data.batch_size, 16);
   EXPECT_EQ(study->job.epochs, 10);
   EXPECT_EQ(study->job.early_stopping.patience, 2);
+  EXPECT_EQ(study->job.early_stopping.best_metric, "val_loss");
   EXPECT_EQ(effnet::job::StageForEpoch(study->job.progressive, 0, 10).image_size, 260);
+  // The study augmented offline only (effnet-prepare --augment-offline): no online flips on top.
+  EXPECT_EQ(study->augment.hflip_prob, 0);
+  EXPECT_EQ(study->augment.vflip_prob, 0);
+  EXPECT_FALSE(study->augment.rot90);
+  EXPECT_EQ(study->model.head_init, effnet::model::HeadInit::kGlorot);
   auto tiny = ParseTrainConfig(effnet::train::PresetText("tiny").value());
   ASSERT_TRUE(tiny.ok());
   EXPECT_EQ(tiny->job.progressive.num_stages, 3);
@@ -129,6 +135,53 @@ TEST(Schedule, WarmupCosineExponential) {
   EXPECT_NEAR(s.At(48), 0.1 * 0.97 * 0.97, 1e-15);
   s.config.name = "constant";
   EXPECT_DOUBLE_EQ(s.At(99), 0.1);
+}
+
+// Note [global batch]: the batch is split over ranks; a batch the world size does not divide is
+// refused naming the key, the world size and the nearest valid batches.
+TEST(Config, GlobalBatchSplitsOverRanks) {
+  effnet::train::DataSection d;
+  d.batch_size = 16;
+  EXPECT_EQ(effnet::train::PerRankBatch(d, 1).value(), 16);
+  EXPECT_EQ(effnet::train::PerRankBatch(d, 4).value(), 4);
+  auto bad = effnet::train::PerRankBatch(d, 3);
+  ASSERT_FALSE(bad.ok());
+  const std::string e = bad.status().ToString();
+  EXPECT_NE(e.find("data.batch_size is the global batch"), std::string::npos) << e;
+  EXPECT_NE(e.find("world size 3"), std::string::npos) << e;
+  EXPECT_NE(e.find("15 or 18"), std::string::npos) << e;
+  d.batch_size = 2;
+  EXPECT_NE(effnet::train::PerRankBatch(d, 4).status().ToString().find("(4)"), std::string::npos);
+}
+
+// The paper presets: lr 0.016 x global batch / 256, and 0.97 every 2.4 of 350 epochs compressed to
+// the run's length, so a 40-epoch run ends near the official run's 1 % of the peak, not at 61 %.
+TEST(Schedule, PaperLrScalesWithGlobalBatchAndDecayWithRunLength) {
+  auto paper = ParseTrainConfig(effnet::train::PresetText("paper-b0").value());
+  ASSERT_TRUE(paper.ok()) << paper.status().ToString();
+  EXPECT_EQ(paper->data.batch_size, 32);
+  EXPECT_NEAR(effnet::train::PeakLr(*paper), 0.016 * 32 / 256, 1e-15);
+  auto big =
+      ParseTrainConfig(effnet::train::PresetText("paper-b0").value(), {"data.batch_size=512"});
+  EXPECT_NEAR(effnet::train::PeakLr(*big), 0.032, 1e-15);
+  EXPECT_EQ(paper->job.epochs, 40);
+  EXPECT_NEAR(effnet::train::DecayEpochs(*paper), 2.4 * 40 / 350, 1e-12);
+  const int64_t steps = 50;
+  const auto s = effnet::train::MakeLrSchedule(*paper, steps);
+  const double end = s.At(s.total_steps - 1) / s.peak_lr;
+  const double official = std::pow(0.97, std::floor(349.99 / 2.4));  // 0.97^145, 1.2 %
+  EXPECT_NEAR(end, official, 0.002) << "end of the run at " << end << " of the peak";
+  // Without compression the same 40 epochs end at 0.97^16 = 61 % of the peak.
+  auto plain = *paper;
+  plain.schedule.decay_reference_epochs = 0;
+  const auto p = effnet::train::MakeLrSchedule(plain, steps);
+  EXPECT_NEAR(p.At(p.total_steps - 1) / p.peak_lr, std::pow(0.97, 16), 1e-9);
+  // The fine-tuning presets scale too: 0.0005 x 32 / 256.
+  auto ft = ParseTrainConfig(effnet::train::PresetText("finetune-b0").value());
+  EXPECT_NEAR(effnet::train::PeakLr(*ft), 6.25e-5, 1e-15);
+  // Learning rates stay what a plain config says when no base batch is given.
+  auto study = ParseTrainConfig(effnet::train::PresetText("study-b0").value());
+  EXPECT_DOUBLE_EQ(effnet::train::PeakLr(*study), 1e-3);
 }
 
 TEST(LocalJobControl, PlansStagesAndRestoresDecisions) {

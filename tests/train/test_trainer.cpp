@@ -331,9 +331,10 @@ output: {progress: false}
     for (auto& t : threads) t.join();
     return finals;
   };
-  // 17 images: b=4 x 2 ranks (steps 4,4,1 / 4,4,0+pad) vs b=8 x 1 rank (8, 8, 1).
+  // 17 images, global batch 8 (Note [global batch]): 4 per rank x 2 ranks (steps 4,4,1 /
+  // 4,4,0+pad) vs 8 x 1 rank (8, 8, 1).
   auto one = run(1, 8);
-  auto two_ranks = run(2, 4);
+  auto two_ranks = run(2, 8);
   ASSERT_EQ(one[0].size(), two_ranks[0].size());
   for (size_t i = 0; i < one[0].size(); ++i) {
     EXPECT_TRUE(torch::equal(two_ranks[0][i], two_ranks[1][i]));  // ranks agree

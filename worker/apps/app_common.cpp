@@ -166,7 +166,7 @@ Status WriteReports(const std::string& out, const train::TrainConfig& c,
   report::RunSummary s;
   s.model = model.name;
   s.variant = c.model.variant;
-  s.batch_size = c.data.batch_size * world;
+  s.batch_size = c.data.batch_size;  // global (Note [global batch])
   s.fit_time_s = fit.fit_time_s;
   s.test_accuracy = test.accuracy;
   s.world_size = world;
@@ -176,6 +176,7 @@ Status WriteReports(const std::string& out, const train::TrainConfig& c,
   s.best_epoch = best_epoch;
   s.stop_reason = fit.stop_reason;
   s.reduced = c.model.extra_width != 1.0 || c.model.extra_depth != 1.0;
+  s.start = report::StartLabel(c.transfer.pretrained);
   report::ResultRow row = report::ToResultRow(s);
   row.note = "best epoch " + std::to_string(best_epoch + 1) + ", " + fit.stop_reason;
   // The study's rows are a reference only on the study's own data (not, e.g., on effnet-synth).

@@ -389,7 +389,13 @@ TrainBatch AugmentTrain(const at::Tensor& nhwc_u8, const at::Tensor& labels, int
                         const job::Stage& stage, double label_smoothing, const AugmentConfig& c,
                         HostRng& rng) {
   TrainBatch b;
-  auto x = RandomResizedCropFlip(nhwc_u8, stage.image_size, c, rng);
+  // Note [identity geometry]: with no crop, flip or rotation the training image is the evaluation
+  // image (EvalResize's antialiased bicubic, not the sampler's bilinear), so a recipe without
+  // online augmentation (the study's) trains on exactly what it is validated on.
+  const bool identity =
+      !c.random_resized_crop && c.hflip_prob <= 0 && c.vflip_prob <= 0 && !c.rot90;
+  auto x = identity ? EvalResize(nhwc_u8, stage.image_size, /*center_crop=*/false)
+                    : RandomResizedCropFlip(nhwc_u8, stage.image_size, c, rng);
   if (stage.randaug_magnitude > 0 && c.randaug_layers > 0) {
     x = RandAugment(x, c.randaug_layers, stage.randaug_magnitude, c, rng);
   }

@@ -124,14 +124,6 @@ Result<PretrainedFormat> DetectPretrainedFormat(const std::string& path) {
                          ")");
 }
 
-void InitDenseHead(model::EfficientNetV2Impl& model) {
-  torch::NoGradGuard no_grad;
-  for (auto& p : model.named_parameters()) {
-    if (p.key() == "classifier.weight") torch::nn::init::xavier_uniform_(p.value());
-    if (p.key() == "classifier.bias") p.value().zero_();
-  }
-}
-
 Status LoadPretrained(model::EfficientNetV2Impl& model, const std::string& path,
                       const TransferOptions& options) {
   EFFNET_ASSIGN_OR_RETURN(PretrainedFormat format, DetectPretrainedFormat(path));
@@ -162,9 +154,8 @@ Status LoadPretrained(model::EfficientNetV2Impl& model, const std::string& path,
   }
   if (!load_head) {
     model.reset_classifier(classes);
-    InitDenseHead(model);
-    log::Info("pretrained " + path +
-              ": backbone loaded, classifier re-initialised (Glorot uniform) for " +
+    log::Info("pretrained " + path + ": backbone loaded, classifier re-initialised (" +
+              model::HeadInitNames().at(static_cast<size_t>(model.config().head_init)) + ") for " +
               std::to_string(classes) + " classes" +
               (w ? " (file had " + ShapeString(w->sizes()) + ")" : ""));
   } else {

@@ -33,18 +33,12 @@ struct TransferOptions {
 
 // Loads every backbone key of `path` into `model`. The file's classifier is loaded only when its
 // shape matches the model's and reset_classifier is false; otherwise the model gets a fresh
-// classifier initialised as a Keras Dense layer is (InitDenseHead). A file of another architecture
-// is refused naming the variant it looks like; a missing/unexpected/mis-shaped key is an error
-// naming the file, its format, the key and both shapes ("importing x.pth (torch zip): 1 state_dict
-// problem(s): shape mismatch for 'conv_stem.weight': model [8, 3, 3, 3] vs file [16, 3, 3, 3]").
+// classifier drawn as model.head_init says (Note [head init], worker/model/architecture.h). A file
+// of another architecture is refused naming the variant it looks like; a
+// missing/unexpected/mis-shaped key is an error naming the file, its format, the key and both
+// shapes ("importing x.pth (torch zip): 1 state_dict problem(s): shape mismatch for
+// 'conv_stem.weight': model [8, 3, 3, 3] vs file [16, 3, 3, 3]").
 Status LoadPretrained(model::EfficientNetV2Impl& model, const std::string& path,
                       const TransferOptions& options = {});
-
-// Note [Keras head init]: the classifier of a fine-tuned model is initialised as Keras initialises
-// a Dense layer: Glorot (Xavier) uniform weights, U(-a, a) with a = sqrt(6 / (fan_in + fan_out)),
-// and zero bias. The reference init, U(+-1/sqrt(num_classes)), is ~0.38 for 7 classes against
-// Glorot's ~0.07 on a 1280-wide head; its large initial logits made the study's validation loss
-// jump in the first fine-tuning epochs (docs/training.md, "Transfer learning").
-void InitDenseHead(model::EfficientNetV2Impl& model);
 
 }  // namespace effnet::formats

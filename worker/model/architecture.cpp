@@ -138,6 +138,11 @@ const std::vector<std::string>& PaddingNames() {
   return names;
 }
 
+const std::vector<std::string>& HeadInitNames() {
+  static const std::vector<std::string> names = {"glorot", "reference"};
+  return names;
+}
+
 const std::vector<std::string>& KnownVariants() {
   static const std::vector<std::string> v = [] {
     std::vector<std::string> names;

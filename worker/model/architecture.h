@@ -15,6 +15,16 @@ enum class Padding { kTfSame, kSymmetric };
 // The spellings of Padding in configs and checkpoints, in enum order: "tf_same", "symmetric".
 const std::vector<std::string>& PaddingNames();
 
+// Note [head init]: how a new classifier is drawn (from scratch, or a new head on pretrained
+// weights). kGlorot is a Keras Dense layer's init, U(+-sqrt(6 / (fan_in + fan_out))) (about
+// +-0.068 for 1280 -> 7), as the study's Keras head was; kReference is the official/timm
+// U(+-1/sqrt(num_classes)) (+-0.38 for 7 classes), whose large initial logits made the study's
+// recipe start at a loss of 4 and its validation loss jump (docs/training.md, "Learning as Keras
+// learns"). Biases start at 0 either way.
+enum class HeadInit { kGlorot, kReference };
+// The spellings of HeadInit in configs, in enum order: "glorot", "reference".
+const std::vector<std::string>& HeadInitNames();
+
 // Defaults reproduce timm's tf_efficientnetv2_* (with the reference dropout of the variant when
 // dropout < 0). Also the `model:` section of the training config (worker/train/config.cpp), which
 // documents each field; training sets dropout per progressive stage.
@@ -26,6 +36,7 @@ struct ModelConfig {
   double bn_momentum = 0.1;    // PyTorch convention
   double bn_eps = 1e-3;
   Padding padding = Padding::kTfSame;
+  HeadInit head_init = HeadInit::kGlorot;  // Note [head init]
   // Extra multipliers on top of the variant's, for reduced models in tests (1.0 = exact).
   double extra_width = 1.0;
   double extra_depth = 1.0;

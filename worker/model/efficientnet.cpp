@@ -186,10 +186,14 @@ class InvertedResidualBlock : public BlockImpl {
   SqueezeExcite se{nullptr};
 };
 
-void InitLinear(torch::nn::Linear& fc) {
+// Note [head init] (worker/model/architecture.h). Reference 1.6: U(+-1/sqrt(fan_out)), fan_out =
+// out features; Glorot: U(+-sqrt(6 / (fan_in + fan_out))).
+void InitLinear(torch::nn::Linear& fc, HeadInit init) {
   torch::NoGradGuard no_grad;
-  // Reference 1.6: U(-1/sqrt(fan_out), 1/sqrt(fan_out)), fan_out = out features; bias 0.
-  const double r = 1.0 / std::sqrt(static_cast<double>(fc->weight.size(0)));
+  const double fan_out = static_cast<double>(fc->weight.size(0));
+  const double fan_in = static_cast<double>(fc->weight.size(1));
+  const double r =
+      init == HeadInit::kGlorot ? std::sqrt(6.0 / (fan_in + fan_out)) : 1.0 / std::sqrt(fan_out);
   fc->weight.uniform_(-r, r);
   fc->bias.zero_();
 }
@@ -263,7 +267,7 @@ void EfficientNetV2Impl::reset_parameters() {
       bn->reset_parameters();  // gamma 1, beta 0, running stats reset
     }
   }
-  InitLinear(parts_->classifier);
+  InitLinear(parts_->classifier, config_.head_init);
 }
 
 torch::Tensor EfficientNetV2Impl::forward_features(torch::Tensor x) {
@@ -304,7 +308,7 @@ void EfficientNetV2Impl::reset_classifier(int num_classes) {
   }
   const auto& ref = parts_->conv_head->weight;
   torch::nn::Linear fc(arch_.head_channels, num_classes);
-  InitLinear(fc);
+  InitLinear(fc, config_.head_init);
   fc->to(ref.device(), ref.scalar_type());
   fc->train(is_training());
   parts_->classifier = replace_module("classifier", fc);

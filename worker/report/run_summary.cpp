@@ -90,6 +90,7 @@ Result<RunSummary> ParseRunSummary(const std::string& json_text, const std::stri
   s.best_epoch = j.value("best_epoch", -1);
   s.stop_reason = j.value("stop_reason", std::string());
   s.reduced = j.value("reduced", false);
+  s.start = j.value("start", std::string());
   return s;
 }
 
@@ -105,7 +106,8 @@ std::string RunSummaryToJson(const RunSummary& s) {
                   {"test_count", s.test_count},
                   {"best_epoch", s.best_epoch},
                   {"stop_reason", s.stop_reason},
-                  {"reduced", s.reduced}};
+                  {"reduced", s.reduced},
+                  {"start", s.start}};
   return j.dump(2) + "\n";
 }
 
@@ -113,6 +115,11 @@ Result<RunSummary> ReadRunSummary(const std::string& run_dir) {
   const std::string path = (std::filesystem::path(run_dir) / kRunSummaryJson).string();
   EFFNET_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   return ParseRunSummary(text, path);
+}
+
+std::string StartLabel(const std::string& pretrained_path) {
+  if (pretrained_path.empty()) return "from scratch";
+  return "from " + std::filesystem::path(pretrained_path).filename().string();
 }
 
 ResultRow ToResultRow(const RunSummary& s) {
@@ -124,7 +131,8 @@ ResultRow ToResultRow(const RunSummary& s) {
   }
   ResultRow row;
   row.model = name + " (effnet-dist, " + std::to_string(s.world_size) +
-              (s.world_size == 1 ? " rank " : " ranks ") + s.device + ")";
+              (s.world_size == 1 ? " rank " : " ranks ") + s.device +
+              (s.start.empty() ? "" : ", " + s.start) + ")";
   row.batch_size = s.batch_size;
   row.fit_time_s = s.fit_time_s;
   row.accuracy = s.test_accuracy;

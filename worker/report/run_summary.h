@@ -25,7 +25,12 @@ struct RunSummary {
   int best_epoch = -1;  // 0-based
   std::string stop_reason;
   bool reduced = false;  // a reduced test model (model.extra_width/extra_depth != 1)
+  std::string start;     // StartLabel of the run's weights; "" in older files (unknown)
 };
+
+// Where a run's weights started, as every table shows it: "from scratch" (random weights) or
+// "from <file name>" (model.pretrained).
+std::string StartLabel(const std::string& pretrained_path);
 
 // The JSON text of summary.json (pretty-printed, trailing newline).
 std::string RunSummaryToJson(const RunSummary& s);
@@ -36,8 +41,8 @@ Result<RunSummary> ParseRunSummary(const std::string& json_text, const std::stri
 // Reads "<run_dir>/summary.json".
 Result<RunSummary> ReadRunSummary(const std::string& run_dir);
 
-// "EfficientNetV2-B2 (effnet-dist, 2 ranks cpu)"; the model name gets the variant appended unless
-// it already names it.
+// "EfficientNetV2-B2 (effnet-dist, 2 ranks cpu, from scratch)"; the model name gets the variant
+// appended unless it already names it.
 ResultRow ToResultRow(const RunSummary& s);
 
 }  // namespace effnet::report

@@ -160,6 +160,10 @@ std::vector<Field> Fields(TrainConfig& c) {
        "classes; 0 = from the data file, > 0 must equal the file's class count",
        {},
        0},
+      Enum("model.head_init", &m.head_init,
+           "init of a new classifier (from scratch, or a new head on pretrained weights): glorot = "
+           "a Keras Dense layer, reference = official/timm U(+-1/sqrt(classes)); Note [head init]",
+           model::HeadInitNames()),
       {"model.drop_path", &m.drop_path, "stochastic depth rate (last block)", {}, 0, 0.95},
       {"model.bn_momentum", &m.bn_momentum, "BatchNorm momentum (PyTorch convention)", {}, 0, 1},
       {"model.bn_eps", &m.bn_eps, "BatchNorm epsilon", {}, 0, 1},
@@ -189,10 +193,16 @@ std::vector<Field> Fields(TrainConfig& c) {
        {},
        -1},
       {"data.path", &d.path, "HDF5 data file (effnet-prepare); --data overrides"},
-      {"data.batch_size", &d.batch_size, "batch size per rank", {}, 1, 1 << 16},
+      {"data.batch_size",
+       &d.batch_size,
+       "global batch: images per optimiser step over all ranks (each rank trains batch_size / "
+       "world size; the world size must divide it)",
+       {},
+       1,
+       1 << 16},
       {"data.eval_batch_size",
        &d.eval_batch_size,
-       "evaluation batch size; 0 = 2 * batch_size",
+       "evaluation batch per rank; 0 = 2 * the per-rank train batch",
        {},
        0,
        1 << 16},
@@ -204,7 +214,19 @@ std::vector<Field> Fields(TrainConfig& c) {
        4096},
       {"data.prefetch_depth", &d.prefetch_depth, "batches read ahead", {}, 1, 64},
       {"optimizer.name", &o.name, "optimiser", {"adam", "adamw", "sgd", "rmsproptf"}},
-      {"optimizer.lr", &o.lr, "peak learning rate", {}, 0, 100},
+      {"optimizer.lr",
+       &o.lr,
+       "peak learning rate (for lr_base_batch when that is > 0)",
+       {},
+       0,
+       100},
+      {"optimizer.lr_base_batch",
+       &o.lr_base_batch,
+       "0 = optimizer.lr as given; > 0 = linear scaling rule: peak lr = lr * data.batch_size / "
+       "lr_base_batch",
+       {},
+       0,
+       1 << 20},
       {"optimizer.weight_decay",
        &o.weight_decay,
        "weight decay (L2; decoupled for adamw)",
@@ -246,6 +268,12 @@ std::vector<Field> Fields(TrainConfig& c) {
        0,
        1},
       {"schedule.decay_epochs", &s.decay_epochs, "exponential: epochs per decay step", {}, 1e-6},
+      {"schedule.decay_reference_epochs",
+       &s.decay_reference_epochs,
+       "exponential: 0 = decay_epochs as given; > 0 = decay_epochs was written for a run of this "
+       "many epochs and is scaled by job.epochs / decay_reference_epochs",
+       {},
+       0},
       {"schedule.min_lr", &s.min_lr, "lower bound of the learning rate", {}, 0},
       {"augment.random_resized_crop", &a.random_resized_crop,
        "random resized crop (false: whole image resized)"},
@@ -593,6 +621,31 @@ std::string PresetSummary(const std::string& text) {
 }
 
 }  // namespace
+
+Result<int> PerRankBatch(const DataSection& d, int world_size) {
+  if (world_size < 1) return InvalidArgument("world size must be >= 1");
+  if (d.batch_size % world_size != 0) {
+    const int lo = d.batch_size / world_size * world_size;
+    return InvalidArgument("data.batch_size is the global batch (all ranks together): " +
+                           std::to_string(d.batch_size) + " is not divisible by the world size " +
+                           std::to_string(world_size) + "; use a multiple of it (" +
+                           (lo > 0 ? std::to_string(lo) + " or " : std::string()) +
+                           std::to_string(lo + world_size) + ") or another number of ranks");
+  }
+  return d.batch_size / world_size;
+}
+
+double PeakLr(const TrainConfig& c) {
+  const auto& o = c.optimizer;
+  if (o.lr_base_batch <= 0) return o.lr;
+  return o.lr * static_cast<double>(c.data.batch_size) / static_cast<double>(o.lr_base_batch);
+}
+
+double DecayEpochs(const TrainConfig& c) {
+  const auto& s = c.schedule;
+  if (s.decay_reference_epochs <= 0) return s.decay_epochs;
+  return s.decay_epochs * static_cast<double>(c.job.epochs) / s.decay_reference_epochs;
+}
 
 Result<int> ParseFreeze(const std::string& text) {
   if (text == "none") return -1;

@@ -30,17 +30,22 @@ struct TransferSection {
 constexpr int kFreezeBackbone = 1 << 20;
 Result<int> ParseFreeze(const std::string& text);
 
+// Note [global batch]: data.batch_size is the batch of one optimiser step over all ranks
+// together, as Keras's fit(batch_size=16) is: a study run on 4 ranks trains 4 images per rank,
+// never 16 x 4 at the same learning rate. PerRankBatch splits it and refuses a batch that the
+// world size does not divide.
 struct DataSection {
   std::string path;         // HDF5 file (effnet-prepare); --data overrides
-  int batch_size = 16;      // per rank
-  int eval_batch_size = 0;  // 0: 2 * batch_size
+  int batch_size = 16;      // global (Note [global batch])
+  int eval_batch_size = 0;  // per rank; 0: 2 * the per-rank train batch
   int eval_image_size = 0;  // 0: job.progressive.max_image_size
   int prefetch_depth = 2;   // batches read ahead by the reader thread
 };
 
 struct OptimizerSection {
   std::string name = "adam";       // adam | adamw | sgd | rmsproptf
-  double lr = 1e-3;                // peak learning rate (after warmup)
+  double lr = 1e-3;                // peak learning rate (after warmup); see lr_base_batch
+  int lr_base_batch = 0;           // > 0: lr is for this global batch, scaled linearly (PeakLr)
   double weight_decay = 0.0;       // L2 (adam, sgd, rmsproptf) or decoupled (adamw)
   bool decay_bn_and_bias = false;  // false: no weight decay on 1-d params (BN gamma/beta, biases)
   double momentum = 0.9;           // sgd, rmsproptf
@@ -58,7 +63,8 @@ struct ScheduleSection {
   double warmup_lr_init = 0.0;
   double decay_rate = 0.97;  // exponential: lr * decay_rate^floor(epoch / decay_epochs)
   double decay_epochs = 2.4;
-  double min_lr = 0.0;  // cosine floor (and lower bound of exponential)
+  double decay_reference_epochs = 0;  // > 0: decay_epochs is for a run this long (DecayEpochs)
+  double min_lr = 0.0;                // cosine floor (and lower bound of exponential)
 };
 
 struct EmaSection {
@@ -104,6 +110,17 @@ struct TrainConfig {
   RuntimeSection runtime;
   OutputSection output;
 };
+
+// data.batch_size / world_size (Note [global batch]); an error naming data.batch_size and the
+// world size when it does not divide.
+Result<int> PerRankBatch(const DataSection& d, int world_size);
+// The peak learning rate of a run: optimizer.lr, or with optimizer.lr_base_batch = B > 0 the
+// linear scaling rule lr x data.batch_size / B (the paper's 0.016 x batch / 256).
+double PeakLr(const TrainConfig& c);
+// Epochs per exponential decay step: schedule.decay_epochs, or with decay_reference_epochs = R > 0
+// compressed to the run's length, decay_epochs x job.epochs / R, so that a paper recipe written
+// for 350 epochs (0.97 every 2.4) ends near the same 1 % of its peak over 40 epochs.
+double DecayEpochs(const TrainConfig& c);
 
 // Parses a full config document (YAML text). Unknown keys and bad values are errors that name the
 // field and the allowed values ("optimizer.name: expected adam|adamw|sgd|rmsproptf, got 'x'").

@@ -29,4 +29,14 @@ double LrSchedule::At(int64_t step) const {
   return peak_lr;
 }
 
+LrSchedule MakeLrSchedule(const TrainConfig& c, int64_t steps_per_epoch) {
+  LrSchedule s;
+  s.config = c.schedule;
+  s.config.decay_epochs = DecayEpochs(c);
+  s.peak_lr = PeakLr(c);
+  s.steps_per_epoch = std::max<int64_t>(1, steps_per_epoch);
+  s.total_steps = s.steps_per_epoch * c.job.epochs;
+  return s;
+}
+
 }  // namespace effnet::train

@@ -24,4 +24,8 @@ struct LrSchedule {
   int64_t warmup_steps() const;
 };
 
+// The schedule of a run: peak PeakLr(c), decay every DecayEpochs(c) epochs (worker/train/config.h),
+// job.epochs x steps_per_epoch steps in all.
+LrSchedule MakeLrSchedule(const TrainConfig& c, int64_t steps_per_epoch);
+
 }  // namespace effnet::train

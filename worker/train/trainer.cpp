@@ -139,15 +139,11 @@ Status Trainer::Setup() {
     }
   }
   train_indices_ = info.IndicesOf(storage::Split::kTrain);
+  EFFNET_ASSIGN_OR_RETURN(rank_batch_, PerRankBatch(config_.data, dp_.world_size()));
   const int64_t max_shard =
       job::ShardSize(static_cast<int64_t>(train_indices_.size()), dp_.world_size(), 0);
-  steps_per_epoch_ =
-      std::max<int64_t>(1, (max_shard + config_.data.batch_size - 1) / config_.data.batch_size);
-  schedule_ = std::make_unique<LrSchedule>();
-  schedule_->config = config_.schedule;
-  schedule_->peak_lr = config_.optimizer.lr;
-  schedule_->steps_per_epoch = steps_per_epoch_;
-  schedule_->total_steps = steps_per_epoch_ * config_.job.epochs;
+  steps_per_epoch_ = std::max<int64_t>(1, (max_shard + rank_batch_ - 1) / rank_batch_);
+  schedule_ = std::make_unique<LrSchedule>(MakeLrSchedule(config_, steps_per_epoch_));
 
   // Note [unfreeze]: a frozen part is frozen before the optimiser and the reducer see the model.
   // With model.unfreeze_epoch the optimiser holds every parameter from the start (frozen ones have
@@ -207,7 +203,7 @@ Result<FitResult> Trainer::Fit() {
   FitResult result;
   fit_start_ = Now();
   const int world = dp_.world_size(), rank = dp_.rank();
-  const int64_t batch = config_.data.batch_size;
+  const int64_t batch = rank_batch_;
   const int num_classes = model_.num_classes;
   const bool autocast = device_.is_cuda() && config_.runtime.bf16;
   result.best_checkpoint = best_checkpoint_;
@@ -452,7 +448,7 @@ Result<EvalResult> Trainer::Evaluate(storage::Split split, int image_size) {
     mine.push_back(all[i]);
   }
   const int eval_batch =
-      config_.data.eval_batch_size > 0 ? config_.data.eval_batch_size : 2 * config_.data.batch_size;
+      config_.data.eval_batch_size > 0 ? config_.data.eval_batch_size : 2 * rank_batch_;
   const bool use_ema = ema_ && config_.ema.evaluate_with_ema;
   if (use_ema) ema_->Swap(*model_.module);
   const bool was_training = model_.module->is_training();

@@ -113,6 +113,7 @@ class Trainer {
   std::unique_ptr<LrSchedule> schedule_;
   std::vector<int64_t> train_indices_;
   int64_t steps_per_epoch_ = 0;
+  int rank_batch_ = 1;  // this rank's share of data.batch_size (Note [global batch])
   int64_t global_step_ = 0;
   int start_epoch_ = 0;
   double fit_time_before_ = 0;  // from the resumed checkpoint
