@@ -179,6 +179,35 @@ TEST_F(TrainerTest, ResumeAfterStopIsBitwiseIdentical) {
   EXPECT_TRUE(fs::exists(split + "/metrics.jsonl"));
 }
 
+// runtime.bf16=on runs the forward pass in bf16 on a CPU that has the instructions (the result
+// differs from fp32 and stays finite), and is refused naming the setting on one that has not.
+TEST_F(TrainerTest, CpuBf16OnlyWhereTheHardwareHasIt) {
+  auto c = Config();
+  c.job.epochs = 1;
+  c.checkpoint.resume = "never";
+  auto fp32 = Run(c, (dir_ / "fp32").string());
+  c.runtime.bf16 = "on";
+  if (!train::CpuHasBf16()) {
+    torch::manual_seed(11);
+    TinyNet net(3, true);
+    train::SingleProcess dp;
+    train::LocalJobControl jc(c.job, reader_->info().IndicesOf(storage::Split::kTrain), 0, 1, "");
+    train::Trainer t(c, Handle(net, 3), *reader_, dp, jc, "");
+    const Status st = t.Setup();
+    ASSERT_FALSE(st.ok());
+    EXPECT_NE(st.message().find("runtime.bf16 is on"), std::string::npos) << st.ToString();
+    GTEST_SKIP() << "this CPU has no AVX512-BF16/AMX: only the refusal was checked";
+  }
+  auto bf16 = Run(c, (dir_ / "bf16").string());
+  ASSERT_EQ(bf16.size(), fp32.size());
+  bool differs = false;
+  for (size_t i = 0; i < bf16.size(); ++i) {
+    if (bf16[i].is_floating_point()) EXPECT_TRUE(bf16[i].isfinite().all().item<bool>()) << i;
+    differs = differs || !torch::equal(bf16[i], fp32[i]);
+  }
+  EXPECT_TRUE(differs) << "runtime.bf16=on changed nothing";
+}
+
 TEST_F(TrainerTest, NanLossStopsWithStepAndLastGoodCheckpoint) {
   auto c = Config();
   torch::manual_seed(1);

@@ -374,7 +374,12 @@ std::vector<Field> Fields(TrainConfig& c) {
        {},
        0.1},
       {"runtime.device", &rt.device, "auto | cpu | cuda | cuda:N"},
-      {"runtime.bf16", &rt.bf16, "bf16 autocast on CUDA"},
+      {"runtime.bf16",
+       &rt.bf16,
+       "bf16 autocast of the forward pass: auto = on CUDA, fp32 on CPUs (CPU bf16 not yet measured "
+       "to be faster here); on = also on a CPU with AVX512-BF16 or AMX (refused on one without); "
+       "off = fp32",
+       {"auto", "on", "off"}},
       {"runtime.threads", &rt.threads, "intra-op CPU threads; 0 = LibTorch default", {}, 0, 1024},
       {"runtime.channels_last", &rt.channels_last, "NHWC memory format (faster on CUDA)"},
       {"output.log_every_steps", &out.log_every_steps, "step records in metrics.jsonl", {}, 1},

@@ -83,7 +83,7 @@ struct CheckpointSection {
 // Where and how the process computes (not what it learns).
 struct RuntimeSection {
   std::string device = "auto";  // auto | cpu | cuda | cuda:N
-  bool bf16 = true;             // bf16 autocast on CUDA (ignored on CPU)
+  std::string bf16 = "auto";    // auto | on | off: bf16 autocast (Trainer::Setup, ResolveBf16)
   int threads = 0;              // intra-op CPU threads (0: LibTorch default)
   bool channels_last = false;   // NHWC memory format (faster on CUDA)
 };

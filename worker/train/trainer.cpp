@@ -1,6 +1,8 @@
 #include "worker/train/trainer.h"
 
 #include <ATen/autocast_mode.h>
+#include <ATen/cpu/Utils.h>
+#include <c10/core/InferenceMode.h>
 #include <torch/cuda.h>
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/types.h>
@@ -37,24 +39,25 @@ double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// bf16 autocast on CUDA for the forward pass; a no-op elsewhere.
+// bf16 autocast of the forward pass on `device`'s type while alive; a no-op when off.
 class AutocastGuard {
  public:
-  explicit AutocastGuard(bool on) : on_(on) {
+  AutocastGuard(bool on, const torch::Device& device) : on_(on), type_(device.type()) {
     if (on_) {
-      at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-      at::autocast::set_autocast_enabled(at::kCUDA, true);
+      at::autocast::set_autocast_dtype(type_, at::kBFloat16);
+      at::autocast::set_autocast_enabled(type_, true);
     }
   }
   ~AutocastGuard() {
     if (on_) {
-      at::autocast::set_autocast_enabled(at::kCUDA, false);
+      at::autocast::set_autocast_enabled(type_, false);
       at::autocast::clear_cache();
     }
   }
 
  private:
   bool on_;
+  c10::DeviceType type_;
 };
 
 // Sum over ranks of one entry per rank: every rank learns every rank's number.
@@ -91,6 +94,15 @@ Trainer::~Trainer() = default;
 int Trainer::eval_image_size() const {
   return config_.data.eval_image_size > 0 ? config_.data.eval_image_size
                                           : config_.job.progressive.max_image_size;
+}
+
+bool CpuHasBf16() {
+  const auto caps = at::cpu::get_cpu_capabilities();
+  for (const char* key : {"avx512_bf16", "amx_bf16"}) {
+    auto it = caps.find(key);
+    if (it != caps.end() && it->second.isBool() && it->second.toBool()) return true;
+  }
+  return false;
 }
 
 Status Trainer::Setup() {
@@ -132,6 +144,21 @@ Status Trainer::Setup() {
     }
   }
   model_.module->to(device_);
+  {
+    const std::string& mode = config_.runtime.bf16;
+    const bool hw = device_.is_cuda() || CpuHasBf16();
+    if (mode == "on" && !hw) {
+      return FailedPrecondition(
+          "runtime.bf16 is on but this CPU has neither AVX512-BF16 nor AMX (bf16 would be "
+          "emulated, "
+          "slower than fp32); use runtime.bf16=auto or off");
+    }
+    bf16_ = mode == "on" || (mode == "auto" && device_.is_cuda());
+    log::Info(std::string("bf16 autocast ") + (bf16_ ? "on" : "off") + " (runtime.bf16 " + mode +
+              (device_.is_cpu() ? std::string(", CPU bf16 instructions: ") + (hw ? "yes" : "no")
+                                : std::string()) +
+              ")");
+  }
   if (config_.runtime.channels_last) {
     torch::NoGradGuard g;
     for (auto& p : model_.module->parameters()) {
@@ -205,7 +232,7 @@ Result<FitResult> Trainer::Fit() {
   const int world = dp_.world_size(), rank = dp_.rank();
   const int64_t batch = rank_batch_;
   const int num_classes = model_.num_classes;
-  const bool autocast = device_.is_cuda() && config_.runtime.bf16;
+  const bool autocast = bf16_;
   result.best_checkpoint = best_checkpoint_;
   result.last_checkpoint = last_good_checkpoint_;
   for (int epoch = start_epoch_;; ++epoch) {
@@ -285,7 +312,7 @@ Result<FitResult> Trainer::Fit() {
       EFFNET_RETURN_IF_ERROR(dp_.BeforeBackward());
       torch::Tensor logits;
       {
-        AutocastGuard ac(autocast);
+        AutocastGuard ac(autocast, device_);
         logits = model_.forward(x);
       }
       logits = logits.to(torch::kFloat);
@@ -461,10 +488,12 @@ Result<EvalResult> Trainer::Evaluate(storage::Split split, int image_size) {
     label_map = torch::tensor(label_map_, torch::TensorOptions().dtype(torch::kLong)).to(device_);
   }
   {
-    torch::NoGradGuard no_grad;
+    // Inference mode: no autograd bookkeeping at all (version counters, views), cheaper than
+    // no_grad; nothing computed here is ever used by autograd.
+    c10::InferenceMode inference;
     data::Loader loader(reader_, data::MakeBatches(mine, eval_batch), device_,
                         config_.data.prefetch_depth);
-    const bool autocast = device_.is_cuda() && config_.runtime.bf16;
+    const bool autocast = bf16_;
     while (true) {
       data::DeviceBatch b;
       auto more = loader.Next(&b);
@@ -477,7 +506,7 @@ Result<EvalResult> Trainer::Evaluate(storage::Split split, int image_size) {
       if (config_.runtime.channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
       torch::Tensor logits;
       {
-        AutocastGuard ac(autocast);
+        AutocastGuard ac(autocast, device_);
         logits = model_.forward(x);
       }
       logits = logits.to(torch::kFloat);

@@ -63,6 +63,10 @@ struct FitResult {
 // it is not empty.
 Result<std::string> ResumeCheckpointPath(const CheckpointSection& c, JobControl& jc);
 
+// Whether this CPU has bf16 instructions (AVX512-BF16 or AMX), as LibTorch's cpuinfo reads them:
+// runtime.bf16=on is refused on a CPU without them.
+bool CpuHasBf16();
+
 class Trainer {
  public:
   // `run_dir`: metrics.jsonl and checkpoints/ go there (rank 0 writes). `reader` outlives this.
@@ -113,6 +117,7 @@ class Trainer {
   std::unique_ptr<LrSchedule> schedule_;
   std::vector<int64_t> train_indices_;
   int64_t steps_per_epoch_ = 0;
+  bool bf16_ = false;   // runtime.bf16 resolved for this device
   int rank_batch_ = 1;  // this rank's share of data.batch_size (Note [global batch])
   int64_t global_step_ = 0;
   int start_epoch_ = 0;
