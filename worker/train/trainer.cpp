@@ -374,6 +374,18 @@ Result<FitResult> Trainer::Fit() {
     m.images_per_second = seen / std::max(1e-9, train_time);
     m.step_time_ms = 1000.0 * train_time / std::max<int64_t>(1, steps);
     m.image_size = stage.image_size;
+    // Every rank's own throughput, for the report's straggler view: each rank fills its slot of
+    // a zero vector and the sum gathers them (a few doubles per rank, once per epoch).
+    std::vector<double> slots(2 * static_cast<size_t>(world), 0.0);
+    slots[2 * rank] = m.images_per_second;
+    slots[2 * rank + 1] = m.step_time_ms;
+    EFFNET_ASSIGN_OR_RETURN(const auto per_rank, dp_.AllReduceSum(slots));
+    nlohmann::json rank_img_per_s = nlohmann::json::array(),
+                   rank_step_time_ms = nlohmann::json::array();
+    for (int r = 0; r < world; ++r) {
+      rank_img_per_s.push_back(per_rank[2 * r]);
+      rank_step_time_ms.push_back(per_rank[2 * r + 1]);
+    }
     EFFNET_ASSIGN_OR_RETURN(job::EpochDecision decision, jc_.EndEpoch(m));
 
     std::string epoch_path, best_path;
@@ -402,18 +414,24 @@ Result<FitResult> Trainer::Fit() {
                          {"dropout", stage.dropout},
                          {"img_per_s", m.images_per_second},
                          {"img_per_s_global", m.images_per_second * world},
+                         {"rank_img_per_s", rank_img_per_s},
+                         {"rank_step_time_ms", rank_step_time_ms},
                          {"epoch_time_s", epoch_time},
                          {"is_best", decision.is_best},
                          {"best_epoch", decision.best_epoch},
                          {"world_size", world}};
     AppendMetrics(ej.dump());
+    // Note [TensorBoard step axis]: every series (train/* per logged step, epoch/* per epoch,
+    // test/* once) uses the global optimizer step; epoch/* sits at the step that ended the epoch,
+    // and epoch/epoch (0-based) maps steps back to epochs.
     if (on_scalar && rank == 0) {
-      on_scalar("epoch/train_loss", m.train_loss, epoch);
-      on_scalar("epoch/train_accuracy", m.train_accuracy, epoch);
-      on_scalar("epoch/val_loss", m.val_loss, epoch);
-      on_scalar("epoch/val_accuracy", m.val_accuracy, epoch);
-      on_scalar("epoch/image_size", stage.image_size, epoch);
-      on_scalar("epoch/img_per_s", m.images_per_second * world, epoch);
+      on_scalar("epoch/epoch", epoch, global_step_);
+      on_scalar("epoch/train_loss", m.train_loss, global_step_);
+      on_scalar("epoch/train_accuracy", m.train_accuracy, global_step_);
+      on_scalar("epoch/val_loss", m.val_loss, global_step_);
+      on_scalar("epoch/val_accuracy", m.val_accuracy, global_step_);
+      on_scalar("epoch/image_size", stage.image_size, global_step_);
+      on_scalar("epoch/img_per_s", m.images_per_second * world, global_step_);
     }
     log::Info("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(config_.job.epochs) +
               " size " + std::to_string(stage.image_size) + ": loss " + Fixed(m.train_loss, 4) +
