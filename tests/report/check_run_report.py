@@ -89,6 +89,7 @@ def check_tensorboard(run_dir, world):
     assert len(epochs) == 3, epochs
     for r in epochs:
         assert len(r["rank_img_per_s"]) == world and all(x > 0 for x in r["rank_img_per_s"]), r
+        assert len(r["rank_wait_s"]) == world and all(x >= 0 for x in r["rank_wait_s"]), r
     last_step = epochs[-1]["step"]
 
     # One step axis: epoch/* at the step that ended each epoch, test/* at the last step.

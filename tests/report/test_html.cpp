@@ -176,7 +176,8 @@ void WriteRun(const TempDir& tmp, const std::string& name, double accuracy) {
        "\"rank_img_per_s\":[50,50],\"best_epoch\":0,\"epoch_time_s\":3}\n"
        "{\"kind\":\"epoch\",\"epoch\":1,\"image_size\":48,\"train_loss\":1,\"val_loss\":1.2,"
        "\"train_accuracy\":0.5,\"val_accuracy\":0.6,\"img_per_s_global\":80,"
-       "\"rank_img_per_s\":[60,20],\"best_epoch\":1,\"epoch_time_s\":4}\n");
+       "\"rank_img_per_s\":[60,20],\"rank_wait_s\":[2.5,0.1],\"best_epoch\":1,"
+       "\"epoch_time_s\":4}\n");
   Spit(tmp / (name + "/config.yaml"), "model:\n  variant: b0  # <not a tag>\n");
 }
 
@@ -199,7 +200,7 @@ TEST(ReportHtml, AllSectionsEscapedAndSelfContained) {
   EXPECT_NE(html->find("68.75 %"), std::string::npos);
   EXPECT_NE(html->find("44.4 % – 85.8 %"), std::string::npos) << *html;
   // Rank 1 at 20 of 60 img/s in epoch 1 is a straggler.
-  EXPECT_EQ(CountOf(*html, "class=\"num slow\""), 1);
+  EXPECT_EQ(CountOf(*html, "class=\"num slow\">20.0 (0.1 s)</td>"), 1);
   EXPECT_NE(html->find("Slowest rank: 1"), std::string::npos);
   EXPECT_NE(html->find("No explanations"), std::string::npos);
 

@@ -385,8 +385,13 @@ int Run(const Options& o) {
     st = report::WriteRunsReportHtml(
         {run_dir.string()}, html.string(),
         classes_of_run.ok() && report::IsStudyDataset(classes_of_run->class_names));
-    if (!st.ok()) return apps::ReportFailure(st.ToString());
-    std::cerr << "updated " << html.string() << " with the galleries" << std::endl;
+    // The explanations are written either way; a run folder the page cannot be built from (an
+    // older or damaged run) is named, not a failure of effnet-explain.
+    if (st.ok()) {
+      std::cerr << "updated " << html.string() << " with the galleries" << std::endl;
+    } else {
+      std::cerr << "warning: " << html.string() << " not updated: " << st.ToString() << std::endl;
+    }
   }
   std::cout << summary.dump(2) << std::endl;
   return 0;

@@ -330,7 +330,9 @@ Result<std::string> ThroughputSection(const std::vector<RunView>& runs) {
     std::string t =
         "<table><tr><th>Epoch</th><th>Size</th><th>Epoch time (s)</th>"
         "<th>All ranks (img/s)</th>";
-    for (size_t r = 0; r < ranks; ++r) t += "<th>Rank " + std::to_string(r) + "</th>";
+    for (size_t r = 0; r < ranks; ++r) {
+      t += "<th>Rank " + std::to_string(r) + " (wait)</th>";
+    }
     t += "</tr>\n";
     std::vector<double> share_sum(ranks, 0.0);
     int share_epochs = 0;
@@ -351,6 +353,7 @@ Result<std::string> ThroughputSection(const std::vector<RunView>& runs) {
         const double x = e.rank_img_per_s[r];
         const bool slow = fastest > 0 && x < kStragglerShare * fastest;
         t += std::string("<td class=\"num") + (slow ? " slow" : "") + "\">" + svg::Num(x, 1) +
+             (r < e.rank_wait_s.size() ? " (" + svg::Num(e.rank_wait_s[r], 1) + " s)" : "") +
              "</td>";
       }
       if (fastest > 0 && e.rank_img_per_s.size() == ranks) {
@@ -377,7 +380,10 @@ Result<std::string> ThroughputSection(const std::vector<RunView>& runs) {
     cards += Card(v, "<div class=\"figure\">" + InlineSvg(doc) + "</div>" + verdict + t);
   }
   return Section("throughput", "Throughput per epoch and per rank",
-                 "Training images per second (validation excluded). Red cells: a rank below " +
+                 "Training images per second (validation excluded). The whole job's is wall "
+                 "clock; a rank's is its own pace, its images over its training time minus the "
+                 "time it waited in collectives (in brackets): every rank waits for the slowest "
+                 "at each all-reduce, so wall-clock rates are equal. Red cells: a rank below " +
                      Percent(kStragglerShare, 0) + " of that epoch's fastest rank.",
                  cards);
 }

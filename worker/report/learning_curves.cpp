@@ -35,6 +35,24 @@ Status OptionalInt(const nlohmann::json& rec, const char* field, const std::stri
   return Status::Ok();
 }
 
+Status OptionalNumbers(const nlohmann::json& rec, const char* field, const std::string& where,
+                       std::vector<double>* out) {
+  auto it = rec.find(field);
+  if (it == rec.end() || it->is_null()) return Status::Ok();
+  if (!it->is_array()) {
+    return InvalidArgument(where + ": field \"" + field + "\": expected an array, found " +
+                           it->type_name());
+  }
+  for (const auto& v : *it) {
+    if (!v.is_number()) {
+      return InvalidArgument(where + ": field \"" + field + "\": expected numbers, found " +
+                             v.type_name());
+    }
+    out->push_back(v.get<double>());
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<std::vector<EpochRecord>> ReadEpochRecords(const std::string& path) {
@@ -68,19 +86,8 @@ Result<std::vector<EpochRecord>> ReadEpochRecords(const std::string& path) {
     if (auto it = rec.find("is_best"); it != rec.end() && it->is_boolean()) {
       p.is_best = it->get<bool>();
     }
-    if (auto it = rec.find("rank_img_per_s"); it != rec.end() && !it->is_null()) {
-      if (!it->is_array()) {
-        return InvalidArgument(where + ": field \"rank_img_per_s\": expected an array, found " +
-                               it->type_name());
-      }
-      for (const auto& v : *it) {
-        if (!v.is_number()) {
-          return InvalidArgument(where + ": field \"rank_img_per_s\": expected numbers, found " +
-                                 v.type_name());
-        }
-        p.rank_img_per_s.push_back(v.get<double>());
-      }
-    }
+    EFFNET_RETURN_IF_ERROR(OptionalNumbers(rec, "rank_img_per_s", where, &p.rank_img_per_s));
+    EFFNET_RETURN_IF_ERROR(OptionalNumbers(rec, "rank_wait_s", where, &p.rank_wait_s));
     by_epoch[p.epoch] = std::move(p);
   }
   std::vector<EpochRecord> out;
@@ -256,11 +263,11 @@ Result<std::string> ThroughputSvg(const std::vector<EpochRecord>& pts, const std
   const double width = margin_l + pw + gap + pw + 25, height = top + ph + 56;
   svg::Document doc(width, height);
   doc.Text(width / 2, 26, title, 16, "middle", "font-weight=\"bold\"");
-  DrawPanel(&doc, {margin_l, top, pw, ph, "Whole job", "images / s"}, pts,
+  DrawPanel(&doc, {margin_l, top, pw, ph, "Whole job (wall clock)", "images / s"}, pts,
             {Of(pts, &EpochRecord::img_per_s_global, "all ranks", "#222222", "")}, std::nullopt);
   if (!per_rank.empty()) {
-    DrawPanel(&doc, {margin_l + pw + gap, top, pw, ph, "Per rank", "images / s"}, pts, per_rank,
-              std::nullopt);
+    DrawPanel(&doc, {margin_l + pw + gap, top, pw, ph, "Per rank (own pace)", "images / s"}, pts,
+              per_rank, std::nullopt);
   } else {
     doc.Text(margin_l + pw + gap + pw / 2, top + ph / 2, "per-rank throughput not recorded", 12,
              "middle", "fill=\"#666\"");

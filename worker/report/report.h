@@ -102,7 +102,9 @@ struct EpochRecord {
   std::optional<int64_t> step, stage, image_size, best_epoch;
   std::optional<double> train_loss, train_accuracy, val_loss, val_accuracy;
   std::optional<double> img_per_s_global, epoch_time_s;
-  std::vector<double> rank_img_per_s;  // one per rank; empty in older files
+  // One per rank, empty in older files: the rank's own pace (img/s outside collective waits) and
+  // the seconds it was blocked in collectives (Note [rank throughput] in worker/train/trainer.cpp).
+  std::vector<double> rank_img_per_s, rank_wait_s;
   bool is_best = false;
 };
 // Note [metrics.jsonl epochs]: a resumed run appends the epochs after its checkpoint again, so the
@@ -119,7 +121,7 @@ Result<std::string> LearningCurvesSvg(const std::vector<EpochRecord>& epochs,
 Status WriteLearningCurvesSvg(const std::string& metrics_jsonl, const std::string& svg_path,
                               const std::string& title);
 // Training throughput per epoch: the whole job's images/s and, when recorded, one line per rank
-// (a straggler is the line below the others).
+// with its own pace (a straggler is the line below the others).
 Result<std::string> ThroughputSvg(const std::vector<EpochRecord>& epochs, const std::string& title);
 
 // One row of the study's table: Model, B (batch size), Fit Time (s), Accuracy.
