@@ -435,6 +435,7 @@ section { margin-bottom: 16px; }
 .cards { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
 .card { background: white; border: 1px solid #ddd; border-radius: 6px; padding: 12px;
         max-width: 100%; overflow-x: auto; }
+.cards > .card:not(:only-child) { flex: 1 1 0; min-width: 380px; }  /* runs side by side */
 .figure svg { max-width: 100%; height: auto; }
 table { border-collapse: collapse; background: white; font-size: 13px; }
 th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; }
