@@ -164,7 +164,7 @@ Status WriteTensorBoardResults(report::TensorBoardWriter& tb, const train::Train
       tb.AddImage("test/confusion_matrix", png.bytes, png.width, png.height, step, legend));
   const std::vector<report::HParam> hparams = {
       {"model.variant", c.model.variant},
-      {"data.batch_size_global", static_cast<double>(c.data.batch_size * world)},
+      {"global_batch_size", static_cast<double>(c.data.batch_size * world)},
       {"optimizer.name", c.optimizer.name},
       {"optimizer.lr", c.optimizer.lr},
       {"optimizer.weight_decay", c.optimizer.weight_decay},
