@@ -14,7 +14,6 @@ the screenshot there, to look at it).
 """
 import base64
 import json
-import logging
 import os
 import re
 import shutil
@@ -81,12 +80,8 @@ def epoch_records(run_dir):
 def check_tensorboard(run_dir, world):
     from tensorboard.backend.event_processing import event_accumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
-    # The legacy reader warns about a v1 image summary whose metadata carries only a description;
-    # TensorBoard's server migrates it to the images plugin (checked below).
-    logging.getLogger("tensorboard").setLevel(logging.ERROR)
     ea = event_accumulator.EventAccumulator(
-        run_dir, size_guidance={event_accumulator.SCALARS: 0, event_accumulator.IMAGES: 0,
-                                event_accumulator.TENSORS: 0})
+        run_dir, size_guidance={event_accumulator.SCALARS: 0, event_accumulator.TENSORS: 0})
     ea.Reload()
     tags = ea.Tags()
     with open(os.path.join(run_dir, "summary.json")) as f:
@@ -128,35 +123,36 @@ def check_tensorboard(run_dir, world):
         content["_hparams_/session_end_info"]).session_end_info
     assert end.status == 1, end  # STATUS_SUCCESS
 
-    # The confusion matrix as a PNG image summary.
-    assert "test/confusion_matrix" in tags["images"], tags
-    (img,) = ea.Images("test/confusion_matrix")
+    # The confusion matrix as a PNG image summary in the images plugin's form: a string tensor
+    # [width, height, PNG] with the class legend as its description.
+    from tensorboard.util import tensor_util
+    meta = ea.SummaryMetadata("test/confusion_matrix")
+    assert meta.plugin_data.plugin_name == "images", meta
+    assert "0 = " in meta.summary_description, meta.summary_description
+    (img,) = ea.Tensors("test/confusion_matrix")
     assert img.step == last_step
-    png = img.encoded_image_string
+    w, h, png = tensor_util.make_ndarray(img.tensor_proto)
+    w, h = int(w), int(h)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     try:
         from PIL import Image
         import io
         im = Image.open(io.BytesIO(png))
-        assert im.size == (img.width, img.height), (im.size, img.width, img.height)
+        assert im.size == (w, h), (im.size, w, h)
         assert len(im.convert("RGB").getcolors(1 << 24)) > 3, "a blank confusion matrix picture"
     except ImportError:
         pass
-    # What TensorBoard's server reads: the plugin accumulator migrates the v1 image summary to the
-    # images plugin's tensor form, keeping the description (the class names).
+
+    # What TensorBoard's server reads (the plugin accumulator): the same image and scalars.
     from tensorboard.backend.event_processing import plugin_event_accumulator as pea
-    from tensorboard.util import tensor_util
     pa = pea.EventAccumulator(run_dir, size_guidance={pea.TENSORS: 0})
     pa.Reload()
-    meta = pa.SummaryMetadata("test/confusion_matrix")
-    assert meta.plugin_data.plugin_name == "images", meta
-    assert "0 = " in meta.summary_description, meta.summary_description
+    assert pa.SummaryMetadata("test/confusion_matrix").plugin_data.plugin_name == "images"
     (t,) = pa.Tensors("test/confusion_matrix")
-    w, h, data = tensor_util.make_ndarray(t.tensor_proto)
-    assert (int(w), int(h)) == (img.width, img.height) and data == png
+    assert tensor_util.make_ndarray(t.tensor_proto)[2] == png
     (a,) = pa.Tensors("test/accuracy")
     assert abs(float(tensor_util.make_ndarray(a.tensor_proto)) - acc[0].value) < 1e-7
-    print(f"tensorboard: scalars {sorted(tags['scalars'])}, image {img.width}x{img.height}, "
+    print(f"tensorboard: scalars {sorted(tags['scalars'])}, image {w}x{h}, "
           f"{len(hp)} hparams, test/accuracy {acc[0].value:.4f} at step {last_step}: OK")
 
 

@@ -27,7 +27,7 @@ class TensorBoardWriter {
   static Result<std::unique_ptr<TensorBoardWriter>> Create(const std::string& dir);
   virtual ~TensorBoardWriter() = default;
   virtual Status AddScalar(const std::string& tag, double value, int64_t step) = 0;
-  // An image summary (Summary.Value.image) of PNG bytes; `description` shows under the image.
+  // An image summary (the images plugin's form) of PNG bytes; `description` shows with it.
   virtual Status AddImage(const std::string& tag, const std::string& png, int width, int height,
                           int64_t step, const std::string& description) = 0;
   // The hparams plugin's three records for this run (one "session"): the experiment (the

@@ -159,7 +159,7 @@ Status DecodeSummaryValue(std::string_view bytes, EventProto* ev) {
   WireReader r(bytes, "Summary.Value");
   std::string tag;
   float value = 0;
-  bool has_scalar = false, has_image = false;
+  bool has_scalar = false, has_image = false, has_tensor = false;
   EventProto::PluginValue plugin;
   while (!r.done()) {
     uint32_t field, type;
@@ -176,9 +176,10 @@ Status DecodeSummaryValue(std::string_view bytes, EventProto* ev) {
       const auto b32 = static_cast<uint32_t>(bits);
       std::memcpy(&value, &b32, sizeof value);
       has_scalar = true;
-    } else if (field == 4) {
+    } else if (field == 4 || field == 8) {  // legacy image, or a tensor (images plugin)
       EFFNET_RETURN_IF_ERROR(r.Expect(field, type, kLengthDelimited));
-      has_image = true;
+      has_image = has_image || field == 4;
+      has_tensor = has_tensor || field == 8;
       EFFNET_RETURN_IF_ERROR(r.Skip(type));
     } else if (field == 9) {
       EFFNET_RETURN_IF_ERROR(r.Expect(field, type, kLengthDelimited));
@@ -190,7 +191,7 @@ Status DecodeSummaryValue(std::string_view bytes, EventProto* ev) {
     }
   }
   if (has_scalar) ev->scalars.emplace_back(tag, value);
-  if (has_image) ev->image_tags.push_back(tag);
+  if (has_image || (has_tensor && plugin.plugin_name == "images")) ev->image_tags.push_back(tag);
   if (!plugin.plugin_name.empty()) {
     plugin.tag = tag;
     ev->plugin_values.push_back(std::move(plugin));
@@ -326,20 +327,34 @@ std::string ProtobufValue(const std::variant<double, std::string, bool>& v) {
 
 }  // namespace
 
+// Note [image summaries]: the images plugin's own form (what tf.summary.image writes), not the
+// legacy Summary.Value.image: TensorBoard's fast (Rust) loader drops a legacy image's description.
+// Summary.Value{tag, metadata{plugin_data{plugin_name "images"}, summary_description,
+// data_class = 3 (blob sequence)}, tensor = 8: TensorProto{dtype = 1: 7 (string), tensor_shape =
+// 2: {dim = 2: {size = 1: 3}}, string_val = 8: [width, height, PNG bytes]}}.
 std::string EncodeImageEvent(double wall_time, int64_t step, const std::string& tag,
                              const std::string& png, int width, int height,
                              const std::string& description) {
-  std::string image;
-  PutInt32(&image, 1, height);
-  PutInt32(&image, 2, width);
-  PutInt32(&image, 3, 3);  // colorspace: RGB
-  PutBytes(&image, 4, png);
+  std::string dim;
+  PutInt64(&dim, 1, 3);
+  std::string shape;
+  PutBytes(&shape, 2, dim);
+  std::string tensor;
+  PutInt32(&tensor, 1, 7);  // DT_STRING
+  PutBytes(&tensor, 2, shape);
+  PutBytes(&tensor, 8, std::to_string(width));
+  PutBytes(&tensor, 8, std::to_string(height));
+  PutBytes(&tensor, 8, png);
+  std::string plugin_data;
+  PutBytes(&plugin_data, 1, "images");
   std::string metadata;
+  PutBytes(&metadata, 1, plugin_data);
   if (!description.empty()) PutBytes(&metadata, 3, description);
+  PutInt32(&metadata, 4, 3);  // DATA_CLASS_BLOB_SEQUENCE
   std::string value;
   PutBytes(&value, 1, tag);
-  PutBytes(&value, 4, image);
-  if (!metadata.empty()) PutBytes(&value, 9, metadata);
+  PutBytes(&value, 9, metadata);
+  PutBytes(&value, 8, tensor);
   return SummaryEvent(wall_time, step, value);
 }
 
