@@ -227,6 +227,15 @@ TEST(ReportHtml, ExplainGalleryEmbeddedAndPathsConfined) {
   ASSERT_TRUE(html.ok()) << html.status().ToString();
   EXPECT_EQ(CountOf(*html, "<img src=\"data:image/png;base64,iVBORw0KGgo"), 2);
 
+  // A long gallery is cut at 16 pictures, and the page says so.
+  std::string rows = "kind,rank,file,true,predicted,probability,gradcam_png,occlusion_png\n";
+  for (int i = 0; i < 20; ++i) rows += "right,1,x.jpg,A,A,0.9,images/a_gradcam.png,\n";
+  Spit(tmp / "run/explain/gallery.csv", rows);
+  auto cut = RunsReportHtml({tmp / "run"}, false);
+  ASSERT_TRUE(cut.ok()) << cut.status().ToString();
+  EXPECT_EQ(CountOf(*cut, "<img src="), 1 + 16);
+  EXPECT_NE(cut->find("4 more pictures are in explain/"), std::string::npos);
+
   Spit(tmp / "run/explain/gallery.csv",
        "kind,rank,file,true,predicted,probability,gradcam_png,occlusion_png\n"
        "right,1,x.jpg,A,A,0.9,../../secret.png,\n");

@@ -25,9 +25,12 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Per run: at most this many gallery pictures, each at most this large.
+// Per run: at most this many gallery pictures and class means, each at most kMaxImageBytes and
+// together at most kMaxEmbeddedBytes, so that the page stays a file one opens.
 constexpr size_t kMaxGalleryImages = 16;
+constexpr size_t kMaxClassMeans = 32;
 constexpr uintmax_t kMaxImageBytes = 2u << 20;
+constexpr size_t kMaxEmbeddedBytes = 16u << 20;
 // A rank below this share of the epoch's fastest rank is marked as a straggler.
 constexpr double kStragglerShare = 0.9;
 
@@ -83,6 +86,19 @@ struct RunView {
   std::string config_yaml;
   std::vector<GalleryImage> class_means, gallery;
   std::string explain_note;  // why there are no galleries, or what they are
+  size_t embedded_bytes = 0;
+  int left_out = 0;  // pictures over the limits above
+
+  // Adds a picture unless a limit is reached (then counts it in left_out).
+  void Add(std::vector<GalleryImage>* list, size_t max_count, std::string caption,
+           std::string uri) {
+    if (list->size() >= max_count || embedded_bytes + uri.size() > kMaxEmbeddedBytes) {
+      ++left_out;
+      return;
+    }
+    embedded_bytes += uri.size();
+    list->push_back({std::move(caption), std::move(uri)});
+  }
 };
 
 bool Exists(const fs::path& p) {
@@ -137,7 +153,7 @@ Status LoadExplain(RunView* v) {
       for (const auto& [name, entry] : means->items()) {
         if (!entry.is_object() || !entry.contains("png") || !entry["png"].is_string()) continue;
         EFFNET_ASSIGN_OR_RETURN(std::string uri, PngDataUri(dir, entry["png"].get<std::string>()));
-        v->class_means.push_back({name + " (mean of correct)", std::move(uri)});
+        v->Add(&v->class_means, kMaxClassMeans, name + " (mean of correct)", std::move(uri));
       }
     }
   }
@@ -150,12 +166,20 @@ Status LoadExplain(RunView* v) {
   EFFNET_ASSIGN_OR_RETURN(size_t probability, t.Column("probability"));
   EFFNET_ASSIGN_OR_RETURN(size_t png, t.Column("gradcam_png"));
   for (const auto& row : t.rows) {
-    if (v->gallery.size() >= kMaxGalleryImages) break;
     if (row[png].empty()) continue;
+    if (v->gallery.size() >= kMaxGalleryImages) {
+      ++v->left_out;
+      continue;
+    }
     EFFNET_ASSIGN_OR_RETURN(std::string uri, PngDataUri(dir, row[png]));
-    v->gallery.push_back({row[kind] + ": true " + row[truth] + ", predicted " + row[predicted] +
-                              " (" + row[probability] + ")",
-                          std::move(uri)});
+    v->Add(&v->gallery, kMaxGalleryImages,
+           row[kind] + ": true " + row[truth] + ", predicted " + row[predicted] + " (" +
+               row[probability] + ")",
+           std::move(uri));
+  }
+  if (v->left_out > 0) {
+    v->explain_note += " " + std::to_string(v->left_out) +
+                       " more pictures are in explain/ (left out to keep this page small).";
   }
   return Status::Ok();
 }
