@@ -18,7 +18,9 @@ apt_packages=(
   libyaml-cpp-dev libcli11-dev nlohmann-json3-dev
   libssl-dev
   libgtest-dev libgmock-dev
+  libpng-dev
   python3-venv
+  chromium
 )
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -33,7 +35,8 @@ fi
 
 # Python venv: LibTorch comes from the torch wheel (pinned to the GPU machine's version);
 # timm/numpy/h5py/safetensors/keras are used by parity tests and benchmarks; yamllint and
-# kubernetes-validate check the k8s manifests.
+# kubernetes-validate check the k8s manifests; tensorboard's own reader checks our event files.
+# (Debian's chromium, above, renders report.html in tests/report/check_run_report.py.)
 venv="$root/.venv"
 py_requirements="$root/scripts/requirements.txt"
 stamp="$venv/.requirements.sha256"

@@ -21,7 +21,7 @@ RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-ins
       build-essential cmake ninja-build pkg-config git ca-certificates \
       libhdf5-dev libopenmpi-dev openmpi-bin \
       libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
-      libspdlog-dev libfmt-dev libopencv-imgcodecs-dev libopencv-imgproc-dev \
+      libspdlog-dev libfmt-dev libopencv-imgcodecs-dev libopencv-imgproc-dev libpng-dev \
       libyaml-cpp-dev libcli11-dev nlohmann-json3-dev \
       python3 python3-venv \
     && rm -rf /var/lib/apt/lists/*

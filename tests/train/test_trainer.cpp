@@ -1,7 +1,8 @@
 // The trainer with a small stand-in model (conv + BN + dropout + linear) on generated HDF5 data:
 // exact resume after a stop, NaN stop naming the step and the last good checkpoint, refusal of
 // a class-count mismatch, and the loss scaling of Note [shard plan]: 2 ranks x b == 1 rank x 2b;
-// model.freeze / model.unfreeze_epoch (Note [unfreeze] in worker/train/trainer.cpp).
+// model.freeze / model.unfreeze_epoch (Note [unfreeze] in worker/train/trainer.cpp); a slow rank
+// is the slowest in the epoch records' per-rank pace (Note [rank throughput]).
 #include <gtest/gtest.h>
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/conv.h>
@@ -10,9 +11,11 @@
 #include <torch/types.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
 
@@ -37,6 +40,9 @@ struct TinyNetImpl : torch::nn::Module {
   }
   torch::Tensor forward(const torch::Tensor& x) {
     ++calls;
+    if (train_sleep_ms > 0 && is_training()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(train_sleep_ms));
+    }
     auto h = conv->forward(x);
     if (with_bn_) h = bn->forward(h);
     h = torch::relu(h).mean({2, 3});
@@ -48,6 +54,7 @@ struct TinyNetImpl : torch::nn::Module {
   bool with_bn_;
   double dropout_rate = 0.1;
   int64_t calls = 0, nan_at_call = -1;
+  int train_sleep_ms = 0;  // a straggler: this much longer per training forward
   torch::nn::Conv2d conv{nullptr};
   torch::nn::BatchNorm2d bn{nullptr};
   torch::nn::Linear fc{nullptr};
@@ -373,6 +380,54 @@ output: {progress: false}
   torch::manual_seed(21);
   TinyNet init(2, false);
   EXPECT_GT((init->parameters()[0] - one[0][0]).abs().max().item<double>(), 1e-3);
+}
+
+TEST_F(TrainerTest, SlowRankIsTheSlowestInTheEpochRecords) {
+  // Note [rank throughput]: rank 1 sleeps 40 ms per training forward. Wall-clock img/s is equal
+  // on both ranks (rank 0 waits for rank 1 at every all-reduce); each rank's own pace is not.
+  auto c = Config();
+  c.job.epochs = 1;
+  c.ema.enabled = false;
+  const std::string run = (dir_ / "run").string();
+  dist::CommOptions comm_options;
+  comm_options.timeout_s = 60;
+  auto comms = dist::CreateInProcessCommunicators(2, comm_options);
+  std::vector<TinyNet> nets;
+  for (int r = 0; r < 2; ++r) {
+    torch::manual_seed(21);
+    nets.emplace_back(3, /*with_bn=*/false);
+  }
+  nets[1]->train_sleep_ms = 40;
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&, r] {
+      dist::DistDataParallel dp(dist::DistConfig{}, comms[static_cast<size_t>(r)]);
+      train::LocalJobControl jc(c.job, reader_->info().IndicesOf(storage::Split::kTrain), r, 2,
+                                run + "/checkpoints");
+      train::Trainer t(c, Handle(nets[static_cast<size_t>(r)], 3), *reader_, dp, jc, run);
+      auto st = t.Setup();
+      EXPECT_TRUE(st.ok()) << st.ToString();
+      auto fit = t.Fit();
+      EXPECT_TRUE(fit.ok()) << fit.status().ToString();
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::ifstream metrics(run + "/metrics.jsonl");
+  int epochs = 0;
+  for (std::string line; std::getline(metrics, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j.at("kind") != "epoch") continue;
+    ++epochs;
+    const auto pace = j.at("rank_img_per_s").get<std::vector<double>>();
+    const auto wait = j.at("rank_wait_s").get<std::vector<double>>();
+    ASSERT_EQ(pace.size(), 2u);
+    ASSERT_EQ(wait.size(), 2u);
+    std::cout << "[slow rank] own pace img/s " << pace[0] << " " << pace[1] << ", waited s "
+              << wait[0] << " " << wait[1] << "\n";
+    EXPECT_LT(pace[1], 0.6 * pace[0]);  // 3 steps x 40 ms dominate rank 1's time
+    EXPECT_GT(wait[0], wait[1]);        // rank 0 waited for rank 1
+  }
+  EXPECT_EQ(epochs, 1);
 }
 
 }  // namespace

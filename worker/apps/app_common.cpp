@@ -14,6 +14,7 @@
 #include "storage/dataset_reader.h"
 #include "worker/formats/pretrained.h"
 #include "worker/model/efficientnet.h"
+#include "worker/report/html_report.h"
 #include "worker/report/report.h"
 #include "worker/report/run_summary.h"
 #include "worker/train/local_job_control.h"
@@ -147,10 +148,43 @@ int ReportFailure(const std::string& what) {
 
 namespace {
 
+// The test results and the run's hyper-parameters in TensorBoard, on the global-step axis
+// (Note [TensorBoard step axis] in worker/train/trainer.cpp).
+Status WriteTensorBoardResults(report::TensorBoardWriter& tb, const train::TrainConfig& c,
+                               const train::EvalResult& test, const report::ConfusionMatrix& cm,
+                               int world, const std::string& device, int64_t step) {
+  EFFNET_RETURN_IF_ERROR(tb.AddScalar("test/accuracy", test.accuracy, step));
+  EFFNET_RETURN_IF_ERROR(tb.AddScalar("test/loss", test.loss, step));
+  EFFNET_ASSIGN_OR_RETURN(report::PngImage png, report::ConfusionMatrixPng(cm));
+  std::string legend = "Test split, best checkpoint. Rows: true class, columns: predicted. ";
+  for (size_t i = 0; i < cm.class_names.size(); ++i) {
+    legend += (i ? ", " : "") + std::to_string(i) + " = " + cm.class_names[i];
+  }
+  EFFNET_RETURN_IF_ERROR(
+      tb.AddImage("test/confusion_matrix", png.bytes, png.width, png.height, step, legend));
+  const std::vector<report::HParam> hparams = {
+      {"model.variant", c.model.variant},
+      {"global_batch_size", static_cast<double>(c.data.batch_size * world)},
+      {"optimizer.name", c.optimizer.name},
+      {"optimizer.lr", c.optimizer.lr},
+      {"optimizer.weight_decay", c.optimizer.weight_decay},
+      {"schedule.name", c.schedule.name},
+      {"job.epochs", static_cast<double>(c.job.epochs)},
+      {"job.progressive.num_stages", static_cast<double>(c.job.progressive.num_stages)},
+      {"job.progressive.max_image_size", static_cast<double>(c.job.progressive.max_image_size)},
+      {"model.pretrained", !c.transfer.pretrained.empty()},
+      {"world_size", static_cast<double>(world)},
+      {"device", device}};
+  EFFNET_RETURN_IF_ERROR(tb.AddHparams(
+      hparams, {"test/accuracy", "test/loss", "epoch/val_accuracy", "epoch/val_loss"}, true));
+  return tb.Flush();
+}
+
 Status WriteReports(const std::string& out, const train::TrainConfig& c,
                     const train::ModelHandle& model, const train::FitResult& fit,
                     const train::EvalResult& test, const std::vector<std::string>& classes,
-                    int world, const std::string& device, int best_epoch) {
+                    int world, const std::string& device, int best_epoch,
+                    report::TensorBoardWriter* tb, int64_t step) {
   report::ConfusionMatrix cm;
   cm.class_names = classes;
   cm.counts = test.confusion;
@@ -182,7 +216,17 @@ Status WriteReports(const std::string& out, const train::TrainConfig& c,
   // The study's rows are a reference only on the study's own data (not, e.g., on effnet-synth).
   EFFNET_RETURN_IF_ERROR(
       report::WriteResultsMarkdown({row}, out + "/results.md", report::IsStudyDataset(classes)));
-  return WriteFileAtomic(out + "/" + report::kRunSummaryJson, report::RunSummaryToJson(s));
+  EFFNET_RETURN_IF_ERROR(
+      WriteFileAtomic(out + "/" + report::kRunSummaryJson, report::RunSummaryToJson(s)));
+  if (tb != nullptr) {
+    // TensorBoard is a convenience: a failure there is logged, the run's files still count.
+    if (Status st = WriteTensorBoardResults(*tb, c, test, cm, world, device, step); !st.ok()) {
+      log::Warn("tensorboard: " + st.ToString());
+    }
+  }
+  // Built from the files just written, as effnet-results --html builds it.
+  return report::WriteRunsReportHtml({out}, out + "/" + report::kReportHtml,
+                                     report::IsStudyDataset(classes));
 }
 
 }  // namespace
@@ -294,7 +338,8 @@ int RunTraining(const TrainArgs& args, Runtime& rt) {
             std::to_string(fit.fit_time_s) + " s");
   if (rank == 0) {
     st = WriteReports(args.out, cfg, model, fit, test, info.class_names, world,
-                      trainer.device().is_cuda() ? "cuda" : "cpu", fit.best_epoch);
+                      trainer.device().is_cuda() ? "cuda" : "cpu", fit.best_epoch, tb.get(),
+                      trainer.global_step());
     if (!st.ok()) return ReportFailure(st.ToString());
   }
   return 0;

@@ -54,7 +54,8 @@ struct Runtime {
 
 // Trains, then evaluates the BEST checkpoint on the test split and (rank 0) writes the run's
 // reports: config.yaml, metrics.jsonl, TensorBoard events, results.md, confusion matrix CSV/SVG,
-// learning_curves.svg, summary.json. Returns the process exit code.
+// learning_curves.svg, summary.json, report.html (and in TensorBoard the test metrics, hparams and
+// the confusion matrix). Returns the process exit code.
 int RunTraining(const TrainArgs& args, Runtime& rt);
 
 // main() helper: prints a StatusError/exception and returns 1.

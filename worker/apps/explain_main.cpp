@@ -29,6 +29,8 @@
 #include "worker/data/augment.h"
 #include "worker/explain/checkpoint_model.h"
 #include "worker/explain/gradcam.h"
+#include "worker/report/html_report.h"
+#include "worker/report/report.h"
 
 namespace {
 
@@ -372,6 +374,25 @@ int Run(const Options& o) {
         {"class_mean_gradcam", class_means}}}};
   if (st.ok()) st = WriteFileAtomic(o.out + "/summary.json", summary.dump(2) + "\n");
   if (!st.ok()) return apps::ReportFailure(st.ToString());
+  // Written into a finished run's explain/ folder: the run's report.html gains the galleries.
+  fs::path out_path = fs::path(o.out).lexically_normal();
+  if (!out_path.has_filename()) out_path = out_path.parent_path();  // "x/explain/"
+  const fs::path run_dir = out_path.has_parent_path() ? out_path.parent_path() : fs::path(".");
+  if (out_path.filename() == report::kExplainDir && fs::exists(run_dir / report::kRunSummaryJson)) {
+    const fs::path html = run_dir / report::kReportHtml;
+    auto classes_of_run =
+        report::ReadConfusionMatrixCsv((run_dir / report::kConfusionMatrixCsv).string());
+    st = report::WriteRunsReportHtml(
+        {run_dir.string()}, html.string(),
+        classes_of_run.ok() && report::IsStudyDataset(classes_of_run->class_names));
+    // The explanations are written either way; a run folder the page cannot be built from (an
+    // older or damaged run) is named, not a failure of effnet-explain.
+    if (st.ok()) {
+      std::cerr << "updated " << html.string() << " with the galleries" << std::endl;
+    } else {
+      std::cerr << "warning: " << html.string() << " not updated: " << st.ToString() << std::endl;
+    }
+  }
   std::cout << summary.dump(2) << std::endl;
   return 0;
 }

@@ -1,5 +1,6 @@
-// effnet-results RUN_DIR... [--out results.md] [--with-study]
-// One table comparing finished runs (their summary.json), optionally with the study's numbers.
+// effnet-results RUN_DIR... [--out results.md] [--html report.html] [--with-study]
+// One table comparing finished runs (their summary.json), optionally with the study's numbers;
+// --html also writes the runs' report page side by side (html_report.h).
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
@@ -8,6 +9,7 @@
 
 #include "common/log.h"
 #include "common/text.h"
+#include "worker/report/html_report.h"
 #include "worker/report/report.h"
 #include "worker/report/run_summary.h"
 
@@ -32,10 +34,12 @@ int main(int argc, char** argv) {
       "Writes one Markdown table comparing training runs (from each RUN_DIR/summary.json)"};
   app.option_defaults()->always_capture_default();  // --help shows every default
   std::vector<std::string> run_dirs;
-  std::string out = "results.md";
+  std::string out = "results.md", html;
   bool with_study = false;
   app.add_option("run_dirs", run_dirs, "run directories, each with a summary.json")->required();
   app.add_option("--out,-o", out, "the Markdown file to write")->capture_default_str();
+  app.add_option("--html", html,
+                 "also write a self-contained HTML page comparing the runs side by side");
   app.add_flag("--with-study", with_study,
                "add the study's reported Flipkart results as reference rows");
   CLI11_PARSE(app, argc, argv);
@@ -81,5 +85,13 @@ int main(int argc, char** argv) {
   }
   log::Info("wrote " + out + " (" + std::to_string(rows.size()) + " runs" +
             (with_study ? ", with the study's rows)" : ")"));
+  if (!html.empty()) {
+    st = report::WriteRunsReportHtml(run_dirs, html, with_study);
+    if (!st.ok()) {
+      log::Error(st.ToString());
+      return 1;
+    }
+    log::Info("wrote " + html);
+  }
   return 0;
 }

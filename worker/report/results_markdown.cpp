@@ -26,19 +26,6 @@ std::string Cell(const std::string& s) {
   return out;
 }
 
-// "4,589" for fit times of 100 s and more, "12.3" below; "-" when unknown.
-std::string FitTime(double s) {
-  if (!std::isfinite(s) || s < 0) return "-";
-  if (s < 100) return svg::Num(s, 1);
-  std::string digits = std::to_string(static_cast<long long>(std::llround(s)));
-  std::string out;
-  for (size_t i = 0; i < digits.size(); ++i) {
-    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
-    out += digits[i];
-  }
-  return out;
-}
-
 std::string Signed(double d) { return (d >= 0 ? "+" : "") + svg::Num(d, 4); }
 
 // "B2" from "EfficientNetV2-B2 (...)"; empty when the name carries no variant.
@@ -80,42 +67,67 @@ std::vector<ResultRow> StudyReferenceRows() {
   };
 }
 
-std::string ResultsMarkdown(const std::vector<ResultRow>& rows, bool with_study_rows) {
-  std::vector<ResultRow> all = rows;
-  const std::vector<ResultRow> study = StudyReferenceRows();
-  if (with_study_rows) all.insert(all.end(), study.begin(), study.end());
-  bool notes = false;
-  for (const auto& r : all) notes = notes || !r.note.empty();
+std::string BatchText(int batch_size) {
+  return batch_size > 0 ? std::to_string(batch_size) : std::string("-");
+}
 
-  std::string md = "| Model | B | Fit Time (s) | Accuracy |";
-  md += notes ? " Note |\n|---|---:|---:|---:|---|\n" : "\n|---|---:|---:|---:|\n";
-  for (const auto& r : all) {
-    md += "| " + Cell(r.model) + " | " +
-          (r.batch_size > 0 ? std::to_string(r.batch_size) : std::string("-")) + " | " +
-          FitTime(r.fit_time_s) + " | " +
-          (std::isfinite(r.accuracy) ? svg::Num(r.accuracy, 4) : std::string("-")) + " |";
-    md += notes ? " " + Cell(r.note) + " |\n" : "\n";
+std::string FitTimeText(double s) {
+  if (!std::isfinite(s) || s < 0) return "-";
+  if (s < 100) return svg::Num(s, 1);
+  std::string digits = std::to_string(static_cast<long long>(std::llround(s)));
+  std::string out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
   }
-  md += "\nAccuracy: test split. B: batch size (global, per optimizer step). ";
-  md += "Rows marked \"(study, Keras, PC)\" are the numbers the study reported on the same ";
-  md += "Flipkart data, for reference; they were not measured by effnet-dist.\n";
+  return out;
+}
 
-  if (with_study_rows && !rows.empty()) {
-    const ResultRow& rf = study[0];  // the study's best images-only result
-    md += "\n### Compared with the study\n\n";
-    for (const auto& r : rows) {
-      md += "- " + Cell(r.model) + ": " + svg::Num(r.accuracy, 4) + " vs Random Forest " +
-            svg::Num(rf.accuracy, 4) + " (" + Signed(r.accuracy - rf.accuracy) + ", " +
-            (r.accuracy > rf.accuracy ? "beats it" : "does not beat it") + ")";
-      const std::string v = VariantOf(r.model);
-      for (const auto& s : study) {
-        if (!v.empty() && VariantOf(s.model) == v) {
-          md += "; vs Keras EfficientNetV2-" + v + " " + svg::Num(s.accuracy, 4) + " (" +
+std::string AccuracyText(double accuracy) {
+  return std::isfinite(accuracy) ? svg::Num(accuracy, 4) : std::string("-");
+}
+
+ResultsTable BuildResultsTable(const std::vector<ResultRow>& rows, bool with_study_rows) {
+  ResultsTable t;
+  t.rows = rows;
+  const std::vector<ResultRow> study = StudyReferenceRows();
+  if (with_study_rows) t.rows.insert(t.rows.end(), study.begin(), study.end());
+  for (const auto& r : t.rows) t.has_notes = t.has_notes || !r.note.empty();
+  t.footnote =
+      "Accuracy: test split. B: batch size (global, per optimizer step). Rows marked \"(study, "
+      "Keras, PC)\" are the numbers the study reported on the same Flipkart data, for reference; "
+      "they were not measured by effnet-dist.";
+  if (!with_study_rows) return t;
+  const ResultRow& rf = study[0];  // the study's best images-only result
+  for (const auto& r : rows) {
+    std::string line = r.model + ": " + svg::Num(r.accuracy, 4) + " vs Random Forest " +
+                       svg::Num(rf.accuracy, 4) + " (" + Signed(r.accuracy - rf.accuracy) + ", " +
+                       (r.accuracy > rf.accuracy ? "beats it" : "does not beat it") + ")";
+    const std::string v = VariantOf(r.model);
+    for (const auto& s : study) {
+      if (!v.empty() && VariantOf(s.model) == v) {
+        line += "; vs Keras EfficientNetV2-" + v + " " + svg::Num(s.accuracy, 4) + " (" +
                 Signed(r.accuracy - s.accuracy) + ")";
-        }
       }
-      md += "\n";
     }
+    t.comparisons.push_back(std::move(line));
+  }
+  return t;
+}
+
+std::string ResultsMarkdown(const std::vector<ResultRow>& rows, bool with_study_rows) {
+  const ResultsTable t = BuildResultsTable(rows, with_study_rows);
+  std::string md = "| Model | B | Fit Time (s) | Accuracy |";
+  md += t.has_notes ? " Note |\n|---|---:|---:|---:|---|\n" : "\n|---|---:|---:|---:|\n";
+  for (const auto& r : t.rows) {
+    md += "| " + Cell(r.model) + " | " + BatchText(r.batch_size) + " | " +
+          FitTimeText(r.fit_time_s) + " | " + AccuracyText(r.accuracy) + " |";
+    md += t.has_notes ? " " + Cell(r.note) + " |\n" : "\n";
+  }
+  md += "\n" + t.footnote + "\n";
+  if (!t.comparisons.empty()) {
+    md += "\n### Compared with the study\n\n";
+    for (const auto& line : t.comparisons) md += "- " + Cell(line) + "\n";
   }
   return md;
 }

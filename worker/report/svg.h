@@ -7,7 +7,7 @@
 
 namespace effnet::report::svg {
 
-// Escapes &, <, >, ", ' for XML text and attribute values.
+// Escapes &, <, >, ", ' for XML text and attribute values (and HTML: report.html uses it too).
 std::string XmlEscape(const std::string& s);
 
 // `v` with `decimals` digits after the point, locale-independent ("0.83", "-1.5").

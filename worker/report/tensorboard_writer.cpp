@@ -50,6 +50,24 @@ class FileTensorBoardWriter final : public TensorBoardWriter {
                       "scalar '" + tag + "' at step " + std::to_string(step));
   }
 
+  Status AddImage(const std::string& tag, const std::string& png, int width, int height,
+                  int64_t step, const std::string& description) override {
+    if (tag.empty())
+      return InvalidArgument(path_ + ": empty image tag at step " + std::to_string(step));
+    std::lock_guard<std::mutex> lock(mu_);
+    return WriteEvent(EncodeImageEvent(WallTimeNow(), step, tag, png, width, height, description),
+                      "image '" + tag + "' at step " + std::to_string(step));
+  }
+
+  Status AddHparams(const std::vector<HParam>& hparams, const std::vector<std::string>& metric_tags,
+                    bool success) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& ev : EncodeHparamsEvents(WallTimeNow(), hparams, metric_tags, success)) {
+      EFFNET_RETURN_IF_ERROR(WriteEvent(ev, "hparams"));
+    }
+    return Status::Ok();
+  }
+
   Status Flush() override {
     std::lock_guard<std::mutex> lock(mu_);
     return FlushLocked(WallTimeNow());

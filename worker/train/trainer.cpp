@@ -291,6 +291,7 @@ Result<FitResult> Trainer::Fit() {
     Progress progress(steps, po);
 
     double loss_sum = 0, correct = 0, seen = 0;
+    double collective_wait = 0;  // seconds blocked in the step's collectives (straggler view)
     double window_start = Now();
     int64_t window_images = 0;
     double lr = 0;
@@ -323,6 +324,7 @@ Result<FitResult> Trainer::Fit() {
       // 2 ranks x b matches 1 rank x 2b exactly.
       auto loss = weighted_sum * (static_cast<double>(world) / global_counts[s]);
       loss.backward();
+      const double wait_start = Now();
       EFFNET_RETURN_IF_ERROR(dp_.AfterBackward());
 
       double step_loss = weighted_sum.item<double>();
@@ -331,6 +333,7 @@ Result<FitResult> Trainer::Fit() {
         EFFNET_ASSIGN_OR_RETURN(const auto bad_sum, dp_.AllReduceSum({bad}));
         bad = bad_sum[0];
       }
+      collective_wait += Now() - wait_start;
       if (bad > 0) {
         return FailedPrecondition(
             "non-finite loss at epoch " + std::to_string(epoch) + ", step " +
@@ -397,6 +400,21 @@ Result<FitResult> Trainer::Fit() {
     m.images_per_second = seen / std::max(1e-9, train_time);
     m.step_time_ms = 1000.0 * train_time / std::max<int64_t>(1, steps);
     m.image_size = stage.image_size;
+    // Note [rank throughput]: in synchronous data parallelism every rank's wall-clock img/s is
+    // the same (the fast ones wait for the slowest at each all-reduce), so the straggler view
+    // uses each rank's own pace: its images over its training time minus the time it was blocked
+    // in the step's collectives (the gradient wait and the loss check). The slowest rank has the
+    // lowest; the others show how long they waited. Each rank fills its slots of a zero vector
+    // and the sum gathers them (a few doubles per rank, once per epoch).
+    std::vector<double> slots(2 * static_cast<size_t>(world), 0.0);
+    slots[2 * rank] = seen / std::max(1e-9, train_time - collective_wait);
+    slots[2 * rank + 1] = collective_wait;
+    EFFNET_ASSIGN_OR_RETURN(const auto per_rank, dp_.AllReduceSum(slots));
+    nlohmann::json rank_img_per_s = nlohmann::json::array(), rank_wait_s = nlohmann::json::array();
+    for (int r = 0; r < world; ++r) {
+      rank_img_per_s.push_back(per_rank[2 * r]);
+      rank_wait_s.push_back(per_rank[2 * r + 1]);
+    }
     EFFNET_ASSIGN_OR_RETURN(job::EpochDecision decision, jc_.EndEpoch(m));
 
     std::string epoch_path, best_path;
@@ -425,18 +443,24 @@ Result<FitResult> Trainer::Fit() {
                          {"dropout", stage.dropout},
                          {"img_per_s", m.images_per_second},
                          {"img_per_s_global", m.images_per_second * world},
+                         {"rank_img_per_s", rank_img_per_s},
+                         {"rank_wait_s", rank_wait_s},
                          {"epoch_time_s", epoch_time},
                          {"is_best", decision.is_best},
                          {"best_epoch", decision.best_epoch},
                          {"world_size", world}};
     AppendMetrics(ej.dump());
+    // Note [TensorBoard step axis]: every series (train/* per logged step, epoch/* per epoch,
+    // test/* once) uses the global optimizer step; epoch/* sits at the step that ended the epoch,
+    // and epoch/epoch (0-based) maps steps back to epochs.
     if (on_scalar && rank == 0) {
-      on_scalar("epoch/train_loss", m.train_loss, epoch);
-      on_scalar("epoch/train_accuracy", m.train_accuracy, epoch);
-      on_scalar("epoch/val_loss", m.val_loss, epoch);
-      on_scalar("epoch/val_accuracy", m.val_accuracy, epoch);
-      on_scalar("epoch/image_size", stage.image_size, epoch);
-      on_scalar("epoch/img_per_s", m.images_per_second * world, epoch);
+      on_scalar("epoch/epoch", epoch, global_step_);
+      on_scalar("epoch/train_loss", m.train_loss, global_step_);
+      on_scalar("epoch/train_accuracy", m.train_accuracy, global_step_);
+      on_scalar("epoch/val_loss", m.val_loss, global_step_);
+      on_scalar("epoch/val_accuracy", m.val_accuracy, global_step_);
+      on_scalar("epoch/image_size", stage.image_size, global_step_);
+      on_scalar("epoch/img_per_s", m.images_per_second * world, global_step_);
     }
     log::Info("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(config_.job.epochs) +
               " size " + std::to_string(stage.image_size) + ": loss " + Fixed(m.train_loss, 4) +
