@@ -104,6 +104,10 @@ std::string ResultsMarkdown(const std::vector<ResultRow>& rows, bool with_study_
     const ResultRow& rf = study[0];  // the study's best images-only result
     md += "\n### Compared with the study\n\n";
     for (const auto& r : rows) {
+      if (!std::isfinite(r.accuracy)) {
+        md += "- " + Cell(r.model) + ": no test accuracy (no test images), not compared\n";
+        continue;
+      }
       md += "- " + Cell(r.model) + ": " + svg::Num(r.accuracy, 4) + " vs Random Forest " +
             svg::Num(rf.accuracy, 4) + " (" + Signed(r.accuracy - rf.accuracy) + ", " +
             (r.accuracy > rf.accuracy ? "beats it" : "does not beat it") + ")";
