@@ -733,6 +733,25 @@ std::string JobConfigToYaml(const job::JobConfig& job) {
   return FieldsToYaml(fields);
 }
 
+std::vector<std::string> RunDifferences(const TrainConfig& before, const TrainConfig& now) {
+  static const char* const kNotTheRun[] = {"runtime.",           "output.",    "client.",
+                                           "checkpoint.",        "dist.comm.", "data.path",
+                                           "data.prefetch_depth"};
+  TrainConfig a = before, b = now;
+  const auto fa = Fields(a), fb = Fields(b);
+  std::vector<std::string> out;
+  for (size_t i = 0; i < fa.size(); ++i) {
+    const std::string& key = fa[i].key;
+    if (std::any_of(std::begin(kNotTheRun), std::end(kNotTheRun),
+                    [&](const char* p) { return key.rfind(p, 0) == 0; })) {
+      continue;
+    }
+    const std::string va = ValueString(fa[i]), vb = ValueString(fb[i]);
+    if (va != vb) out.push_back(key + ": " + va + " -> " + vb);
+  }
+  return out;
+}
+
 std::string ConfigDocMarkdown() {
   TrainConfig c;
   const auto fields = Fields(c);
