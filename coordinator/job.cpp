@@ -499,6 +499,12 @@ Status Job::Commit(const WorkerInfo& w, int epoch, const std::string& path, bool
 
 Status Job::Beat(const WorkerInfo& w, int epoch, int64_t step, Clock::time_point now) {
   if (auto st = CheckMember(w, true); !st.ok()) return st;
+  // Note [reports are checked]: the live view shows these; -1 = before the first epoch.
+  if (epoch < -1 || epoch > setup_.config.epochs || step < 0) {
+    return InvalidArgument(w.Describe() + " heartbeat: epoch " + std::to_string(epoch) +
+                           " outside [-1, " + std::to_string(setup_.config.epochs) + "] or step " +
+                           std::to_string(step) + " < 0");
+  }
   WorkerRecord& rec = workers_.at(w.rank);
   rec.last_seen = now;
   rec.disconnected_at.reset();

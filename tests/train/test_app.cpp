@@ -382,6 +382,18 @@ TEST_F(AppTest, ResumeFallsBackFromAnUnreadableCheckpointAndRefusesAnotherVarian
                       "variant 'b1' with 2 classes"),
             std::string::npos)
       << text;
+  // Another class count (a store with 3 classes) is refused the same way.
+  s.classes = 3;
+  const std::string three = (dir_ / "three.h5").string();
+  ASSERT_TRUE(effnet::testing::WriteSyntheticStore(three, s).ok());
+  std::string other = common;
+  other.replace(other.find(data), data.size(), three);
+  EXPECT_NE(RunCmd(Bin("effnet-train") + other, dir_.string(), log), 0);
+  text = Slurp(log);
+  EXPECT_NE(text.find("the run was trained as variant 'b0' with 2 classes, this config asks for "
+                      "variant 'b0' with 3 classes"),
+            std::string::npos)
+      << text;
   // Flip one byte of the committed checkpoint's weights: the resume falls back to epoch-0000.
   {
     std::fstream f(ckpts + "/epoch-0001/model.safetensors",
