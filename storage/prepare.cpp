@@ -269,6 +269,14 @@ Status ValidateConfig(const PrepareConfig& c) {
         c.split.val_fraction < 1)) {
     return InvalidArgument("--test-fraction and --val-fraction must lie in [0, 1)");
   }
+  if (c.threads < 0) {
+    return InvalidArgument("--threads " + std::to_string(c.threads) +
+                           " is negative (0 = all cores)");
+  }
+  if (c.near_duplicate_distance > 64) {
+    return InvalidArgument("--near-dup-distance " + std::to_string(c.near_duplicate_distance) +
+                           " is above 64, the bits of a dHash (< 0 = off)");
+  }
   return Status::Ok();
 }
 

@@ -12,6 +12,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <sstream>
+#include <tuple>
 
 #include "common/atomic_file.h"
 #include "storage/csv.h"
@@ -250,6 +251,17 @@ TEST(Prepare, ShortSplitsAreReportedWithTheReason) {
                                   "metrics will be computed"),
             std::string::npos)
       << sum->warnings[1];
+  // Values with no meaning are refused naming the flag.
+  for (auto [threads, distance, want] :
+       {std::tuple{-1, 4, "--threads -1 is negative"}, {0, 65, "--near-dup-distance 65"}}) {
+    PrepareConfig bad = c;
+    bad.threads = threads;
+    bad.near_duplicate_distance = distance;
+    bad.out_path = dir / "bad.h5";
+    auto r = RunPrepare(bad);
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.status().message().find(want), std::string::npos) << r.status().message();
+  }
   // A fraction of 0 is a choice, not a warning.
   c.split.test_fraction = 0;
   c.split.val_fraction = 0;
