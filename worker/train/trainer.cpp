@@ -240,8 +240,8 @@ Status Trainer::Resume(const std::string& committed) {
       name.find_first_not_of("0123456789", 6) == std::string::npos && name.size() < 16) {
     failed_epoch = std::stoi(name.substr(6));
   }
-  std::string best_path;
-  int best_epoch = -1;
+  std::string fallback;
+  int fallback_epoch = -1;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(ckpt_dir_, ec)) {
     const std::string n = e.path().filename().string();
@@ -256,19 +256,19 @@ Status Trainer::Resume(const std::string& committed) {
     }
     if (failed_epoch >= 0 && meta->epoch >= failed_epoch) continue;
     // Newest epoch first; between best/ and epoch-NNNN/ of the same epoch, the epoch directory.
-    if (meta->epoch > best_epoch ||
-        (meta->epoch == best_epoch && n != formats::kBestCheckpointName)) {
-      best_epoch = meta->epoch;
-      best_path = e.path().string();
+    if (meta->epoch > fallback_epoch ||
+        (meta->epoch == fallback_epoch && n != formats::kBestCheckpointName)) {
+      fallback_epoch = meta->epoch;
+      fallback = e.path().string();
     }
   }
-  if (best_path.empty()) {
+  if (fallback.empty()) {
     return st.WithContext("resuming (no other valid checkpoint of an earlier epoch in " +
                           ckpt_dir_ + ")");
   }
   log::Warn("checkpoint " + committed + " is unreadable (" + st.ToString() +
-            "); resuming from the newest valid one, " + best_path);
-  return ResumeFrom(best_path);
+            "); resuming from the newest valid one, " + fallback);
+  return ResumeFrom(fallback);
 }
 
 void Trainer::AppendMetrics(const std::string& line) {
