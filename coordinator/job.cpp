@@ -1,6 +1,8 @@
 #include "coordinator/job.h"
 
 #include <algorithm>
+#include <cmath>
+#include <filesystem>
 #include <sstream>
 
 #include "common/hash.h"
@@ -31,6 +33,47 @@ uint64_t HashIndices(const std::vector<int64_t>& v) {
 std::string CkptText(const CheckpointRef& c) {
   return c.epoch < 0 ? "the start (no checkpoint committed)"
                      : "the checkpoint of epoch " + std::to_string(c.epoch) + " (" + c.path + ")";
+}
+
+// Note [reports are checked]: a worker holds the token but is still not trusted with the job's
+// numbers. Every field of a report is checked against what the job can produce before it enters
+// a decision: finite numbers, accuracies in [0, 1], losses, rates and times >= 0, the rank's
+// sample count within its shard, and the image size of the plan the job handed out. A refusal is
+// InvalidArgument naming the worker, the epoch and the field.
+Status CheckReport(const WorkerInfo& w, const job::RankMetrics& r, int64_t shard_size,
+                   int image_size) {
+  auto bad = [&](const std::string& field, const std::string& what) {
+    return InvalidArgument(w.Describe() + " epoch " + std::to_string(r.epoch) + ": metrics." +
+                           field + " " + what);
+  };
+  auto num = [](double v) {
+    std::ostringstream ss;
+    ss << v;
+    return ss.str();
+  };
+  const std::pair<const char*, double> values[] = {{"train_loss", r.train_loss},
+                                                   {"train_accuracy", r.train_accuracy},
+                                                   {"val_loss", r.val_loss},
+                                                   {"val_accuracy", r.val_accuracy},
+                                                   {"images_per_second", r.images_per_second},
+                                                   {"step_time_ms", r.step_time_ms}};
+  for (const auto& [field, v] : values) {
+    if (!std::isfinite(v)) return bad(field, "is not finite (" + num(v) + ")");
+    if (v < 0) return bad(field, "is negative (" + num(v) + ")");
+  }
+  for (const auto& [field, v] :
+       {std::pair{"train_accuracy", r.train_accuracy}, std::pair{"val_accuracy", r.val_accuracy}}) {
+    if (v > 1) return bad(field, "is outside [0, 1] (" + num(v) + ")");
+  }
+  if (r.train_samples < 0 || r.train_samples > shard_size) {
+    return bad("train_samples", std::to_string(r.train_samples) + " is outside [0, " +
+                                    std::to_string(shard_size) + "] (the rank's shard)");
+  }
+  if (r.image_size != image_size) {
+    return bad("image_size", std::to_string(r.image_size) + " differs from the plan's " +
+                                 std::to_string(image_size));
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -318,7 +361,9 @@ Result<job::EpochPlan> Job::Plan(const WorkerInfo& w, int epoch) {
   out.epoch = epoch;
   out.num_train_samples = static_cast<int64_t>(setup_.train_indices.size());
   const bool stopped = !history_.empty() && history_.back().decision.stop;
-  if (phase_ == Phase::kFinished || stopped || epoch >= setup_.config.epochs) {
+  // Only a job that decided to stop answers "stop": a plan for an epoch it has not reached (even
+  // one past job.epochs) is refused below, not answered with "all epochs done".
+  if (phase_ == Phase::kFinished || stopped) {
     out.stop = true;
     out.stop_reason = stopped ? history_.back().decision.reason
                               : "all " + std::to_string(setup_.config.epochs) + " epochs done";
@@ -358,6 +403,10 @@ Status Job::Report(const WorkerInfo& w, const job::RankMetrics& r, bool* decided
     return FailedPrecondition(w.Describe() + " reported epoch " + std::to_string(r.epoch) +
                               ", but the job is at epoch " + std::to_string(next_epoch_));
   }
+  EFFNET_RETURN_IF_ERROR(CheckReport(
+      w, r,
+      job::ShardSize(static_cast<int64_t>(setup_.train_indices.size()), setup_.world_size, r.rank),
+      job::StageForEpoch(setup_.config.progressive, r.epoch, setup_.config.epochs).image_size));
   pending_[r.rank] = r;
   Changed();
   if (static_cast<int>(pending_.size()) == setup_.world_size) {
@@ -409,6 +458,26 @@ void Job::Decide() {
 Status Job::Commit(const WorkerInfo& w, int epoch, const std::string& path, bool is_best) {
   if (auto st = CheckMember(w, true); !st.ok()) return st;
   if (path.empty()) return InvalidArgument("empty checkpoint path");
+  // A committed path is handed to every later launch to resume from: it must name a directory
+  // directly inside the run's checkpoint folder (no "..", no other folder).
+  const std::filesystem::path p = std::filesystem::path(path).lexically_normal();
+  const std::string name = p.filename().string();
+  if (name.empty() || name == "." || name == "..") {
+    return InvalidArgument(w.Describe() + " committed checkpoint path '" + path +
+                           "': no directory name");
+  }
+  if (!setup_.checkpoint_dir.empty()) {
+    const auto dir = std::filesystem::path(setup_.checkpoint_dir).lexically_normal();
+    if (std::filesystem::absolute(p.parent_path()).lexically_normal() !=
+        std::filesystem::absolute(dir).lexically_normal()) {
+      return InvalidArgument(w.Describe() + " committed checkpoint path '" + path +
+                             "', which is not inside the run's checkpoint folder " +
+                             setup_.checkpoint_dir);
+    }
+  } else if (std::any_of(p.begin(), p.end(), [](const auto& part) { return part == ".."; })) {
+    return InvalidArgument(w.Describe() + " committed checkpoint path '" + path +
+                           "': '..' is not allowed");
+  }
   if (Record(epoch) == nullptr) {
     return FailedPrecondition("checkpoint of epoch " + std::to_string(epoch) + " (" + path +
                               ") committed before the epoch's decision (the job is at epoch " +
@@ -430,6 +499,12 @@ Status Job::Commit(const WorkerInfo& w, int epoch, const std::string& path, bool
 
 Status Job::Beat(const WorkerInfo& w, int epoch, int64_t step, Clock::time_point now) {
   if (auto st = CheckMember(w, true); !st.ok()) return st;
+  // Note [reports are checked]: the live view shows these; -1 = before the first epoch.
+  if (epoch < -1 || epoch > setup_.config.epochs || step < 0) {
+    return InvalidArgument(w.Describe() + " heartbeat: epoch " + std::to_string(epoch) +
+                           " outside [-1, " + std::to_string(setup_.config.epochs) + "] or step " +
+                           std::to_string(step) + " < 0");
+  }
   WorkerRecord& rec = workers_.at(w.rank);
   rec.last_seen = now;
   rec.disconnected_at.reset();

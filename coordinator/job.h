@@ -56,6 +56,9 @@ struct JobSetup {
   job::JobConfig config;
   std::vector<int64_t> train_indices;  // the train split of the data set
   std::string data_path;               // for the state file and the messages
+  // The run's checkpoint folder: committed paths must name a directory directly inside it
+  // (compared after making both absolute and normal). "" = not checked beyond refusing "..".
+  std::string checkpoint_dir;
 };
 
 class Job {

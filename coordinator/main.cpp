@@ -107,7 +107,14 @@ int Run(int argc, char** argv) {
                  "the run's YAML config (docs/config.md), validated whole; its job: section drives "
                  "the job; required");
   app.add_option("--world-size", world_size, "number of worker ranks; required");
-  app.add_option("--host", c.host, "listen address")->capture_default_str();
+  app.add_option("--host", c.host,
+                 "listen address: 127.0.0.1 = this host only; 0.0.0.0 = every interface (other "
+                 "hosts: use --tls-cert/--tls-key, docs/reliability.md)")
+      ->capture_default_str();
+  std::string checkpoint_dir;
+  app.add_option("--checkpoint-dir", checkpoint_dir,
+                 "the run's checkpoint folder (<out>/checkpoints): committed checkpoint paths "
+                 "outside it are refused; empty: only '..' is refused");
   app.add_option("--port", c.port, "listen port; 0 = pick a free one")->capture_default_str();
   app.add_option("--port-file", port_file, "write the port here (atomically) once listening");
   app.add_option("--state-dir", c.state_dir, "state.json lives here; an existing one is resumed");
@@ -182,6 +189,7 @@ int Run(int argc, char** argv) {
   setup.world_size = world_size;
   setup.config = cfg->job;
   setup.data_path = data;
+  setup.checkpoint_dir = checkpoint_dir;
   setup.train_indices = (*reader)->info().IndicesOf(storage::Split::kTrain);
   reader->reset();  // the coordinator only needs the split
 

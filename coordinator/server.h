@@ -13,11 +13,17 @@
 
 namespace effnet::coord {
 
+// Note [coordinator exposure]: the coordinator answers anyone who can reach its port, so it listens
+// on loopback unless told otherwise (effnet-run, Slurm and Kubernetes pass --host explicitly).
+// Every call must carry the job token; the token is checked on the call's metadata, before its
+// message is read (Note [metadata first] in server.cpp), and no request may exceed
+// max_request_bytes. Plaintext shows the token to anyone on the path: use TLS (tls_cert_file)
+// for anything that leaves the host (docs/reliability.md).
 struct CoordinatorConfig {
-  std::string host = "0.0.0.0";  // listen address
-  int port = 0;                  // 0: the OS picks a free port (see CoordinatorServer::port)
-  std::string token;             // required: every call must carry "authorization: Bearer <token>"
-  std::string tls_cert_file;     // PEM; both empty: plaintext
+  std::string host = "127.0.0.1";  // listen address; 0.0.0.0 = every interface
+  int port = 0;                    // 0: the OS picks a free port (see CoordinatorServer::port)
+  std::string token;          // required: every call must carry "authorization: Bearer <token>"
+  std::string tls_cert_file;  // PEM; both empty: plaintext
   std::string tls_key_file;
   std::string state_dir;   // "<state_dir>/state.json" is rewritten atomically on every
                            // change and read back at start; empty: no state file
@@ -27,6 +33,10 @@ struct CoordinatorConfig {
                                       // unless a new stream arrives within this
   double monitor_interval_s = 0.1;    // how often deadlines are checked
   int max_long_poll_ms = 10000;       // upper bound of a RegisterWorker/ReportMetrics wait
+  // Largest request message accepted (bytes). The largest real one is a CommitCheckpointRequest
+  // with a PATH_MAX (4096-byte) path, under 4.5 KiB (tests/coordinator measures it); this leaves
+  // a wide margin while a 60 MB message is refused at its 5-byte length prefix.
+  int max_request_bytes = 64 << 10;
 };
 
 class CoordinatorServer {
@@ -60,5 +70,8 @@ class CoordinatorServer {
   explicit CoordinatorServer(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// Calls refused by the token check on their metadata (Note [metadata first]), in this process.
+int64_t CallsRefusedOnMetadata();
 
 }  // namespace effnet::coord

@@ -269,6 +269,14 @@ Status ValidateConfig(const PrepareConfig& c) {
         c.split.val_fraction < 1)) {
     return InvalidArgument("--test-fraction and --val-fraction must lie in [0, 1)");
   }
+  if (c.threads < 0) {
+    return InvalidArgument("--threads " + std::to_string(c.threads) +
+                           " is negative (0 = all cores)");
+  }
+  if (c.near_duplicate_distance > 64) {
+    return InvalidArgument("--near-dup-distance " + std::to_string(c.near_duplicate_distance) +
+                           " is above 64, the bits of a dHash (< 0 = off)");
+  }
   return Status::Ok();
 }
 
@@ -329,6 +337,8 @@ std::string SettingsJson(const PrepareConfig& c, const PrepareSummary& s) {
   j["rejected"] = s.rejections.size();
   j["exact_duplicate_groups"] = s.exact_duplicate_groups;
   j["near_duplicate_pairs_across_splits"] = s.near_duplicate_pairs;
+  j["split_warnings"] = nlohmann::json::array();
+  for (const auto& w : s.warnings) j["split_warnings"].push_back(ToUtf8(w));
   return j.dump();
 }
 
@@ -649,6 +659,9 @@ Result<PrepareSummary> RunPrepare(const PrepareConfig& c) {
   for (size_t i = 0; i < meta.labels.size(); ++i) {
     summary.counts[meta.labels[i]][static_cast<int>(meta.splits[i])] += 1;
   }
+  // Note [short splits] in storage/splits.h: said here, once, with the consequence.
+  summary.warnings = SplitWarnings(summary.class_names, summary.counts, c.split);
+  for (const auto& w : summary.warnings) log::Warn(w);
   meta.prepare_settings_json = SettingsJson(c, summary);
   EFFNET_RETURN_IF_ERROR(writer->Finish(meta).WithContext("finishing " + tmp));
   writer.reset();

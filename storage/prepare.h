@@ -68,6 +68,8 @@ struct PrepareSummary {
   int64_t exact_duplicate_images = 0;  // images in those groups
   int64_t label_conflict_groups = 0;   // identical images with different labels
   int64_t near_duplicate_pairs = 0;    // across splits, within near_duplicate_distance
+  // Splits too small for what they are used for (Note [short splits] in storage/splits.h).
+  std::vector<std::string> warnings;
   double decode_seconds = 0;
   double total_seconds = 0;
   std::string rejected_csv;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <sstream>
 #include <unordered_map>
 
 namespace effnet::storage {
@@ -66,6 +67,50 @@ Result<std::vector<Split>> StratifiedSplit(const std::vector<int32_t>& labels,
       room[best] -= size;
       for (int64_t m : members[g]) out[static_cast<size_t>(m)] = static_cast<Split>(best);
     }
+  }
+  return out;
+}
+
+std::vector<std::string> SplitWarnings(const std::vector<std::string>& class_names,
+                                       const std::vector<std::array<int64_t, 3>>& counts,
+                                       const SplitConfig& config) {
+  std::vector<std::string> out;
+  const bool wanted[3] = {true, config.val_fraction > 0, config.test_fraction > 0};
+  int64_t total[3] = {0, 0, 0};
+  for (const auto& c : counts) {
+    for (int s = 0; s < 3; ++s) total[s] += c[s];
+  }
+  const int64_t n = total[0] + total[1] + total[2];
+  if (wanted[1] && total[1] == 0) {
+    std::ostringstream ss;
+    ss << "the val split is empty (" << n << " images, val_fraction " << config.val_fraction
+       << "): training refuses this store, since validation loss, early stopping and the best "
+          "checkpoint need validation images; add images or raise --val-fraction";
+    out.push_back(ss.str());
+  }
+  if (wanted[2] && total[2] == 0) {
+    std::ostringstream ss;
+    ss << "the test split is empty (" << n << " images, test_fraction " << config.test_fraction
+       << "): no test metrics will be computed; add images or raise --test-fraction";
+    out.push_back(ss.str());
+  }
+  for (size_t c = 0; c < counts.size(); ++c) {
+    std::vector<std::string> missing;
+    for (int s = 0; s < 3; ++s) {
+      if (wanted[s] && counts[c][s] == 0 && total[s] > 0) {
+        missing.push_back(SplitName(static_cast<Split>(s)));
+      }
+    }
+    if (missing.empty()) continue;
+    const std::string name = c < class_names.size() ? class_names[c] : std::to_string(c);
+    std::ostringstream ss;
+    ss << "class '" << name << "' has " << (counts[c][0] + counts[c][1] + counts[c][2])
+       << " images, too few for the splits (train " << counts[c][0] << ", val " << counts[c][1]
+       << ", test " << counts[c][2] << "): none in ";
+    for (size_t k = 0; k < missing.size(); ++k) ss << (k ? " and " : "") << missing[k];
+    ss << (counts[c][0] == 0 ? ", so the model never learns it"
+                             : ", so it is never measured there");
+    out.push_back(ss.str());
   }
   return out;
 }

@@ -1,7 +1,9 @@
 // Stratified, seeded train/val/test splits that keep groups (identical images) together.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "common/hash.h"  // SplitMix64, the generator of Note [split algorithm]
@@ -37,5 +39,17 @@ SplitCounts SplitTargets(int64_t n, const SplitConfig& config);
 Result<std::vector<Split>> StratifiedSplit(const std::vector<int32_t>& labels,
                                            const std::vector<int64_t>& groups,
                                            const SplitConfig& config);
+
+// Note [short splits]: what a split too small costs, said once at effnet-prepare. `counts[c][s]`
+// is the number of images of class c in split s (Split's value). One line per problem:
+// - a split whose fraction is > 0 but holds no image at all (val: training refuses the store,
+//   since validation loss, early stopping and the best checkpoint need it; test: no test
+//   metrics are computed);
+// - a class with fewer images than the splits need (it is missing from a split whose fraction is
+//   > 0, or from train), naming the class, its count per split and the consequence.
+// A fraction of 0 is the user's choice and not reported.
+std::vector<std::string> SplitWarnings(const std::vector<std::string>& class_names,
+                                       const std::vector<std::array<int64_t, 3>>& counts,
+                                       const SplitConfig& config);
 
 }  // namespace effnet::storage

@@ -7,12 +7,16 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <future>
+#include <limits>
 #include <set>
 #include <thread>
 
 #include "coordinator/server.h"
+#include "proto/convert.h"
 #include "proto/coordinator.grpc.pb.h"
 #include "worker/client/coordinator_job_control.h"
 
@@ -160,6 +164,26 @@ struct RawWorker {
     req.set_epoch(epoch);
     return stub->GetEpochPlan(&ctx, req, resp);
   }
+  grpc::Status Report(const job::RankMetrics& m, const std::string& token = kToken) {
+    grpc::ClientContext ctx;
+    Prepare(&ctx, token);
+    v1::ReportMetricsRequest req;
+    *req.mutable_worker() = id;
+    wire::ToProto(m, req.mutable_metrics());
+    req.set_wait_ms(0);
+    v1::ReportMetricsResponse resp;
+    return stub->ReportMetrics(&ctx, req, &resp);
+  }
+  grpc::Status Commit(int epoch, const std::string& path) {
+    grpc::ClientContext ctx;
+    Prepare(&ctx, kToken);
+    v1::CommitCheckpointRequest req;
+    *req.mutable_worker() = id;
+    req.set_epoch(epoch);
+    req.set_path(path);
+    v1::CommitCheckpointResponse resp;
+    return stub->CommitCheckpoint(&ctx, req, &resp);
+  }
   v1::JobState State() {
     grpc::ClientContext ctx;
     Prepare(&ctx, kToken);
@@ -219,7 +243,10 @@ TEST(Coordinator, PlansCoverEveryTrainSampleExactlyOncePerEpoch) {
     EXPECT_NE(order, previous_order);
     previous_order = order;
     std::vector<job::RankMetrics> ms;
-    for (int r = 0; r < world; ++r) ms.push_back(Metrics(epoch, r, 1.0 - 0.1 * epoch, 0.5));
+    for (int r = 0; r < world; ++r) {
+      ms.push_back(Metrics(epoch, r, 1.0 - 0.1 * epoch, 0.5));
+      ms.back().image_size = sizes_seen.back();  // the plan's (Note [reports are checked])
+    }
     EndEpochAll(jcs, ms);
   }
   EXPECT_EQ(sizes_seen, (std::vector<int>{128, 176, 224}));  // the paper's progressive sizes
@@ -282,6 +309,134 @@ TEST(Coordinator, RefusalsNameTheReason) {
   st = w0.Plan(0, &plan);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_NE(st.error_message().find("stale generation 2"), std::string::npos) << st.error_message();
+}
+
+// Resident set of this process, from /proc/self/status ("VmRSS"), in MiB.
+double RssMiB() {
+  std::ifstream f("/proc/self/status");
+  for (std::string line; std::getline(f, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+  }
+  return 0;
+}
+
+// Note [metadata first] (coordinator/server.cpp) and the request size limit: a 60 MB message
+// without the token is refused as UNAUTHENTICATED by the metadata check (had the message been
+// read first, the size limit would have answered RESOURCE_EXHAUSTED); with the token, the same
+// message is refused by the limit. The limit is above the largest real request, measured here.
+TEST(Coordinator, UnauthenticatedCallsAreRefusedOnMetadataBeforeTheirMessage) {
+  const CoordinatorConfig config = MakeConfig();
+  auto server = StartServer(config, MakeSetup(2, 3, 20));
+  RawWorker w(*server, 0, 2, 0, "w0");
+  v1::RegisterWorkerRequest big;
+  *big.mutable_worker() = w.id;
+  big.mutable_worker()->set_host(std::string(60 << 20, 'h'));
+  auto call = [&](const std::string& token) {
+    grpc::ClientContext ctx;
+    RawWorker::Prepare(&ctx, token);
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    v1::RegisterWorkerResponse resp;
+    return w.stub->RegisterWorker(&ctx, big, &resp);
+  };
+  const int64_t refused_before = CallsRefusedOnMetadata();
+  const double rss_before = RssMiB();
+  const int kCalls = 30;
+  for (int i = 0; i < kCalls; ++i) {
+    const grpc::Status st = call(i % 2 ? "" : "not-the-token");
+    ASSERT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED) << st.error_message();
+    EXPECT_NE(st.error_message().find(i % 2 ? "missing token" : "wrong token"), std::string::npos)
+        << st.error_message();
+  }
+  EXPECT_EQ(CallsRefusedOnMetadata() - refused_before, kCalls);
+  const double grown = RssMiB() - rss_before;
+  std::cout << "[metadata first] " << kCalls << " unauthenticated 60 MB calls: RSS of client + "
+            << "server grew " << grown << " MiB\n";
+  // The client's own serialisation buffers are in this number too; whole messages kept by the
+  // server would be 1.8 GB.
+  EXPECT_LT(grown, 400.0);
+  const grpc::Status authed = call(kToken);
+  EXPECT_EQ(authed.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << authed.error_message();
+  // The largest real requests: a PATH_MAX checkpoint path, a 255-byte host name.
+  v1::WorkerIdentity id = w.id;
+  id.set_host(std::string(255, 'h'));
+  id.set_worker_id(std::string(64, 'w'));
+  id.set_device("cuda:15");
+  id.set_pid(std::numeric_limits<int64_t>::max());
+  id.set_generation(std::numeric_limits<int64_t>::max());
+  v1::CommitCheckpointRequest commit;
+  *commit.mutable_worker() = id;
+  commit.set_path(std::string(4096, 'p'));
+  commit.set_epoch(std::numeric_limits<int32_t>::max());
+  v1::ReportMetricsRequest report;
+  *report.mutable_worker() = id;
+  wire::ToProto(Metrics(0, 0, 1.0, 0.5), report.mutable_metrics());
+  report.mutable_metrics()->set_host(std::string(255, 'h'));
+  v1::RegisterWorkerRequest reg;
+  *reg.mutable_worker() = id;
+  const size_t largest =
+      std::max({commit.ByteSizeLong(), report.ByteSizeLong(), reg.ByteSizeLong()});
+  std::cout << "[request sizes] commit " << commit.ByteSizeLong() << ", report "
+            << report.ByteSizeLong() << ", register " << reg.ByteSizeLong() << " bytes; limit "
+            << config.max_request_bytes << "\n";
+  EXPECT_LT(largest, 4608u);
+  EXPECT_LT(largest * 8, static_cast<size_t>(config.max_request_bytes));
+}
+
+// Note [reports are checked] (coordinator/job.cpp): a worker with the token is still checked.
+TEST(Coordinator, AuthenticatedReportsAndCommitsAreValidated) {
+  JobSetup setup = MakeSetup(2, 3, 20);
+  setup.checkpoint_dir = "/runs/r/checkpoints";
+  setup.config.progressive.min_image_size = setup.config.progressive.max_image_size = 224;
+  auto server = StartServer(MakeConfig(), setup);
+  RawWorker w0(*server, 0, 2, 0, "w0"), w1(*server, 1, 2, 0, "w1");
+  ASSERT_TRUE(w0.Register().ok());
+  ASSERT_TRUE(w1.Register().ok());
+  auto refused = [&](job::RankMetrics m, const std::string& want) {
+    const grpc::Status st = w1.Report(m);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << want;
+    EXPECT_NE(st.error_message().find("rank 1"), std::string::npos) << st.error_message();
+    EXPECT_NE(st.error_message().find(want), std::string::npos) << st.error_message();
+  };
+  job::RankMetrics m = Metrics(0, 1, 0.5, 0.5);
+  m.val_loss = std::nan("");
+  refused(m, "metrics.val_loss is not finite");
+  m = Metrics(0, 1, 0.5, 1.5);
+  refused(m, "metrics.val_accuracy is outside [0, 1] (1.5)");
+  m = Metrics(0, 1, 0.5, 0.5);
+  m.train_loss = std::numeric_limits<double>::infinity();
+  refused(m, "metrics.train_loss is not finite");
+  m = Metrics(0, 1, 0.5, 0.5);
+  m.images_per_second = -3;
+  refused(m, "metrics.images_per_second is negative");
+  m = Metrics(0, 1, 0.5, 0.5);
+  m.train_samples = -1;
+  refused(m, "metrics.train_samples -1 is outside [0, 10]");
+  m.train_samples = 11;
+  refused(m, "metrics.train_samples 11 is outside [0, 10]");
+  m = Metrics(0, 1, 0.5, 0.5);
+  m.image_size = 999;
+  refused(m, "metrics.image_size 999 differs from the plan's 224");
+  // A report of another rank and a plan for an epoch the job has not reached.
+  m = Metrics(0, 0, 0.5, 0.5);
+  EXPECT_EQ(w1.Report(m).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  v1::GetEpochPlanResponse plan;
+  for (int epoch : {1, 3, 100}) {
+    const grpc::Status st = w0.Plan(epoch, &plan);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << epoch;
+    EXPECT_NE(st.error_message().find("but the job is at epoch 0"), std::string::npos)
+        << st.error_message();
+  }
+  // Valid reports decide the epoch; then checkpoint paths must lie in the run's folder.
+  ASSERT_TRUE(w0.Report(Metrics(0, 0, 0.5, 0.5)).ok());
+  ASSERT_TRUE(w1.Report(Metrics(0, 1, 0.5, 0.5)).ok());
+  for (const std::string bad : {"/etc/passwd", "/runs/r/checkpoints/../../other/epoch-0000",
+                                "/runs/r/checkpoints/sub/epoch-0000", "/runs/r/checkpoints/.."}) {
+    const grpc::Status st = w0.Commit(0, bad);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
+    EXPECT_NE(st.error_message().find("rank 0"), std::string::npos) << st.error_message();
+  }
+  EXPECT_TRUE(w0.Commit(0, "/runs/r/checkpoints/epoch-0000").ok());
+  EXPECT_TRUE(w0.Commit(0, "/runs/r/checkpoints/./epoch-0000").ok());
 }
 
 TEST(Coordinator, SilentWorkerIsMarkedDeadAndNamedWithinTheTimeout) {

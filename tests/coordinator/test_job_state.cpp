@@ -68,6 +68,21 @@ job::EpochDecision Decide(Job& job, int64_t generation, int epoch, double val_lo
   return job.Record(epoch)->decision;
 }
 
+// Note [reports are checked] at the job level: heartbeats with an impossible epoch or step.
+TEST(JobChecks, HeartbeatsWithImpossibleProgressAreRefused) {
+  const auto now = Clock::now();
+  Job job(MakeSetup(), 0);
+  ASSERT_TRUE(job.Register(Worker(0, 0), now).ok());
+  EXPECT_TRUE(job.Beat(Worker(0, 0), -1, 0, now).ok());
+  EXPECT_TRUE(job.Beat(Worker(0, 0), 6, 0, now).ok());
+  for (const auto& [epoch, step] : {std::pair{-2, int64_t{0}}, {7, 0}, {0, -5}}) {
+    const Status st = job.Beat(Worker(0, 0), epoch, step, now);
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << epoch << " " << step;
+    EXPECT_NE(st.message().find("rank 0 (host host0, pid 100) heartbeat"), std::string::npos)
+        << st.message();
+  }
+}
+
 // A job with something in every part of the file: two generations (one failure), decided
 // epochs with early-stopping state that differs per record, both checkpoints, a pending report.
 Job BusyJob() {

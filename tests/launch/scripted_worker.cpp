@@ -64,7 +64,7 @@ int Run(int argc, char** argv) {
     return 1;
   }
   auto jc = std::move(jc_or).value();
-  const std::string ckpt_dir = out + "/ckpt";
+  const std::string ckpt_dir = out + "/checkpoints";  // where effnet-run lets commits lie
   std::filesystem::create_directories(ckpt_dir);
   int start = 0;
   auto resume = jc->ResumeCheckpoint();

@@ -89,6 +89,18 @@ class EndToEnd(unittest.TestCase):
         s = self.check_result(out, rc, text)
         self.assertEqual(int(s["job"]["generation"]), 0)
         self.assertIn("| epoch |", text)
+        # effnet-run again on the finished run (Note [finished runs]): exit 0, results untouched.
+        files = {}
+        for name in ("summary.json", "results.md", "confusion_matrix.csv", "metrics.jsonl",
+                     "config.yaml"):
+            with open(os.path.join(out, name), "rb") as f:
+                files[name] = f.read()
+        rc, text = self.finish(self.launch(out))
+        self.assertEqual(rc, 0, text[-5000:])
+        self.assertIn("is a finished run: nothing to train", text)
+        for name, content in files.items():
+            with open(os.path.join(out, name), "rb") as f:
+                self.assertEqual(f.read(), content, name)
 
     def test_kill_worker(self):
         out = os.path.join(self.tmp, "kill-worker")

@@ -126,6 +126,12 @@ class EffnetRunTest(unittest.TestCase):
         # The live view printed the coordinator's status line of every epoch.
         for r in s["history"]:
             self.assertIn(r["status_line"], text)
+        # One host: the coordinator listened on loopback only (Note [coordinator exposure]) and
+        # every committed checkpoint lies in the run's checkpoint folder.
+        with open(os.path.join(out, "coordinator.log")) as f:
+            self.assertIn("coordinator listening on 127.0.0.1:", f.read())
+        self.assertTrue(s["job"]["last_checkpoint"]["path"].startswith(
+            os.path.join(out, "checkpoints") + "/"), s["job"]["last_checkpoint"])
 
     def test_state_tool_prints_the_job_state(self):
         out = os.path.join(self.tmp, "state-tool")

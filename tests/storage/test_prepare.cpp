@@ -12,6 +12,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <sstream>
+#include <tuple>
 
 #include "common/atomic_file.h"
 #include "storage/csv.h"
@@ -205,6 +206,69 @@ TEST(Prepare, FolderInputWithANonImage) {
   ASSERT_TRUE(r.ok());
   EXPECT_EQ((*r)->info().labels[0], 0);  // cats first
   EXPECT_EQ((*r)->info().labels[9], 1);
+}
+
+// Note [short splits]: a class too small for the splits and an empty test split are said at
+// prepare time, in the log, the summary and the store's settings, with the consequence.
+TEST(Prepare, ShortSplitsAreReportedWithTheReason) {
+  TempDir dir;
+  // "many": 10 images (train 6, val 2, test 2); "few": 2 images (train 2, none in val or test).
+  for (const auto& [cls, n] : {std::pair<std::string, int>{"many", 10}, {"few", 2}}) {
+    fs::create_directories(dir / ("f/" + cls));
+    for (int k = 0; k < n; ++k) {
+      WriteImage(dir / ("f/" + cls + "/" + std::to_string(k) + ".png"),
+                 MakeRgb(static_cast<uint64_t>(k + (cls == "few" ? 500 : 0)), 16, 16));
+    }
+  }
+  PrepareConfig c;
+  c.folders_dir = dir / "f";
+  c.out_path = dir / "short.h5";
+  c.image_size = 16;
+  c.progress_tty = 0;
+  auto sum = RunPrepare(c);
+  ASSERT_TRUE(sum.ok()) << sum.status().ToString();
+  ASSERT_EQ(sum->warnings.size(), 1u) << ::testing::PrintToString(sum->warnings);
+  EXPECT_NE(sum->warnings[0].find("class 'few' has 2 images, too few for the splits (train 2, val "
+                                  "0, test 0): none in val and test"),
+            std::string::npos)
+      << sum->warnings[0];
+  auto r = DatasetReader::Open(c.out_path);
+  ASSERT_TRUE(r.ok());
+  const auto settings = nlohmann::json::parse((*r)->info().source);
+  EXPECT_EQ(settings.at("split_warnings").size(), 1u);
+
+  // Two images per class: no test image at all.
+  fs::remove_all(dir / "f/many");
+  c.out_path = dir / "tiny.h5";
+  sum = RunPrepare(c);
+  ASSERT_TRUE(sum.ok()) << sum.status().ToString();
+  ASSERT_GE(sum->warnings.size(), 2u);
+  EXPECT_NE(sum->warnings[0].find("the val split is empty (2 images, val_fraction 0.2): training "
+                                  "refuses this store"),
+            std::string::npos)
+      << sum->warnings[0];
+  EXPECT_NE(sum->warnings[1].find("the test split is empty (2 images, test_fraction 0.2): no test "
+                                  "metrics will be computed"),
+            std::string::npos)
+      << sum->warnings[1];
+  // Values with no meaning are refused naming the flag.
+  for (auto [threads, distance, want] :
+       {std::tuple{-1, 4, "--threads -1 is negative"}, {0, 65, "--near-dup-distance 65"}}) {
+    PrepareConfig bad = c;
+    bad.threads = threads;
+    bad.near_duplicate_distance = distance;
+    bad.out_path = dir / "bad.h5";
+    auto r = RunPrepare(bad);
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.status().message().find(want), std::string::npos) << r.status().message();
+  }
+  // A fraction of 0 is a choice, not a warning.
+  c.split.test_fraction = 0;
+  c.split.val_fraction = 0;
+  c.out_path = dir / "chosen.h5";
+  sum = RunPrepare(c);
+  ASSERT_TRUE(sum.ok());
+  EXPECT_TRUE(sum->warnings.empty()) << ::testing::PrintToString(sum->warnings);
 }
 
 TEST(Prepare, IdenticalImagesLandInOneSplit) {

@@ -101,6 +101,28 @@ TEST(Splits, RejectsBadInput) {
   EXPECT_FALSE(StratifiedSplit({0}, {0}, bad).ok());
 }
 
+TEST(Splits, WarningsNameTheShortClassAndTheEmptySplit) {
+  SplitConfig c;
+  // A class absent from train is never learnt; one absent from test is never measured there.
+  auto w = SplitWarnings({"a", "b", "c"}, {{{6, 2, 2}}, {{0, 1, 1}}, {{1, 1, 0}}}, c);
+  ASSERT_EQ(w.size(), 2u);
+  EXPECT_NE(w[0].find("class 'b' has 2 images, too few for the splits (train 0, val 1, test 1): "
+                      "none in train, so the model never learns it"),
+            std::string::npos)
+      << w[0];
+  EXPECT_NE(w[1].find("class 'c' has 2 images"), std::string::npos) << w[1];
+  EXPECT_NE(w[1].find("none in test, so it is never measured there"), std::string::npos) << w[1];
+  // Empty val and test splits: one line each, not one per class.
+  w = SplitWarnings({"a", "b"}, {{{1, 0, 0}}, {{1, 0, 0}}}, c);
+  ASSERT_EQ(w.size(), 2u);
+  EXPECT_NE(w[0].find("the val split is empty"), std::string::npos);
+  EXPECT_NE(w[1].find("the test split is empty"), std::string::npos);
+  c.val_fraction = c.test_fraction = 0;
+  EXPECT_TRUE(SplitWarnings({"a", "b"}, {{{1, 0, 0}}, {{1, 0, 0}}}, c).empty());
+  // Enough images everywhere: nothing to say.
+  EXPECT_TRUE(SplitWarnings({"a"}, {{{6, 2, 2}}}, SplitConfig{}).empty());
+}
+
 TEST(Dedup, GroupsAndCrossSplitDetection) {
   const std::vector<uint64_t> h = {5, 7, 5, 9, 7, 5};
   EXPECT_EQ(GroupByHash(h), (std::vector<int64_t>{0, 1, 0, 3, 1, 0}));

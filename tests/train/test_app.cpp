@@ -15,6 +15,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -281,6 +282,198 @@ TEST_F(AppTest, RefusesClassMismatchAndBadConfig) {
                    dir_.string(), log),
             0);
   EXPECT_NE(Slurp(log).find("tiny"), std::string::npos);
+}
+
+// Note [short splits] (storage/splits.h): no validation images is refused before training; no
+// test images gives null test metrics and no confusion matrix, never "accuracy 0 on 0 images".
+TEST_F(AppTest, EmptySplitsAreNeverReportedAsResults) {
+  effnet::testing::SyntheticSpec s;
+  s.classes = 2;
+  s.train_per_class = 4;
+  s.val_per_class = 2;
+  s.test_per_class = 0;
+  s.image_size = 32;
+  const std::string data = Data(s), run = (dir_ / "run").string(), log = (dir_ / "log").string();
+  const std::string common =
+      " --preset tiny --set job.epochs=1 --set job.progressive.num_stages=1"
+      " --set job.progressive.min_image_size=32 --set job.progressive.max_image_size=32"
+      " --set data.eval_image_size=32 --set output.progress=false --set runtime.threads=1";
+  ASSERT_EQ(RunCmd(Bin("effnet-train") + common + " --data " + data + " --out " + run,
+                   dir_.string(), log),
+            0)
+      << Slurp(log);
+  auto text = Slurp(log);
+  EXPECT_NE(text.find("no test images in " + data + ": test metrics not computed"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("test accuracy"), std::string::npos) << text;
+  auto summary = nlohmann::json::parse(Slurp(run + "/summary.json"));
+  EXPECT_TRUE(summary.at("test_accuracy").is_null()) << summary.dump();
+  EXPECT_TRUE(summary.at("test_loss").is_null()) << summary.dump();
+  EXPECT_EQ(summary.at("test_count"), 0);
+  EXPECT_FALSE(fs::exists(run + "/confusion_matrix.csv"));
+  const auto results = Slurp(run + "/results.md");
+  EXPECT_NE(results.find("no test images: test metrics not computed"), std::string::npos)
+      << results;
+  EXPECT_EQ(results.find("0.0000"), std::string::npos) << results;
+  // effnet-results reads the null back; effnet-evaluate says so and writes null.
+  ASSERT_EQ(RunCmd(Bin("effnet-results") + " " + run + " --out " + (dir_ / "all.md").string(),
+                   dir_.string(), log),
+            0)
+      << Slurp(log);
+  const std::string eval_out = (dir_ / "eval").string();
+  ASSERT_EQ(RunCmd(Bin("effnet-evaluate") + " " + run + "/checkpoints/best --data " + data +
+                       " --split test --out " + eval_out,
+                   dir_.string(), log),
+            0)
+      << Slurp(log);
+  text = Slurp(log);
+  EXPECT_NE(text.find("no test images in " + data + ": test metrics not computed"),
+            std::string::npos)
+      << text;
+  auto ev = nlohmann::json::parse(Slurp(eval_out + "/eval_test.json"));
+  EXPECT_TRUE(ev.at("accuracy").is_null());
+  EXPECT_EQ(ev.at("count"), 0);
+  EXPECT_FALSE(fs::exists(eval_out + "/confusion_matrix_test.csv"));
+
+  // No validation images: refused before any epoch, with the reason and the fix.
+  s.val_per_class = 0;
+  s.test_per_class = 2;
+  const std::string no_val = (dir_ / "no_val.h5").string();
+  ASSERT_TRUE(effnet::testing::WriteSyntheticStore(no_val, s).ok());
+  EXPECT_NE(RunCmd(Bin("effnet-train") + common + " --data " + no_val + " --out " +
+                       (dir_ / "run2").string(),
+                   dir_.string(), log),
+            0);
+  text = Slurp(log);
+  EXPECT_NE(text.find("has no validation images: validation loss, early stopping and the best "
+                      "checkpoint need them"),
+            std::string::npos)
+      << text;
+  EXPECT_FALSE(fs::exists(dir_ / "run2" / "checkpoints" / "LATEST"));
+}
+
+// Note [resume fallback] and Note [same run] (worker/train/trainer.cpp).
+TEST_F(AppTest, ResumeFallsBackFromAnUnreadableCheckpointAndRefusesAnotherVariant) {
+  effnet::testing::SyntheticSpec s;
+  s.classes = 2;
+  s.train_per_class = 4;
+  s.val_per_class = 2;
+  s.test_per_class = 2;
+  s.image_size = 32;
+  const std::string data = Data(s), run = (dir_ / "run").string(), log = (dir_ / "log").string();
+  const std::string common =
+      " --preset tiny --data " + data + " --out " + run +
+      " --set job.epochs=3 --set job.progressive.num_stages=1"
+      " --set job.progressive.min_image_size=32 --set job.progressive.max_image_size=32"
+      " --set data.eval_image_size=32 --set output.progress=false --set runtime.threads=1"
+      " --set checkpoint.keep_last=3 --set job.early_stopping.patience=0";
+  ASSERT_EQ(
+      RunCmd(Bin("effnet-train") + common + " --set output.stop_after_epoch=1", dir_.string(), log),
+      0)
+      << Slurp(log);
+  const std::string ckpts = run + "/checkpoints";
+  ASSERT_TRUE(fs::exists(ckpts + "/epoch-0001/model.safetensors"));
+  // Another variant is refused by name before any weights are read.
+  EXPECT_NE(RunCmd(Bin("effnet-train") + common + " --set model.variant=b1", dir_.string(), log),
+            0);
+  auto text = Slurp(log);
+  EXPECT_NE(text.find("the run was trained as variant 'b0' with 2 classes, this config asks for "
+                      "variant 'b1' with 2 classes"),
+            std::string::npos)
+      << text;
+  // Another class count (a store with 3 classes) is refused the same way.
+  s.classes = 3;
+  const std::string three = (dir_ / "three.h5").string();
+  ASSERT_TRUE(effnet::testing::WriteSyntheticStore(three, s).ok());
+  std::string other = common;
+  other.replace(other.find(data), data.size(), three);
+  EXPECT_NE(RunCmd(Bin("effnet-train") + other, dir_.string(), log), 0);
+  text = Slurp(log);
+  EXPECT_NE(text.find("the run was trained as variant 'b0' with 2 classes, this config asks for "
+                      "variant 'b0' with 3 classes"),
+            std::string::npos)
+      << text;
+  // Flip one byte of the committed checkpoint's weights: the resume falls back to epoch-0000.
+  {
+    std::fstream f(ckpts + "/epoch-0001/model.safetensors",
+                   std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(-10, std::ios::end);
+    char c = 0;
+    f.get(c);
+    f.seekp(-10, std::ios::end);
+    f.put(static_cast<char>(c ^ 0x40));
+  }
+  ASSERT_EQ(RunCmd(Bin("effnet-train") + common, dir_.string(), log), 0) << Slurp(log);
+  text = Slurp(log);
+  EXPECT_NE(text.find("checkpoint " + ckpts + "/epoch-0001 is unreadable"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("SHA-256 mismatch"), std::string::npos) << text;
+  EXPECT_NE(text.find("resuming from the newest valid one, " + ckpts + "/epoch-0000"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("resumed from " + ckpts + "/epoch-0000 at epoch 1"), std::string::npos)
+      << text;
+  auto summary = nlohmann::json::parse(Slurp(run + "/summary.json"));
+  EXPECT_FALSE(summary.at("test_accuracy").is_null());
+  // Epochs 1 and 2 were trained again (the second time for epoch 1).
+  EXPECT_TRUE(fs::exists(ckpts + "/epoch-0002/meta.json"));
+  EXPECT_NE(text.find("epoch 2/3"), std::string::npos) << text;
+}
+
+// Note [finished runs] (worker/apps/app_common.cpp): a finished run is never rewritten.
+TEST_F(AppTest, RerunningAFinishedRunLeavesItsResultsUntouched) {
+  effnet::testing::SyntheticSpec s;
+  s.classes = 2;
+  s.train_per_class = 4;
+  s.val_per_class = 2;
+  s.test_per_class = 2;
+  s.image_size = 32;
+  const std::string data = Data(s), run = (dir_ / "run").string(), log = (dir_ / "log").string();
+  const std::string common =
+      " --preset tiny --data " + data + " --out " + run +
+      " --set job.progressive.num_stages=1"
+      " --set job.progressive.min_image_size=32 --set job.progressive.max_image_size=32"
+      " --set data.eval_image_size=32 --set output.progress=false --set runtime.threads=1";
+  ASSERT_EQ(RunCmd(Bin("effnet-train") + common + " --set job.epochs=1", dir_.string(), log), 0)
+      << Slurp(log);
+  // Every file of the run folder, with its content (nftw: Note [no fs::remove_all]).
+  auto snapshot = [&] {
+    static std::map<std::string, std::string>* files = nullptr;
+    std::map<std::string, std::string> out;
+    files = &out;
+    nftw(
+        run.c_str(),
+        [](const char* p, const struct stat*, int type, struct FTW*) {
+          if (type == FTW_F) (*files)[p] = Slurp(p);
+          return 0;
+        },
+        16, FTW_PHYS);
+    files = nullptr;
+    return out;
+  };
+  const auto before = snapshot();
+  ASSERT_TRUE(before.count(run + "/summary.json"));
+  // The same run again (a runtime setting may differ): finished, exit 0, nothing written.
+  ASSERT_EQ(RunCmd(Bin("effnet-train") + common + " --set job.epochs=1 --set runtime.threads=2",
+                   dir_.string(), log),
+            0)
+      << Slurp(log);
+  auto text = Slurp(log);
+  EXPECT_NE(
+      text.find(run + " is a finished run: nothing to train; results in " + run + "/results.md"),
+      std::string::npos)
+      << text;
+  EXPECT_EQ(snapshot(), before);
+  // More epochs: refused, naming the field; nothing written either.
+  EXPECT_NE(RunCmd(Bin("effnet-train") + common + " --set job.epochs=2", dir_.string(), log), 0);
+  text = Slurp(log);
+  EXPECT_NE(text.find(run + " is a finished run and this config differs from its own (job.epochs: "
+                            "1 -> 2)"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("train with another --out"), std::string::npos) << text;
+  EXPECT_EQ(snapshot(), before);
 }
 
 TEST_F(AppTest, WorkerUnderMpirunWithTwoRanks) {

@@ -91,6 +91,69 @@ TEST(ConfigTable, ErrorsNameTheField) {
             std::string::npos);
 }
 
+// Note [duplicate keys]: a repeated key is refused with its line, the first line and the full key,
+// at any depth and in flow style; the file's path comes first when read from a file.
+TEST(ConfigTable, DuplicateKeysAreRefusedWithLineAndKey) {
+  auto top = ParseTrainConfig("job: {epochs: 3}\nmodel: {variant: b0}\njob: {epochs: 5}\n");
+  ASSERT_FALSE(top.ok());
+  EXPECT_NE(top.status().message().find("line 3: duplicate key 'job' (first at line 1)"),
+            std::string::npos)
+      << top.status().message();
+  auto nested = ParseTrainConfig("optimizer:\n  lr: 0.1\n  name: sgd\n  lr: 0.001\n");
+  ASSERT_FALSE(nested.ok());
+  EXPECT_NE(
+      nested.status().message().find("line 4: duplicate key 'optimizer.lr' (first at line 2)"),
+      std::string::npos)
+      << nested.status().message();
+  auto deep = ParseTrainConfig("job: {progressive: {num_stages: 2, num_stages: 3}}");
+  ASSERT_FALSE(deep.ok());
+  EXPECT_NE(deep.status().message().find("duplicate key 'job.progressive.num_stages'"),
+            std::string::npos)
+      << deep.status().message();
+  // An override of a key the file sets once is not a duplicate.
+  EXPECT_TRUE(ParseTrainConfig("optimizer: {lr: 0.1}", {"optimizer.lr=0.2"}).ok());
+
+  const std::string path = ::testing::TempDir() + "/dup_config.yaml";
+  std::ofstream(path) << "# a comment\ndata:\n  batch_size: 8\n  batch_size: 16\n";
+  auto file = LoadTrainConfig(path);
+  ASSERT_FALSE(file.ok());
+  EXPECT_NE(file.status().ToString().find(path + ": line 4: duplicate key 'data.batch_size' "
+                                                 "(first at line 3)"),
+            std::string::npos)
+      << file.status().ToString();
+}
+
+// Values the docs give no meaning are refused with the key named, including integers past INT_MAX
+// for fields with an open upper bound (a silent overflow before).
+TEST(ConfigTable, OutOfRangeValuesNameTheKey) {
+  auto expect_refused = [](const std::string& yaml, const std::string& want) {
+    auto c = ParseTrainConfig(yaml);
+    ASSERT_FALSE(c.ok()) << yaml;
+    EXPECT_NE(c.status().message().find(want), std::string::npos)
+        << yaml << " -> " << c.status().message();
+  };
+  expect_refused("job: {early_stopping: {patience: 1e12}}", "job.early_stopping.patience");
+  expect_refused("job: {early_stopping: {patience: -1}}", "job.early_stopping.patience");
+  expect_refused("model: {num_classes: 4294967296}", "model.num_classes");
+  expect_refused("model: {num_classes: -3}", "model.num_classes");
+  expect_refused("model: {unfreeze_epoch: -2}", "model.unfreeze_epoch");
+  expect_refused("output: {log_every_steps: 0}", "output.log_every_steps");
+  expect_refused("optimizer: {lr: -0.1}", "optimizer.lr");
+  expect_refused("optimizer: {lr: .nan}", "optimizer.lr");
+  expect_refused("optimizer: {clip_grad_norm: -1}", "optimizer.clip_grad_norm");
+  expect_refused("schedule: {warmup_epochs: -1}", "schedule.warmup_epochs");
+  expect_refused("augment: {hflip_prob: 1.5}", "augment.hflip_prob");
+  expect_refused("data: {batch_size: -16}", "data.batch_size");
+  expect_refused("data: {eval_image_size: 16}", "data.eval_image_size");
+  expect_refused("optimizer: {lr: 0.001}\nschedule: {min_lr: 0.01}", "schedule.min_lr");
+  expect_refused("client: {call_timeout_s: 1e300}", "client.call_timeout_s");
+  expect_refused("client: {decision_timeout_s: -5}", "client.decision_timeout_s");
+  expect_refused("dist: {comm: {timeout_s: 0}}", "comm.timeout_s");
+  expect_refused("dist: {comm: {timeout_s: .inf}}", "dist.comm.timeout_s");
+  expect_refused("runtime: {threads: -1}", "runtime.threads");
+  expect_refused("checkpoint: {keep_last: 0}", "checkpoint.keep_last");
+}
+
 TEST(ConfigTable, OverridesReachEverySection) {
   auto c = ParseTrainConfig("{}", {"runtime.threads=3", "client.call_timeout_s=7.5",
                                    "job.progressive.num_stages=2", "model.padding=symmetric"});

@@ -118,11 +118,21 @@ TEST_F(TransferTest, ExportLoadsInTimmAndPretrainedRunFreezesThenUnfreezes) {
   EXPECT_FALSE(pre.find("conv_stem.weight")->equal(*e1.find("conv_stem.weight")));
   EXPECT_FALSE(pre.find("bn2.running_mean")->equal(*e1.find("bn2.running_mean")));
 
-  // Resuming does not load the pretrained file again (it would undo the training).
+  // Resuming does not load the pretrained file again (it would undo the training): a run stopped
+  // after epoch 0, then resumed.
+  const std::string ft2 = (dir_ / "ft2").string();
+  const std::string args = kQuick + std::string(" --set job.epochs=2 --data ") + d5 +
+                           " --pretrained " + w +
+                           " --set model.freeze=backbone --set model.unfreeze_epoch=1 --out " + ft2;
+  Ok(Bin("effnet-train") + args + " --set output.stop_after_epoch=0", "ft2");
+  Ok(Bin("effnet-train") + args, "ft_again");
+  EXPECT_NE(Slurp((dir_ / "ft_again.log").string()).find("not loaded: resuming from"),
+            std::string::npos);
+  // The finished run is not touched again (Note [finished runs] in worker/apps/app_common.cpp).
   Ok(Bin("effnet-train") + kQuick + " --set job.epochs=2 --data " + d5 + " --pretrained " + w +
          " --set model.freeze=backbone --set model.unfreeze_epoch=1 --out " + ft,
-     "ft_again");
-  EXPECT_NE(Slurp((dir_ / "ft_again.log").string()).find("not loaded: resuming from"),
+     "ft_finished");
+  EXPECT_NE(Slurp((dir_ / "ft_finished.log").string()).find("is a finished run: nothing to train"),
             std::string::npos);
 }
 

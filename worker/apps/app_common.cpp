@@ -164,7 +164,7 @@ Status WriteTensorBoardResults(report::TensorBoardWriter& tb, const train::Train
       tb.AddImage("test/confusion_matrix", png.bytes, png.width, png.height, step, legend));
   const std::vector<report::HParam> hparams = {
       {"model.variant", c.model.variant},
-      {"global_batch_size", static_cast<double>(c.data.batch_size * world)},
+      {"global_batch_size", static_cast<double>(c.data.batch_size)},  // Note [global batch]
       {"optimizer.name", c.optimizer.name},
       {"optimizer.lr", c.optimizer.lr},
       {"optimizer.weight_decay", c.optimizer.weight_decay},
@@ -185,15 +185,18 @@ Status WriteReports(const std::string& out, const train::TrainConfig& c,
                     const train::EvalResult& test, const std::vector<std::string>& classes,
                     int world, const std::string& device, int best_epoch,
                     report::TensorBoardWriter* tb, int64_t step) {
+  // No test images: no confusion matrix and null test metrics (never "accuracy 0 on 0 images").
   report::ConfusionMatrix cm;
   cm.class_names = classes;
   cm.counts = test.confusion;
-  const std::string title =
-      model.name + " test split (best epoch " + std::to_string(best_epoch + 1) + ")";
-  EFFNET_RETURN_IF_ERROR(
-      report::WriteConfusionMatrixCsv(cm, out + "/" + report::kConfusionMatrixCsv));
-  EFFNET_RETURN_IF_ERROR(
-      report::WriteConfusionMatrixSvg(cm, out + "/" + report::kConfusionMatrixSvg, title));
+  if (test.count > 0) {
+    const std::string title =
+        model.name + " test split (best epoch " + std::to_string(best_epoch + 1) + ")";
+    EFFNET_RETURN_IF_ERROR(
+        report::WriteConfusionMatrixCsv(cm, out + "/" + report::kConfusionMatrixCsv));
+    EFFNET_RETURN_IF_ERROR(
+        report::WriteConfusionMatrixSvg(cm, out + "/" + report::kConfusionMatrixSvg, title));
+  }
   EFFNET_RETURN_IF_ERROR(report::WriteLearningCurvesSvg(out + "/" + report::kMetricsJsonl,
                                                         out + "/" + report::kLearningCurvesSvg,
                                                         model.name + " learning curves"));
@@ -202,10 +205,12 @@ Status WriteReports(const std::string& out, const train::TrainConfig& c,
   s.variant = c.model.variant;
   s.batch_size = c.data.batch_size;  // global (Note [global batch])
   s.fit_time_s = fit.fit_time_s;
-  s.test_accuracy = test.accuracy;
+  if (test.count > 0) {
+    s.test_accuracy = test.accuracy;
+    s.test_loss = test.loss;
+  }
   s.world_size = world;
   s.device = device;
-  s.test_loss = test.loss;
   s.test_count = test.count;
   s.best_epoch = best_epoch;
   s.stop_reason = fit.stop_reason;
@@ -213,12 +218,13 @@ Status WriteReports(const std::string& out, const train::TrainConfig& c,
   s.start = report::StartLabel(c.transfer.pretrained);
   report::ResultRow row = report::ToResultRow(s);
   row.note = "best epoch " + std::to_string(best_epoch + 1) + ", " + fit.stop_reason;
+  if (test.count == 0) row.note += "; no test images: test metrics not computed";
   // The study's rows are a reference only on the study's own data (not, e.g., on effnet-synth).
   EFFNET_RETURN_IF_ERROR(
       report::WriteResultsMarkdown({row}, out + "/results.md", report::IsStudyDataset(classes)));
   EFFNET_RETURN_IF_ERROR(
       WriteFileAtomic(out + "/" + report::kRunSummaryJson, report::RunSummaryToJson(s)));
-  if (tb != nullptr) {
+  if (tb != nullptr && test.count > 0) {
     // TensorBoard is a convenience: a failure there is logged, the run's files still count.
     if (Status st = WriteTensorBoardResults(*tb, c, test, cm, world, device, step); !st.ok()) {
       log::Warn("tensorboard: " + st.ToString());
@@ -255,6 +261,32 @@ int RunTraining(const TrainArgs& args, Runtime& rt) {
                          " is not valid UTF-8; rename the file or link it under a UTF-8 name");
   }
   if (args.out.empty()) return ReportFailure("no run directory: give --out RUN_DIR");
+  // Note [finished runs]: summary.json is written last, once the test split is evaluated; a run
+  // folder holding it is finished and is never written again. Rerunning it with the same run
+  // (RunDifferences, Note [what a run is]) says where the results are and exits 0; with another
+  // one (more epochs, another variant...) it is refused: the learning-rate schedule and early
+  // stopping depend on job.epochs, so continuing would not be the run the new config describes.
+  const std::string summary_path = args.out + "/" + report::kRunSummaryJson;
+  if (fs::exists(summary_path)) {
+    auto before = train::LoadTrainConfig(args.out + "/config.yaml");
+    if (!before.ok()) {
+      return ReportFailure(args.out + " is a finished run (" + summary_path +
+                           ") whose config cannot be read: " + before.status().ToString() +
+                           "; its results are left as they are; train with another --out");
+    }
+    const auto diffs = train::RunDifferences(*before, cfg);
+    if (diffs.empty()) {
+      log::Info(args.out + " is a finished run: nothing to train; results in " + args.out +
+                "/results.md and " + summary_path + " (left untouched)");
+      return 0;
+    }
+    std::string text;
+    for (const auto& d : diffs) text += (text.empty() ? "" : "; ") + d;
+    return ReportFailure(args.out + " is a finished run and this config differs from its own (" +
+                         text + "); a finished run's results are never rewritten: train with " +
+                         "another --out (to start from its weights: --set model.pretrained=" +
+                         args.out + "/checkpoints/best/model.safetensors)");
+  }
   const int rank = rt.dp->rank(), world = rt.dp->world_size();
   if (cfg.runtime.threads > 0) at::set_num_threads(cfg.runtime.threads);
 
@@ -267,6 +299,14 @@ int RunTraining(const TrainArgs& args, Runtime& rt) {
                          cfg.data.path + " has " + std::to_string(info.num_classes()) +
                          " classes (" + std::to_string(info.num_classes()) +
                          " expected); refusing to train");
+  }
+  // Note [short splits] (storage/splits.h): validation loss drives early stopping and, with
+  // accuracy, the best checkpoint; without validation images every epoch would score 0.
+  if (info.IndicesOf(storage::Split::kVal).empty()) {
+    return ReportFailure(cfg.data.path +
+                         " has no validation images: validation loss, early stopping and the best "
+                         "checkpoint need them; prepare it again with more images or a larger "
+                         "--val-fraction");
   }
   // Same initial weights on every rank even before Attach broadcasts them.
   torch::manual_seed(cfg.job.seed);
@@ -333,9 +373,16 @@ int RunTraining(const TrainArgs& args, Runtime& rt) {
   auto test_r = trainer.Evaluate(storage::Split::kTest);
   if (!test_r.ok()) return ReportFailure(test_r.status().ToString());
   const auto& test = *test_r;
-  log::Info("test accuracy " + std::to_string(test.accuracy) + " on " + std::to_string(test.count) +
-            " images (best epoch " + std::to_string(fit.best_epoch + 1) + "), fit time " +
-            std::to_string(fit.fit_time_s) + " s");
+  if (test.count == 0) {
+    log::Warn("no test images in " + cfg.data.path + ": test metrics not computed (best epoch " +
+              std::to_string(fit.best_epoch + 1) + ", fit time " + std::to_string(fit.fit_time_s) +
+              " s)");
+  } else {
+    log::Info("test accuracy " + std::to_string(test.accuracy) + " on " +
+              std::to_string(test.count) + " images (best epoch " +
+              std::to_string(fit.best_epoch + 1) + "), fit time " + std::to_string(fit.fit_time_s) +
+              " s");
+  }
   if (rank == 0) {
     st = WriteReports(args.out, cfg, model, fit, test, info.class_names, world,
                       trainer.device().is_cuda() ? "cuda" : "cpu", fit.best_epoch, tb.get(),

@@ -89,11 +89,17 @@ int Run(const std::string& ckpt, const std::string& data, const std::string& spl
                       {"predicted", model_names.at(k)},
                       {"probability", *best}});
   }
+  // No images in the split: null metrics, no confusion matrix (never "accuracy 0 on 0 images").
+  const bool measured = r->count > 0;
+  if (!measured) {
+    log::Warn("no " + split_name + " images in " + data + ": " + split_name +
+              " metrics not computed");
+  }
   nlohmann::json j = {{"checkpoint", ckpt},
                       {"data", data},
                       {"split", split_name},
-                      {"accuracy", r->accuracy},
-                      {"loss", r->loss},
+                      {"accuracy", measured ? nlohmann::json(r->accuracy) : nlohmann::json()},
+                      {"loss", measured ? nlohmann::json(r->loss) : nlohmann::json()},
                       {"count", r->count},
                       {"epoch", meta.epoch},
                       {"image_size", trainer.eval_image_size()},
@@ -109,8 +115,11 @@ int Run(const std::string& ckpt, const std::string& data, const std::string& spl
     report::ConfusionMatrix cm;
     cm.class_names = model_names;
     cm.counts = r->confusion;
-    st = report::WriteConfusionMatrixCsv(cm, out + "/confusion_matrix_" + split_name + ".csv");
-    if (st.ok()) {
+    st = Status::Ok();
+    if (measured) {
+      st = report::WriteConfusionMatrixCsv(cm, out + "/confusion_matrix_" + split_name + ".csv");
+    }
+    if (st.ok() && measured) {
       st = report::WriteConfusionMatrixSvg(cm, out + "/confusion_matrix_" + split_name + ".svg",
                                            model_r->name + " " + split_name + " split");
     }

@@ -2,6 +2,7 @@
 // One table comparing finished runs (their summary.json), optionally with the study's numbers;
 // --html also writes the runs' report page side by side (html_report.h).
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -60,7 +61,9 @@ int main(int argc, char** argv) {
     if (!name.has_filename()) name = name.parent_path();  // "runs/a/" -> "runs/a"
     row.note = name.filename().empty() ? dir : name.filename().string();
     runs_md += "- `" + dir + "`: " + row.model + ", batch " + std::to_string(row.batch_size) +
-               ", test accuracy " + Fixed(row.accuracy, 4);
+               ", test accuracy " +
+               (std::isfinite(row.accuracy) ? Fixed(row.accuracy, 4)
+                                            : std::string("not computed (no test images)"));
     std::error_code ec;
     for (const auto& [file, label] :
          {std::pair{report::kLearningCurvesSvg, "learning curves"},

@@ -100,6 +100,10 @@ ResultsTable BuildResultsTable(const std::vector<ResultRow>& rows, bool with_stu
   if (!with_study_rows) return t;
   const ResultRow& rf = study[0];  // the study's best images-only result
   for (const auto& r : rows) {
+    if (!std::isfinite(r.accuracy)) {
+      t.comparisons.push_back(r.model + ": no test accuracy (no test images), not compared");
+      continue;
+    }
     std::string line = r.model + ": " + svg::Num(r.accuracy, 4) + " vs Random Forest " +
                        svg::Num(rf.accuracy, 4) + " (" + Signed(r.accuracy - rf.accuracy) + ", " +
                        (r.accuracy > rf.accuracy ? "beats it" : "does not beat it") + ")";

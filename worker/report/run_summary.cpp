@@ -78,14 +78,21 @@ Result<RunSummary> ParseRunSummary(const std::string& json_text, const std::stri
   if (s.fit_time_s < 0) {
     return FieldError(source, "fit_time_s", "negative: " + std::to_string(s.fit_time_s));
   }
-  EFFNET_RETURN_IF_ERROR(GetNumber(j, source, "test_accuracy", &s.test_accuracy));
-  if (s.test_accuracy < 0 || s.test_accuracy > 1) {
-    return FieldError(source, "test_accuracy",
-                      "outside [0, 1]: " + std::to_string(s.test_accuracy));
+  // null: no test images (test_count 0), the metrics were not computed.
+  EFFNET_ASSIGN_OR_RETURN(const json* acc, Field(j, source, "test_accuracy"));
+  if (!acc->is_null()) {
+    double a = 0;
+    EFFNET_RETURN_IF_ERROR(GetNumber(j, source, "test_accuracy", &a));
+    if (!(a >= 0 && a <= 1)) {
+      return FieldError(source, "test_accuracy", "outside [0, 1]: " + std::to_string(a));
+    }
+    s.test_accuracy = a;
   }
   EFFNET_RETURN_IF_ERROR(GetInt(j, source, "world_size", 1, &s.world_size));
   EFFNET_RETURN_IF_ERROR(GetString(j, source, "device", &s.device));
-  s.test_loss = j.value("test_loss", 0.0);
+  if (auto it = j.find("test_loss"); it != j.end() && it->is_number()) {
+    s.test_loss = it->get<double>();
+  }
   s.test_count = j.value("test_count", int64_t{0});
   s.best_epoch = j.value("best_epoch", -1);
   s.stop_reason = j.value("stop_reason", std::string());
@@ -99,10 +106,10 @@ std::string RunSummaryToJson(const RunSummary& s) {
                   {"variant", s.variant},
                   {"batch_size", s.batch_size},
                   {"fit_time_s", s.fit_time_s},
-                  {"test_accuracy", s.test_accuracy},
+                  {"test_accuracy", s.test_accuracy ? json(*s.test_accuracy) : json(nullptr)},
                   {"world_size", s.world_size},
                   {"device", s.device},
-                  {"test_loss", s.test_loss},
+                  {"test_loss", s.test_loss ? json(*s.test_loss) : json(nullptr)},
                   {"test_count", s.test_count},
                   {"best_epoch", s.best_epoch},
                   {"stop_reason", s.stop_reason},
@@ -135,7 +142,7 @@ ResultRow ToResultRow(const RunSummary& s) {
               (s.start.empty() ? "" : ", " + s.start) + ")";
   row.batch_size = s.batch_size;
   row.fit_time_s = s.fit_time_s;
-  row.accuracy = s.test_accuracy;
+  row.accuracy = s.test_accuracy.value_or(std::nan(""));  // shown as "-"
   return row;
 }
 

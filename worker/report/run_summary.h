@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "common/status.h"
@@ -16,11 +17,12 @@ struct RunSummary {
   std::string variant;  // "b2"
   int batch_size = 0;   // global batch per step
   double fit_time_s = 0;
-  double test_accuracy = 0;
+  // Test metrics; nullopt (JSON null) when the test split had no images (test_count 0).
+  std::optional<double> test_accuracy;
   int world_size = 1;
   std::string device;  // "cpu", "cuda"
   // Optional when reading (older files lack them).
-  double test_loss = 0;
+  std::optional<double> test_loss;
   int64_t test_count = 0;
   int best_epoch = -1;  // 0-based
   std::string stop_reason;

@@ -15,6 +15,9 @@ namespace effnet::train {
 namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
+// Upper bound of every duration in seconds (~11.6 days): deadlines are now() + value, and a larger
+// value would overflow the clock.
+constexpr double kMaxSeconds = 1e6;
 
 // An enum field: its value as the index into `names` (the allowed spellings, in enum order).
 struct EnumRef {
@@ -321,27 +324,34 @@ std::vector<Field> Fields(TrainConfig& c) {
        "collective transport (auto: nccl on CUDA, else mpi)",
        {"auto", "nccl", "mpi"}},
       {"dist.sync_batchnorm", &dp.sync_batchnorm, "cross-rank BatchNorm statistics"},
-      {"dist.comm.timeout_s", &dp.comm.timeout_s, "deadline of every collective (s)", {}, 0},
+      {"dist.comm.timeout_s",
+       &dp.comm.timeout_s,
+       "deadline of every collective (s)",
+       {},
+       1e-3,
+       kMaxSeconds},
       {"dist.comm.heartbeat_interval_s",
        &dp.comm.heartbeat_interval_s,
        "progress exchange between ranks (names missing ranks on a timeout)",
        {},
-       0},
+       1e-3,
+       kMaxSeconds},
       {"dist.comm.heartbeat_silence_s",
        &dp.comm.heartbeat_silence_s,
        "a peer silent this long is reported as dead or frozen",
        {},
-       0},
+       1e-3,
+       kMaxSeconds},
       {"dist.reducer.first_bucket_mb",
        &dp.reducer.first_bucket_mb,
        "cap of the first gradient bucket (MiB): communication starts early",
        {},
-       0},
+       1e-3},
       {"dist.reducer.bucket_cap_mb",
        &dp.reducer.bucket_cap_mb,
        "cap of every later gradient bucket (MiB)",
        {},
-       0},
+       1e-3},
       {"dist.reducer.compress_bf16", &dp.reducer.compress_bf16,
        "all-reduce a bf16 copy of each fp32 bucket"},
       {"dist.reducer.rebuild_buckets", &dp.reducer.rebuild_buckets,
@@ -352,27 +362,32 @@ std::vector<Field> Fields(TrainConfig& c) {
        &cl.call_timeout_s,
        "deadline of each coordinator call (s)",
        {},
-       0.1},
+       0.1,
+       kMaxSeconds},
       {"client.heartbeat_interval_s",
        &cl.heartbeat_interval_s,
        "seconds between heartbeats to the coordinator",
        {},
-       0.01},
+       0.01,
+       kMaxSeconds},
       {"client.register_timeout_s",
        &cl.register_timeout_s,
        "how long registration is retried until every rank is in (s)",
        {},
-       0.1},
+       0.1,
+       kMaxSeconds},
       {"client.unavailable_timeout_s",
        &cl.unavailable_timeout_s,
        "how long calls are retried while the coordinator is unreachable (s)",
        {},
-       0.1},
+       0.1,
+       kMaxSeconds},
       {"client.decision_timeout_s",
        &cl.decision_timeout_s,
        "how long a rank waits for the other ranks' epoch metrics (s)",
        {},
-       0.1},
+       0.1,
+       kMaxSeconds},
       {"runtime.device", &rt.device, "auto | cpu | cuda | cuda:N"},
       {"runtime.bf16",
        &rt.bf16,
@@ -455,6 +470,11 @@ Status ReadField(const Field& f, const YAML::Node& node) {
       const double v = node.as<double>();
       if (v != std::floor(v)) return bad("an integer");
       if (v < f.min || v > f.max) return bad(range("an integer"));
+      // An open upper bound still ends at INT_MAX: the cast below must not overflow.
+      if (v > std::numeric_limits<int>::max() || v < std::numeric_limits<int>::min()) {
+        return bad("an integer in [" + std::to_string(std::numeric_limits<int>::min()) + ", " +
+                   std::to_string(std::numeric_limits<int>::max()) + "]");
+      }
       **p = static_cast<int>(v);
     } else if (auto* p = std::get_if<uint64_t*>(&f.ptr)) {
       const std::string text = node.as<std::string>();
@@ -533,6 +553,34 @@ Result<std::string> KeyName(const YAML::Node& key, const std::string& where) {
   return key.Scalar();
 }
 
+// Note [duplicate keys]: yaml-cpp keeps both entries of a repeated key; lookups see the first,
+// iteration (ReadMapping) the last. Which value wins would depend on how the key is read, so a
+// repeated key anywhere in the document is refused with both lines (1-based), before overrides.
+Status CheckDuplicateKeys(const YAML::Node& node, const std::string& prefix) {
+  if (node.IsSequence()) {
+    for (size_t i = 0; i < node.size(); ++i) {
+      EFFNET_RETURN_IF_ERROR(CheckDuplicateKeys(node[i], prefix + "[" + std::to_string(i) + "]"));
+    }
+    return Status::Ok();
+  }
+  if (!node.IsMap()) return Status::Ok();
+  std::vector<std::pair<std::string, int>> seen;  // key, 1-based line
+  for (const auto& kv : node) {
+    if (!kv.first.IsScalar()) continue;  // KeyName refuses it later
+    const std::string name = kv.first.Scalar();
+    const std::string key = prefix.empty() ? name : prefix + "." + name;
+    const int line = kv.first.Mark().line + 1;
+    for (const auto& [other, first_line] : seen) {
+      if (other != name) continue;
+      return InvalidArgument("line " + std::to_string(line) + ": duplicate key '" + key +
+                             "' (first at line " + std::to_string(first_line) + ")");
+    }
+    seen.emplace_back(name, line);
+    EFFNET_RETURN_IF_ERROR(CheckDuplicateKeys(kv.second, key));
+  }
+  return Status::Ok();
+}
+
 Status ReadMapping(const YAML::Node& node, const std::string& prefix, std::vector<Field>& fields) {
   if (node.IsNull()) return Status::Ok();
   if (!node.IsMap()) return InvalidArgument(prefix + ": expected a mapping");
@@ -570,6 +618,16 @@ Status Validate(const TrainConfig& c) {
   EFFNET_RETURN_IF_ERROR(dist::Validate(c.dist));
   if (c.augment.crop_area_min > c.augment.crop_area_max) {
     return InvalidArgument("augment.crop_area_min: must be <= augment.crop_area_max");
+  }
+  if (c.data.eval_image_size > 0 && c.data.eval_image_size < 32) {
+    return InvalidArgument(
+        "data.eval_image_size: expected 0 (= job.progressive.max_image_size) or "
+        "32..4096, got " +
+        std::to_string(c.data.eval_image_size));
+  }
+  if (c.schedule.min_lr > c.optimizer.lr) {
+    return InvalidArgument(
+        "schedule.min_lr: must be <= optimizer.lr (the floor is above the peak)");
   }
   if (c.augment.aspect_min > c.augment.aspect_max) {
     return InvalidArgument("augment.aspect_min: must be <= augment.aspect_max");
@@ -677,6 +735,7 @@ Result<TrainConfig> ParseTrainConfigOrThrow(const std::string& yaml_text,
   }
   if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   if (!root.IsMap()) return InvalidArgument("config: expected a mapping of sections");
+  EFFNET_RETURN_IF_ERROR(CheckDuplicateKeys(root, ""));
   for (const auto& kv : overrides) EFFNET_RETURN_IF_ERROR(ApplyOverride(root, kv));
   TrainConfig c;
   auto fields = Fields(c);
@@ -730,6 +789,25 @@ std::string JobConfigToYaml(const job::JobConfig& job) {
                               [](const Field& f) { return f.key.rfind("job.", 0) != 0; }),
                fields.end());
   return FieldsToYaml(fields);
+}
+
+std::vector<std::string> RunDifferences(const TrainConfig& before, const TrainConfig& now) {
+  static const char* const kNotTheRun[] = {"runtime.",           "output.",    "client.",
+                                           "checkpoint.",        "dist.comm.", "data.path",
+                                           "data.prefetch_depth"};
+  TrainConfig a = before, b = now;
+  const auto fa = Fields(a), fb = Fields(b);
+  std::vector<std::string> out;
+  for (size_t i = 0; i < fa.size(); ++i) {
+    const std::string& key = fa[i].key;
+    if (std::any_of(std::begin(kNotTheRun), std::end(kNotTheRun),
+                    [&](const char* p) { return key.rfind(p, 0) == 0; })) {
+      continue;
+    }
+    const std::string va = ValueString(fa[i]), vb = ValueString(fb[i]);
+    if (va != vb) out.push_back(key + ": " + va + " -> " + vb);
+  }
+  return out;
 }
 
 std::string ConfigDocMarkdown() {

@@ -133,6 +133,11 @@ Result<TrainConfig> LoadTrainConfig(const std::string& path,
 std::string TrainConfigToYaml(const TrainConfig& c);
 // The `job:` section alone (the coordinator's state file keeps it).
 std::string JobConfigToYaml(const job::JobConfig& job);
+// Note [what a run is]: the fields that decide what a run learns and reports: every field except
+// runtime.*, output.*, client.*, checkpoint.*, dist.comm.*, data.path and data.prefetch_depth
+// (where and how fast it computes, what it logs, where the store lies). "key: old -> new" for each
+// such field that differs, in table order; empty when a resume or rerun continues the same run.
+std::vector<std::string> RunDifferences(const TrainConfig& before, const TrainConfig& now);
 // The whole of docs/config.md: presets and, per section, every field's key, type, default,
 // allowed values and meaning.
 std::string ConfigDocMarkdown();

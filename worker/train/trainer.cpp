@@ -209,13 +209,89 @@ Status Trainer::Setup() {
     if (ec) return Internal("creating " + ckpt_dir_ + ": " + ec.message());
   }
   EFFNET_ASSIGN_OR_RETURN(const std::string resume, ResumeCheckpointPath(config_.checkpoint, jc_));
-  if (!resume.empty()) {
-    EFFNET_RETURN_IF_ERROR(LoadCheckpoint(resume, /*weights_only=*/false));
-    log::Info("resumed from " + resume + " at epoch " + std::to_string(start_epoch_) + ", step " +
-              std::to_string(global_step_));
-  }
+  if (!resume.empty()) EFFNET_RETURN_IF_ERROR(Resume(resume));
   setup_done_ = true;
   return Status::Ok();
+}
+
+Status Trainer::ResumeFrom(const std::string& path) {
+  // Note [same run]: a checkpoint of another variant or class count is refused saying exactly
+  // that, before any weights are read; other changes that alter what the run learns are named
+  // (RunDifferences, Note [what a run is]) but allowed, as when a schedule is extended by hand.
+  if (auto meta = formats::ReadCheckpointMeta(path); meta.ok()) {
+    const auto& m = meta->model;
+    if (m.variant != config_.model.variant || m.num_classes != model_.num_classes) {
+      return FailedPrecondition(
+          "cannot resume from " + path + ": the run was trained as variant '" + m.variant +
+          "' with " + std::to_string(m.num_classes) + " classes, this config asks for variant '" +
+          config_.model.variant + "' with " + std::to_string(model_.num_classes) +
+          " classes (data " + reader_.path() + "); train it as a new run with another --out (to " +
+          "start from these weights: --set model.pretrained=" + path + "/" +
+          formats::kCheckpointModelFile + ")");
+    }
+    if (auto before = ParseTrainConfig(meta->config_yaml); before.ok()) {
+      const auto diffs = RunDifferences(*before, config_);
+      if (!diffs.empty()) {
+        std::string text;
+        for (const auto& d : diffs) text += (text.empty() ? "" : "; ") + d;
+        log::Warn("resuming " + path + " with a config that differs from the run's: " + text);
+      }
+    }
+  }
+  EFFNET_RETURN_IF_ERROR(LoadCheckpoint(path, /*weights_only=*/false));
+  log::Info("resumed from " + path + " at epoch " + std::to_string(start_epoch_) + ", step " +
+            std::to_string(global_step_));
+  return Status::Ok();
+}
+
+// Note [resume fallback]: the committed checkpoint can still be unreadable at resume (a disk
+// error, a truncated copy, a flipped bit: DataLoss or NotFound from the checksums of
+// worker/formats/checkpoint.h). With checkpoint.resume=auto the run then resumes from the newest
+// checkpoint of an earlier epoch in checkpoints/ that verifies (epoch-NNNN/ or best/), and says
+// which and why. Any other error (another variant, another format) is not a fallback case. With a
+// coordinator the fallback epoch is older than the job's, which the coordinator refuses by name
+// (coordinator/job.cpp, Job::Plan): that job restarts from a readable checkpoint by hand.
+Status Trainer::Resume(const std::string& committed) {
+  const Status st = ResumeFrom(committed);
+  const bool unreadable = st.code() == StatusCode::kDataLoss || st.code() == StatusCode::kNotFound;
+  if (st.ok() || !unreadable || config_.checkpoint.resume != "auto" || ckpt_dir_.empty()) {
+    return st;
+  }
+  int failed_epoch = -1;  // from the directory name when meta.json itself is unreadable
+  const std::string name = fs::path(committed).filename().string();
+  if (name.rfind("epoch-", 0) == 0 && name.size() > 6 &&
+      name.find_first_not_of("0123456789", 6) == std::string::npos && name.size() < 16) {
+    failed_epoch = std::stoi(name.substr(6));
+  }
+  std::string fallback;
+  int fallback_epoch = -1;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(ckpt_dir_, ec)) {
+    const std::string n = e.path().filename().string();
+    if ((n.rfind("epoch-", 0) != 0 && n != formats::kBestCheckpointName) ||
+        e.path() == fs::path(committed)) {
+      continue;
+    }
+    auto meta = formats::VerifyCheckpoint(e.path().string());
+    if (!meta.ok()) {
+      log::Warn("not resuming from " + e.path().string() + ": " + meta.status().ToString());
+      continue;
+    }
+    if (failed_epoch >= 0 && meta->epoch >= failed_epoch) continue;
+    // Newest epoch first; between best/ and epoch-NNNN/ of the same epoch, the epoch directory.
+    if (meta->epoch > fallback_epoch ||
+        (meta->epoch == fallback_epoch && n != formats::kBestCheckpointName)) {
+      fallback_epoch = meta->epoch;
+      fallback = e.path().string();
+    }
+  }
+  if (fallback.empty()) {
+    return st.WithContext("resuming (no other valid checkpoint of an earlier epoch in " +
+                          ckpt_dir_ + ")");
+  }
+  log::Warn("checkpoint " + committed + " is unreadable (" + st.ToString() +
+            "); resuming from the newest valid one, " + fallback);
+  return ResumeFrom(fallback);
 }
 
 void Trainer::AppendMetrics(const std::string& line) {
@@ -235,6 +311,8 @@ Result<FitResult> Trainer::Fit() {
   const bool autocast = bf16_;
   result.best_checkpoint = best_checkpoint_;
   result.last_checkpoint = last_good_checkpoint_;
+  result.best_epoch = best_epoch_;
+  result.last_epoch = start_epoch_ - 1;
   for (int epoch = start_epoch_;; ++epoch) {
     EFFNET_ASSIGN_OR_RETURN(job::EpochPlan plan, jc_.PlanEpoch(epoch));
     if (plan.stop) {
@@ -469,7 +547,7 @@ Result<FitResult> Trainer::Fit() {
               " img/s" + (decision.is_best ? " | best" : ""));
     result.epochs_run++;
     result.last_epoch = epoch;
-    result.best_epoch = decision.best_epoch;
+    result.best_epoch = best_epoch_ = decision.best_epoch;
     result.best_checkpoint = best_checkpoint_;
     result.last_checkpoint = last_good_checkpoint_;
     if (decision.stop) {
@@ -634,7 +712,11 @@ Status Trainer::LoadCheckpoint(const std::string& path, bool weights_only) {
   last_good_checkpoint_ = path;
   const std::string best = ckpt_dir_ + "/" + formats::kBestCheckpointName;
   std::error_code ec;
-  if (!ckpt_dir_.empty() && fs::is_directory(best, ec)) best_checkpoint_ = best;
+  if (!ckpt_dir_.empty() && fs::is_directory(best, ec)) {
+    best_checkpoint_ = best;
+    // A rerun that trains no further epoch still reports the right best epoch.
+    if (auto bm = formats::ReadCheckpointMeta(best); bm.ok()) best_epoch_ = bm->epoch;
+  }
   return jc_.RestoreDecisionState(meta.decision_state).WithContext("resuming from " + path);
 }
 

@@ -100,6 +100,10 @@ class Trainer {
   int eval_image_size() const;
 
  private:
+  // Resume from the committed checkpoint, or the newest valid earlier one (Note [resume
+  // fallback]); ResumeFrom refuses another variant or class count (Note [same run]).
+  Status Resume(const std::string& committed);
+  Status ResumeFrom(const std::string& path);
   Status LoadCheckpoint(const std::string& path, bool weights_only);
   Status SaveCheckpoint(int epoch, bool is_best, const job::Stage& stage, std::string* epoch_path,
                         std::string* best_path);
@@ -125,6 +129,7 @@ class Trainer {
   double fit_start_ = 0;        // start of the running Fit (0 outside Fit)
   std::string last_good_checkpoint_;
   std::string best_checkpoint_;
+  int best_epoch_ = -1;  // of best_checkpoint_
   bool setup_done_ = false;
   bool frozen_ = false;             // model.freeze is in effect
   std::vector<int64_t> label_map_;  // empty: store labels are model classes
