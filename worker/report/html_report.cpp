@@ -253,17 +253,23 @@ std::string AccuracySection(const std::vector<RunView>& runs) {
       "<table><tr><th>Run</th><th>Test accuracy</th><th>95 % interval (Wilson)</th>"
       "<th>Correct / images</th><th>Test loss</th></tr>\n";
   for (const auto& v : runs) {
+    if (!v.summary.test_accuracy) {  // no test images: nothing measured, nothing shown as 0
+      h += "<tr><td>" + Esc(v.label) +
+           "</td><td colspan=\"4\">no test images: test metrics not computed</td></tr>\n";
+      continue;
+    }
     // The confusion matrix holds the exact counts; older runs without it fall back on
     // summary.json's accuracy and test_count.
-    int64_t n = v.summary.test_count, k = std::llround(v.summary.test_accuracy * n);
+    int64_t n = v.summary.test_count, k = std::llround(*v.summary.test_accuracy * n);
     if (v.cm) n = v.cm->Total(), k = v.cm->Correct();
     const Interval ci = WilsonInterval(k, n);
-    const double acc = n > 0 ? static_cast<double>(k) / n : v.summary.test_accuracy;
+    const double acc = n > 0 ? static_cast<double>(k) / n : *v.summary.test_accuracy;
     h += "<tr><td>" + Esc(v.label) + "</td><td class=\"num big\">" + Percent(acc, 2) +
          "</td><td class=\"num\">" +
          (n > 0 ? Percent(ci.lo, 1) + " – " + Percent(ci.hi, 1) : std::string("unknown (n = 0)")) +
          "</td><td class=\"num\">" + std::to_string(k) + " / " + std::to_string(n) +
-         "</td><td class=\"num\">" + svg::Num(v.summary.test_loss, 4) + "</td></tr>\n";
+         "</td><td class=\"num\">" + (v.summary.test_loss ? svg::Num(*v.summary.test_loss, 4) : std::string("-")) +
+         "</td></tr>\n";
   }
   h += "</table>\n<p class=\"note\">Test split, best checkpoint. The interval is the Wilson score "
        "interval for a binomial proportion: with few test images it is wide, and two runs whose "
