@@ -338,14 +338,27 @@ Result<FitResult> Trainer::Fit() {
     HostRng aug_rng(HostRng::Mix(epoch_seed, 1));
 
     // Note [shard plan] (common/job/shards.h): shards differ by at most one sample, so every rank
-    // runs ceil(max_shard / batch) steps. A rank whose shard has run out feeds one zero-weight
-    // copy of a real sample so that its collectives match the others'.
+    // runs ceil(max_shard / batch) steps. A rank whose shard has run out feeds zero-weight copies
+    // of real samples so that its collectives match the others'.
     const auto& shard = plan.sample_indices;
     EFFNET_ASSIGN_OR_RETURN(const auto shard_sizes,
                             GatherCounts(dp_, static_cast<int64_t>(shard.size())));
     const int64_t max_shard = *std::max_element(shard_sizes.begin(), shard_sizes.end());
     const int64_t steps = (max_shard + batch - 1) / batch;
-    const int64_t pad_index = shard.empty() ? train_indices_.front() : shard.front();
+    // Note [two samples per batch]: BatchNorm in training needs more than one value per channel,
+    // which one sample at a 1x1 feature map (the head at small image sizes) does not give. A batch
+    // with fewer than 2 real samples (a shard that ran out, or a remainder of 1) is topped up to 2
+    // with zero-weight samples of this rank's shard, other than the real one where possible.
+    // (AppTest.WorkerUnderMpirunWithTwoRanks: 21 samples per rank in batches of 4.)
+    const std::vector<int64_t>& pad_pool = shard.empty() ? train_indices_ : shard;
+    auto top_up = [&](std::vector<int64_t> b) {
+      for (size_t k = 0; b.size() < 2 && k < 2 * pad_pool.size() + 2; ++k) {
+        const int64_t c = pad_pool[k % pad_pool.size()];
+        if (k < pad_pool.size() && std::find(b.begin(), b.end(), c) != b.end()) continue;
+        b.push_back(c);
+      }
+      return b;
+    };
     std::vector<std::vector<int64_t>> batches;
     std::vector<int64_t> real_counts, global_counts;
     for (int64_t s = 0; s < steps; ++s) {
@@ -355,11 +368,9 @@ Result<FitResult> Trainer::Fit() {
       for (auto size : shard_sizes) global += std::clamp<int64_t>(size - begin, 0, batch);
       real_counts.push_back(n);
       global_counts.push_back(global);
-      if (n > 0) {
-        batches.emplace_back(shard.begin() + begin, shard.begin() + begin + n);
-      } else {
-        batches.push_back({pad_index});
-      }
+      batches.push_back(top_up(std::vector<int64_t>(
+          shard.begin() + std::min<int64_t>(begin, static_cast<int64_t>(shard.size())),
+          shard.begin() + std::min<int64_t>(begin + n, static_cast<int64_t>(shard.size())))));
     }
     data::Loader loader(reader_, batches, device_, config_.data.prefetch_depth);
     ProgressOptions po;
