@@ -137,6 +137,16 @@ TEST(Schedule, WarmupCosineExponential) {
   EXPECT_DOUBLE_EQ(s.At(99), 0.1);
 }
 
+// Note [legacy spellings]: runtime.bf16 was a bool; configs inside older checkpoints still say so.
+TEST(Config, Bf16ReadsItsOldBooleanSpelling) {
+  EXPECT_EQ(ParseTrainConfig("runtime: {bf16: true}")->runtime.bf16, "auto");
+  EXPECT_EQ(ParseTrainConfig("runtime: {bf16: false}")->runtime.bf16, "off");
+  EXPECT_EQ(ParseTrainConfig("{}")->runtime.bf16, "auto");
+  auto bad = ParseTrainConfig("runtime: {bf16: maybe}");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().ToString().find("auto|on|off"), std::string::npos);
+}
+
 // Note [global batch]: the batch is split over ranks; a batch the world size does not divide is
 // refused naming the key, the world size and the nearest valid batches.
 TEST(Config, GlobalBatchSplitsOverRanks) {

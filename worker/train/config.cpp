@@ -6,6 +6,7 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <map>
 #include <sstream>
 #include <variant>
 
@@ -489,7 +490,14 @@ Status ReadField(const Field& f, const YAML::Node& node) {
     } else if (auto* p = std::get_if<bool*>(&f.ptr)) {
       **p = node.as<bool>();
     } else if (auto* p = std::get_if<std::string*>(&f.ptr)) {
-      const auto v = node.as<std::string>();
+      auto v = node.as<std::string>();
+      // Note [legacy spellings]: values that older configs (and the config.yaml inside older
+      // checkpoints) wrote for a field whose type changed; read as their meaning today.
+      static const std::map<std::string, std::map<std::string, std::string>> kLegacy = {
+          {"runtime.bf16", {{"true", "auto"}, {"false", "off"}}}};  // was a bool (CUDA only)
+      if (auto k = kLegacy.find(f.key); k != kLegacy.end()) {
+        if (auto m = k->second.find(v); m != k->second.end()) v = m->second;
+      }
       if (!f.allowed.empty() &&
           std::find(f.allowed.begin(), f.allowed.end(), v) == f.allowed.end()) {
         return bad(Join(f.allowed, "|"));
