@@ -23,9 +23,10 @@ EpochDecision EarlyStopping::Update(int epoch, double val_loss, double val_accur
   out.best_epoch = state_.best_epoch;
   if (config_.patience > 0 && state_.epochs_without_improvement >= config_.patience) {
     out.stop = true;
+    // Text for people counts epochs from 1, as the progress lines and the reports do.
     out.reason = "early stop: val_loss did not improve for " +
-                 std::to_string(state_.epochs_without_improvement) + " epochs (best at epoch " +
-                 std::to_string(state_.best_loss_epoch) + ")";
+                 std::to_string(state_.epochs_without_improvement) + " epochs (lowest at epoch " +
+                 std::to_string(state_.best_loss_epoch + 1) + ")";
   } else if (last_epoch) {
     out.stop = true;
     out.reason = "last epoch reached";

@@ -561,7 +561,11 @@ TEST(Coordinator, MetricsAreSampleWeightedAndEarlyStoppingDecides) {
     EXPECT_EQ(d[0].is_best, epoch != 3) << "epoch " << epoch;
     EXPECT_EQ(d[0].stop, epoch == 3) << "epoch " << epoch;
     EXPECT_EQ(d[0].best_epoch, epoch == 3 ? 2 : epoch);
-    if (epoch == 3) EXPECT_NE(d[0].reason.find("did not improve for 2 epochs"), std::string::npos);
+    if (epoch == 3) {
+      EXPECT_NE(d[0].reason.find("did not improve for 2 epochs"), std::string::npos);
+      // Counted from 1, as in the logs and reports: val_loss 0.8 was the second epoch's.
+      EXPECT_NE(d[0].reason.find("(lowest at epoch 2)"), std::string::npos) << d[0].reason;
+    }
   }
   RawWorker viewer(*server, 0, 2, 0, "viewer");
   const v1::JobState st = viewer.State();
