@@ -1,10 +1,12 @@
 // The only translation unit that includes spdlog; compiled without Torch's include directories.
 #include "common/log.h"
 
+#include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <mutex>
 
 namespace effnet::log {
@@ -54,6 +56,21 @@ void SetTag(const std::string& tag) {
   g_tag = tag;
 }
 void SetLevel(Level level) { Logger()->set_level(ToSpd(level)); }
+void SetTerminalLevel(Level level) { Logger()->sinks().front()->set_level(ToSpd(level)); }
+
+bool AlsoLogToFile(const std::string& path, std::string* error) {
+  try {
+    const auto dir = std::filesystem::path(path).parent_path();
+    if (!dir.empty()) std::filesystem::create_directories(dir);
+    auto sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path, /*truncate=*/false);
+    sink->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%l] %v");
+    Logger()->sinks().push_back(std::move(sink));
+    return true;
+  } catch (const std::exception& e) {
+    if (error) *error = path + ": " + e.what();
+    return false;
+  }
+}
 bool Enabled(Level level) { return Logger()->should_log(ToSpd(level)); }
 
 void Debug(const std::string& msg) { Logger()->debug("{}", Tagged(msg)); }

@@ -14,6 +14,12 @@ enum class Level { kDebug, kInfo, kWarn, kError };
 void SetTag(const std::string& tag);
 void SetLevel(Level level);
 bool Enabled(Level level);
+// The terminal (stderr) shows `level` and above only; the process level (SetLevel) still decides
+// what a log file gets. Ranks other than 0 set kWarn so that mpirun shows one copy of each line.
+void SetTerminalLevel(Level level);
+// Every line of the process level goes to `path` too (appended; its folders are created).
+// Returns false with `error` set when the file cannot be opened.
+bool AlsoLogToFile(const std::string& path, std::string* error);
 
 void Debug(const std::string& msg);
 void Info(const std::string& msg);

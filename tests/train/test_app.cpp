@@ -496,8 +496,12 @@ TEST_F(AppTest, WorkerUnderMpirunWithTwoRanks) {
   auto summary = nlohmann::json::parse(Slurp(run + "/summary.json"));
   EXPECT_EQ(summary.at("world_size"), 2);
   EXPECT_EQ(summary.at("batch_size"), 8);  // global: 4 per rank (Note [global batch])
-  // Both ranks logged the same reduced epoch metrics (Note [same decisions on every rank]).
-  const auto text = Slurp(log);
+  // One terminal (Note [one terminal]): rank 1's info lines are in its own log file, not in
+  // mpirun's output; both ranks logged the same reduced epoch metrics (Note [same decisions on
+  // every rank]).
+  EXPECT_EQ(Slurp(log).find("[rank 1]"), std::string::npos) << Slurp(log);
+  EXPECT_NE(Slurp(log).find("[rank 0] epoch 1/2"), std::string::npos) << Slurp(log);
+  const auto text = Slurp(run + "/logs/rank-0.log") + Slurp(run + "/logs/rank-1.log");
   for (const char* epoch : {"epoch 1/2", "epoch 2/2"}) {
     std::vector<std::string> lines;
     std::stringstream ss(text);

@@ -288,6 +288,14 @@ int RunTraining(const TrainArgs& args, Runtime& rt) {
                          args.out + "/checkpoints/best/model.safetensors)");
   }
   const int rank = rt.dp->rank(), world = rt.dp->world_size();
+  // Note [one terminal]: with several ranks each keeps its whole log in <out>/logs/rank-N.log;
+  // the terminal shows rank 0's lines and the others' warnings and errors (effnet-worker).
+  if (world > 1) {
+    std::string error;
+    if (!log::AlsoLogToFile(args.out + "/logs/rank-" + std::to_string(rank) + ".log", &error)) {
+      log::Warn("no per-rank log file: " + error);
+    }
+  }
   if (cfg.runtime.threads > 0) at::set_num_threads(cfg.runtime.threads);
 
   auto reader_r = storage::DatasetReader::Open(cfg.data.path);

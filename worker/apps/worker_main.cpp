@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 
 #include "common/atomic_file.h"
 #include "common/log.h"
@@ -61,6 +62,13 @@ int main(int argc, char** argv) {
       }
     }
     if (world.rank != 0) args.sets.push_back("output.progress=false");
+    // Note [one terminal] (worker/apps/app_common.cpp): under mpirun every rank's stderr reaches
+    // one terminal; ranks other than 0 show warnings and errors only there (their whole log is in
+    // <out>/logs/rank-N.log). EFFNET_LOG_ALL_RANKS=1 shows every rank's lines.
+    const char* all_ranks = std::getenv("EFFNET_LOG_ALL_RANKS");
+    if (world.rank != 0 && !(all_ranks && std::string(all_ranks) == "1")) {
+      effnet::log::SetTerminalLevel(effnet::log::Level::kWarn);
+    }
     if (!token_file.empty()) {
       auto contents = effnet::ReadFile(token_file);
       if (!contents.ok()) {
