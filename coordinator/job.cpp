@@ -304,6 +304,27 @@ Status Job::CheckMember(const WorkerInfo& w, bool allow_finished) const {
   return Status::Ok();
 }
 
+Status Job::CheckJobConfig(const WorkerInfo& w, const std::string& job_yaml) const {
+  if (job_yaml.empty()) return Status::Ok();
+  auto theirs = train::ParseTrainConfig(job_yaml);
+  if (!theirs.ok()) {
+    return InvalidArgument(w.Describe() +
+                           ": its job: section does not parse: " + theirs.status().ToString());
+  }
+  train::TrainConfig mine, worker;
+  mine.job = setup_.config;
+  worker.job = theirs->job;
+  const auto diffs = train::RunDifferences(mine, worker);
+  if (diffs.empty()) return Status::Ok();
+  std::string text;
+  for (const auto& d : diffs) text += (text.empty() ? "" : "; ") + d;
+  return FailedPrecondition(
+      w.Describe() + " was started with another job: section than the coordinator's (" + text +
+      ", coordinator -> worker); the coordinator's config is the job's one source: give the "
+      "workers the same --config and job.* settings as the coordinator (effnet-run does when "
+      "job.* overrides go into the config file, not after '--')");
+}
+
 Status Job::Register(const WorkerInfo& w, Clock::time_point now) {
   if (w.world_size != setup_.world_size) {
     return InvalidArgument(w.Describe() + " says world size " + std::to_string(w.world_size) +

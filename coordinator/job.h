@@ -80,6 +80,11 @@ class Job {
   // --- worker calls (a refusal is a Status with its code and reason; the server maps it to gRPC)
   // ---
   Status Register(const WorkerInfo& w, Clock::time_point now);
+  // Note [one job config]: the coordinator's job: section is the job's one source (epochs,
+  // progressive stages, early stopping, seed). A worker started with another one (a stray
+  // --set job.epochs=...) would plan its learning-rate schedule for a job the coordinator does not
+  // run; it is refused at registration naming each differing key. "" (not sent) is not checked.
+  Status CheckJobConfig(const WorkerInfo& w, const std::string& job_yaml) const;
   Result<job::EpochPlan> Plan(const WorkerInfo& w, int epoch);
   // Stores the report; `*decided` is set when the decision of r.epoch exists (possibly made by
   // this call).

@@ -185,6 +185,10 @@ struct CoordinatorServer::Impl final : public v1::Coordinator::Service {
     if (auto st = Authorize(ctx, "RegisterWorker"); !st.ok()) return st;
     const WorkerInfo who = FromProto(req->worker());
     std::unique_lock<std::mutex> lock(mu);
+    if (Status mismatch = job.CheckJobConfig(who, req->job_config()); !mismatch.ok()) {
+      log::Warn("RegisterWorker refused: " + mismatch.message());
+      return ToGrpc(mismatch);
+    }
     const Status st = job.Register(who, Clock::now());
     SaveLocked();
     if (!st.ok()) {

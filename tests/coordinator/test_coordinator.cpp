@@ -19,6 +19,7 @@
 #include "proto/convert.h"
 #include "proto/coordinator.grpc.pb.h"
 #include "worker/client/coordinator_job_control.h"
+#include "worker/train/config.h"
 
 namespace effnet::coord {
 namespace {
@@ -147,12 +148,14 @@ struct RawWorker {
     if (!token.empty()) ctx->AddMetadata("authorization", "Bearer " + token);
     ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   }
-  grpc::Status Register(const std::string& token = kToken, int wait_ms = 0) {
+  grpc::Status Register(const std::string& token = kToken, int wait_ms = 0,
+                        const std::string& job_config = "") {
     grpc::ClientContext ctx;
     Prepare(&ctx, token);
     v1::RegisterWorkerRequest req;
     *req.mutable_worker() = id;
     req.set_wait_for_start_ms(wait_ms);
+    req.set_job_config(job_config);
     v1::RegisterWorkerResponse resp;
     return stub->RegisterWorker(&ctx, req, &resp);
   }
@@ -254,6 +257,29 @@ TEST(Coordinator, PlansCoverEveryTrainSampleExactlyOncePerEpoch) {
   ASSERT_TRUE(after.ok());
   EXPECT_TRUE(after->stop);
   EXPECT_EQ(server->phase(), Phase::kFinished);
+}
+
+// Note [one job config]: a worker whose job: section differs from the coordinator's is refused at
+// registration, each differing key named; the same section (or none, older workers) registers.
+TEST(Coordinator, WorkersWithAnotherJobConfigAreRefusedNamingTheKeys) {
+  CoordinatorConfig config = MakeConfig();
+  const JobSetup setup = MakeSetup(2, 3, 20);
+  auto server = StartServer(config, setup);
+  RawWorker w0(*server, 0, 2, config.generation, "w0");
+  auto other = setup.config;
+  other.epochs += 2;
+  other.early_stopping.patience = 7;
+  grpc::Status st = w0.Register(kToken, 0, effnet::train::JobConfigToYaml(other));
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  const std::string want_epochs =
+      "job.epochs: " + std::to_string(setup.config.epochs) + " -> " + std::to_string(other.epochs);
+  EXPECT_NE(st.error_message().find(want_epochs), std::string::npos) << st.error_message();
+  EXPECT_NE(st.error_message().find("job.early_stopping.patience"), std::string::npos)
+      << st.error_message();
+  EXPECT_NE(st.error_message().find("rank 0"), std::string::npos) << st.error_message();
+  EXPECT_TRUE(w0.Register(kToken, 0, effnet::train::JobConfigToYaml(setup.config)).ok());
+  RawWorker w1(*server, 1, 2, config.generation, "w1");
+  EXPECT_TRUE(w1.Register().ok());  // not sent: not checked
 }
 
 TEST(Coordinator, RefusalsNameTheReason) {

@@ -14,6 +14,7 @@
 #include "common/text.h"
 #include "worker/apps/app_common.h"
 #include "worker/dist/create.h"
+#include "worker/train/config.h"
 #include "worker/train/local_job_control.h"
 #if __has_include("worker/client/coordinator_job_control.h") && defined(EFFNET_HAVE_CLIENT)
 #include "worker/client/coordinator_job_control.h"
@@ -90,11 +91,12 @@ int main(int argc, char** argv) {
     if (!coordinator.empty()) {
 #if defined(EFFNET_HAVE_CLIENT)
       rt.make_job_control =
-          [&](const effnet::job::JobConfig&, const std::vector<int64_t>&,
+          [&](const effnet::job::JobConfig& job, const std::vector<int64_t>&,
               const std::string&) -> effnet::Result<std::unique_ptr<effnet::train::JobControl>> {
         effnet::client::CoordinatorClientConfig cc;
         cc.address = coordinator;
         cc.timeouts = cfg->client;
+        cc.job_config = effnet::train::JobConfigToYaml(job);
         cc.token = token;
         cc.tls_ca_file = tls_ca;
         cc.rank = world.rank;

@@ -79,6 +79,7 @@ class CoordinatorJobControl final : public train::JobControl {
       v1::RegisterWorkerRequest req;
       *req.mutable_worker() = identity_;
       req.set_wait_for_start_ms(LongPollMs());
+      req.set_job_config(config_.job_config);
       v1::RegisterWorkerResponse resp;
       grpc::ClientContext ctx;
       Prepare(&ctx, config_.timeouts.call_timeout_s);

@@ -20,6 +20,7 @@ struct CoordinatorClientConfig {
   std::string host;         // this worker's host name (for the live view)
   std::string device;       // "cpu" / "cuda:0"
   ClientTimeouts timeouts;  // the config's `client:` section
+  std::string job_config;   // this worker's job: section (YAML), checked at registration
   // Note [exit on job failure]: when the coordinator says the job failed (another rank died) or
   // that this worker's generation is stale, the heartbeat thread ends the process (exit code 75)
   // rather than leave it blocked in a collective with a dead peer; mpirun then tears the launch
