@@ -135,14 +135,42 @@ def namespaces_usable():
     return None
 
 
+RUNNING = []  # effnet-run process groups (each its own session) not yet stopped
+
+
+def stop(proc):
+    """Stops effnet-run's process group (SIGTERM: it stops mpirun and the coordinator)."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+
+
+def cleanup_all():
+    """Stops every effnet-run still running, then deletes the namespaces and the files."""
+    for proc in RUNNING:
+        stop(proc)
+    if MultiHost.cluster is not None:
+        MultiHost.cluster.down()
+    if MultiHost.tmp:
+        shutil.rmtree(MultiHost.tmp, ignore_errors=True)
+
+
 class MultiHost(unittest.TestCase):
     cluster = None
+    tmp = None
 
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="effnet-multihost-")
         cls.cluster = Cluster()
-        atexit.register(cls.cluster.down)  # also when a test raises out of tearDownClass
+        atexit.register(cleanup_all)  # also when a test raises out of tearDownClass
         try:
             cls.cluster.up()
             cls.data = make_synthetic_store(BIN, cls.tmp, per_class=400, size=64, seed=1)
@@ -188,25 +216,12 @@ class MultiHost(unittest.TestCase):
                 "--mpi-arg=--mca", "--mpi-arg=plm_rsh_no_tree_spawn", "--mpi-arg=1",
                 "--mpi-arg=--mca", "--mpi-arg=btl", "--mpi-arg=tcp,self",
                 "--mpi-arg=--mca", "--mpi-arg=btl_tcp_if_include", f"--mpi-arg={SUBNET}",
-                "--mpi-arg=--mca", "--mpi-arg=oob_tcp_if_include", f"--mpi-arg={SUBNET}",
-                "--mpi-arg=-x", "--mpi-arg=EFFNET_NETNS_HOSTS"]
+                "--mpi-arg=--mca", "--mpi-arg=oob_tcp_if_include", f"--mpi-arg={SUBNET}"]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=env, start_new_session=True)
-        self.addCleanup(self.stop, proc)
+        RUNNING.append(proc)
+        self.addCleanup(stop, proc)
         return proc
-
-    @staticmethod
-    def stop(proc):
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait()
 
     def state(self, out):
         r = subprocess.run([os.path.join(BIN, "effnet-coordinator"), "state", "--state-dir",
@@ -286,7 +301,8 @@ class MultiHost(unittest.TestCase):
         # process in its namespace (the orted and the agent's shell). Hosts share the machine's
         # pid namespace, so the pids the coordinator and `ip netns pids` give are killable here.
         os.kill(int(victim["pid"]), signal.SIGKILL)
-        others = ip("netns", "pids", self.cluster.ns["b"], check=False).stdout.split()
+        others = [p for p in ip("netns", "pids", self.cluster.ns["b"], check=False).stdout.split()
+                  if p != str(victim["pid"])]
         for pid in others:
             try:
                 os.kill(int(pid), signal.SIGKILL)
@@ -311,6 +327,10 @@ if __name__ == "__main__":
               "--privileged / CAP_NET_ADMIN + CAP_SYS_ADMIN).", file=sys.stderr)
         sys.exit(SKIP)
     remove_stale_namespaces()
-    # ctest's timeout sends SIGTERM: exit through atexit, so the namespaces go too.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # On SIGTERM (a timeout, Ctrl-C of a wrapper) stop the jobs and delete the namespaces now:
+    # unittest would record SystemExit as a test error and go on.
+    def on_term(*_):
+        cleanup_all()
+        os._exit(143)
+    signal.signal(signal.SIGTERM, on_term)
     unittest.main(verbosity=2)
