@@ -40,7 +40,9 @@ RSH = os.path.join(HERE, "netns-rsh")
 TOLERANCE = float(os.environ.get("EFFNET_MULTIHOST_TOLERANCE", "0.06"))
 MIN_ACCURACY = float(os.environ.get("EFFNET_MULTIHOST_MIN_ACCURACY", "0.80"))
 EPOCHS = 18
-GLOBAL_BATCH = 12  # divisible by 1 and 3 ranks: the runs are the same optimisation
+# Divisible by 1 and 3 ranks: both runs take the same optimiser steps at the same learning rate
+# (BatchNorm's batch statistics differ: 4 images per rank instead of 12).
+GLOBAL_BATCH = 12
 SKIP = 77  # ctest SKIP_RETURN_CODE
 
 sys.path.insert(0, os.path.join(HERE, ".."))
@@ -174,7 +176,7 @@ class MultiHost(unittest.TestCase):
         try:
             cls.cluster.up()
             cls.data = make_synthetic_store(BIN, cls.tmp, per_class=400, size=64, seed=1)
-            # tiny with fewer epochs and a global batch that 1 and 3 ranks divide.
+            # tiny (its 18 epochs) with a global batch that 1 and 3 ranks divide.
             with open(os.path.join(SRC, "worker", "train", "presets", "tiny.yaml")) as f:
                 text = f.read()
             text, n1 = re.subn(r"\bepochs: \d+", f"epochs: {EPOCHS}", text)
