@@ -107,6 +107,12 @@ class Cluster:
                                    f"in {self.switch}")
             time.sleep(0.5)
 
+    def port_bytes(self, h):
+        """Bytes host h sent and received through its bridge port so far."""
+        j = json.loads(ip("-n", self.switch, "-j", "-s", "link", "show", f"port-{h}").stdout)
+        st = j[0]["stats64"]
+        return st["rx"]["bytes"] + st["tx"]["bytes"]
+
     def down(self):
         for ns in reversed(self.created):
             ip("netns", "del", ns, check=False)
@@ -281,7 +287,14 @@ class MultiHost(unittest.TestCase):
         _, sum1 = self.check_result(one, rc, text1, "1 host ")
         self.assertEqual(sum1["world_size"], 1)
         three = os.path.join(self.tmp, "three-hosts")
+        before = {h: self.cluster.port_bytes(h) for h in "bc"}
         rc, text3 = self.finish(self.launch(three, hosts=3))
+        # The allreduce crossed the bridge: every step moves the gradients between hosts.
+        moved = {h: self.cluster.port_bytes(h) - before[h] for h in "bc"}
+        print(f"bytes through the bridge: host b {moved['b']}, host c {moved['c']}",
+              file=sys.stderr, flush=True)
+        for h in "bc":
+            self.assertGreater(moved[h], 10_000_000, f"host {h}: MPI traffic did not cross eth0")
         s3, sum3 = self.check_result(three, rc, text3, "3 hosts")
         self.assertEqual(int(s3["job"]["generation"]), 0)
         self.check_three_hosts(s3, sum3, text3)
