@@ -142,6 +142,8 @@ TEST(Config, Bf16ReadsItsOldBooleanSpelling) {
   EXPECT_EQ(ParseTrainConfig("runtime: {bf16: true}")->runtime.bf16, "auto");
   EXPECT_EQ(ParseTrainConfig("runtime: {bf16: false}")->runtime.bf16, "off");
   EXPECT_EQ(ParseTrainConfig("{}")->runtime.bf16, "auto");
+  EXPECT_EQ(ParseTrainConfig("runtime: {channels_last: true}")->runtime.channels_last, "on");
+  EXPECT_EQ(ParseTrainConfig("runtime: {channels_last: false}")->runtime.channels_last, "off");
   auto bad = ParseTrainConfig("runtime: {bf16: maybe}");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().ToString().find("auto|on|off"), std::string::npos);

@@ -85,7 +85,7 @@ struct RuntimeSection {
   std::string device = "auto";  // auto | cpu | cuda | cuda:N
   std::string bf16 = "auto";    // auto | on | off: bf16 autocast (Trainer::Setup, ResolveBf16)
   int threads = 0;              // intra-op CPU threads (0: LibTorch default)
-  bool channels_last = false;   // NHWC memory format (faster on CUDA)
+  std::string channels_last = "auto";  // auto | on | off: NHWC (auto: where bf16 is on)
 };
 
 struct OutputSection {

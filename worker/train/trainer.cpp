@@ -153,13 +153,16 @@ Status Trainer::Setup() {
           "emulated, "
           "slower than fp32); use runtime.bf16=auto or off");
     }
-    bf16_ = mode == "on" || (mode == "auto" && device_.is_cuda());
-    log::Info(std::string("bf16 autocast ") + (bf16_ ? "on" : "off") + " (runtime.bf16 " + mode +
+    bf16_ = mode == "on" || (mode == "auto" && hw);
+    const std::string& cl = config_.runtime.channels_last;
+    channels_last_ = cl == "on" || (cl == "auto" && bf16_);
+    log::Info(std::string("bf16 autocast ") + (bf16_ ? "on" : "off") + ", channels_last " +
+              (channels_last_ ? "on" : "off") + " (runtime.bf16 " + mode +
               (device_.is_cpu() ? std::string(", CPU bf16 instructions: ") + (hw ? "yes" : "no")
                                 : std::string()) +
               ")");
   }
-  if (config_.runtime.channels_last) {
+  if (channels_last_) {
     torch::NoGradGuard g;
     for (auto& p : model_.module->parameters()) {
       if (p.dim() == 4) p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
@@ -393,7 +396,7 @@ Result<FitResult> Trainer::Fit() {
       auto tb = data::AugmentTrain(b.images, b.labels, num_classes, stage,
                                    config_.optimizer.label_smoothing, config_.augment, aug_rng);
       auto x = tb.images;
-      if (config_.runtime.channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+      if (channels_last_) x = x.contiguous(at::MemoryFormat::ChannelsLast);
       const int64_t n = x.size(0);
       auto weights = torch::zeros({n}, torch::TensorOptions().device(device_));
       if (real_counts[s] > 0) weights.narrow(0, 0, real_counts[s]).fill_(1.0);
@@ -606,7 +609,9 @@ Result<EvalResult> Trainer::Evaluate(storage::Split split, int image_size) {
     c10::InferenceMode inference;
     data::Loader loader(reader_, data::MakeBatches(mine, eval_batch), device_,
                         config_.data.prefetch_depth);
-    const bool autocast = bf16_;
+    // Evaluation stays fp32 (bf16 speeds up training only): validation and test metrics, and
+    // effnet-evaluate, then give effnet-predict's probabilities exactly (tests/train/test_transfer).
+    const bool autocast = false;
     while (true) {
       data::DeviceBatch b;
       auto more = loader.Next(&b);
@@ -616,7 +621,7 @@ Result<EvalResult> Trainer::Evaluate(storage::Split split, int image_size) {
       }
       if (!*more) break;
       auto x = data::AugmentEval(b.images, image_size, config_.augment);
-      if (config_.runtime.channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+      if (channels_last_) x = x.contiguous(at::MemoryFormat::ChannelsLast);
       torch::Tensor logits;
       {
         AutocastGuard ac(autocast, device_);

@@ -121,8 +121,9 @@ class Trainer {
   std::unique_ptr<LrSchedule> schedule_;
   std::vector<int64_t> train_indices_;
   int64_t steps_per_epoch_ = 0;
-  bool bf16_ = false;   // runtime.bf16 resolved for this device
-  int rank_batch_ = 1;  // this rank's share of data.batch_size (Note [global batch])
+  bool bf16_ = false;           // runtime.bf16 resolved for this device
+  bool channels_last_ = false;  // runtime.channels_last resolved
+  int rank_batch_ = 1;          // this rank's share of data.batch_size (Note [global batch])
   int64_t global_step_ = 0;
   int start_epoch_ = 0;
   double fit_time_before_ = 0;  // from the resumed checkpoint
