@@ -609,9 +609,9 @@ Result<EvalResult> Trainer::Evaluate(storage::Split split, int image_size) {
     c10::InferenceMode inference;
     data::Loader loader(reader_, data::MakeBatches(mine, eval_batch), device_,
                         config_.data.prefetch_depth);
-    // Evaluation stays fp32 (bf16 speeds up training only): validation and test metrics, and
-    // effnet-evaluate, then give effnet-predict's probabilities exactly (tests/train/test_transfer).
-    const bool autocast = false;
+    // Evaluation stays fp32, without autocast (bf16 speeds up training only): validation and test
+    // metrics, and effnet-evaluate, then give effnet-predict's probabilities exactly
+    // (tests/train/test_transfer).
     while (true) {
       data::DeviceBatch b;
       auto more = loader.Next(&b);
@@ -622,12 +622,7 @@ Result<EvalResult> Trainer::Evaluate(storage::Split split, int image_size) {
       if (!*more) break;
       auto x = data::AugmentEval(b.images, image_size, config_.augment);
       if (channels_last_) x = x.contiguous(at::MemoryFormat::ChannelsLast);
-      torch::Tensor logits;
-      {
-        AutocastGuard ac(autocast, device_);
-        logits = model_.forward(x);
-      }
-      logits = logits.to(torch::kFloat);
+      const torch::Tensor logits = model_.forward(x);
       const auto labels = label_map.defined() ? label_map.index_select(0, b.labels) : b.labels;
       const auto log_probs = torch::log_softmax(logits, 1);
       auto loss = -log_probs.gather(1, labels.unsqueeze(1)).sum();
