@@ -1,7 +1,9 @@
 // One training step (forward + cross-entropy + backward, optionally an SGD step) of our
 // EfficientNetV2, timed; the twin of timm_step.py for the same settings.
 //   bench_model_step --variant b0 --image 128 --batch 16 --threads 2 [--device cuda --bf16
-//                    --channels-last --optimizer] --json
+//                    --channels-last --optimizer --cuda-graph] --json
+// The step is the Trainer's StepBody shape (worker/train/graph_step.h); --cuda-graph captures it
+// once after the warm-up and replays it (Note [CUDA graph step]); the SGD step stays eager.
 #include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
@@ -13,6 +15,7 @@
 
 #include "common/status.h"
 #include "worker/model/efficientnet.h"
+#include "worker/train/graph_step.h"
 
 int main(int argc, char** argv) {
   using namespace effnet::model;
@@ -21,7 +24,8 @@ int main(int argc, char** argv) {
   cfg.num_classes = 1000;
   int image = 128, batch = 16, threads = 0, warmup = 3, iters = 10;
   std::string device = "cpu";
-  bool bf16 = false, channels_last = false, optimizer = false, json = false, cudnn_bench = false;
+  bool bf16 = false, channels_last = false, optimizer = false, json = false, cudnn_bench = false,
+       graph = false;
   app.add_option("--variant", cfg.variant)->capture_default_str();
   app.add_option("--classes", cfg.num_classes)->capture_default_str();
   app.add_option("--image", image)->capture_default_str();
@@ -34,6 +38,7 @@ int main(int argc, char** argv) {
   app.add_flag("--channels-last", channels_last);
   app.add_flag("--optimizer", optimizer, "include an SGD(momentum 0.9) step");
   app.add_flag("--cudnn-benchmark", cudnn_bench, "cuDNN autotuning (both twins alike)");
+  app.add_flag("--cuda-graph", graph, "capture forward + loss + backward as a CUDA graph");
   app.add_flag("--json", json);
   CLI11_PARSE(app, argc, argv);
   try {
@@ -53,24 +58,51 @@ int main(int argc, char** argv) {
         torch::randn({batch, 3, image, image}, torch::TensorOptions().device(dev)).contiguous(fmt);
     auto y = torch::randint(cfg.num_classes, {batch},
                             torch::TensorOptions().dtype(torch::kLong).device(dev));
-    auto step = [&] {
-      for (auto& p : model->parameters()) p.mutable_grad() = torch::Tensor();
-      torch::Tensor loss;
+    const auto dt = cuda ? at::DeviceType::CUDA : at::DeviceType::CPU;
+    using effnet::train::StepInputs;
+    using effnet::train::StepOutputs;
+    const effnet::train::StepBody body = [&](const StepInputs& in) {
+      torch::Tensor logits;
       if (bf16) {
-        const auto dt = cuda ? at::DeviceType::CUDA : at::DeviceType::CPU;
         at::autocast::set_autocast_enabled(dt, true);
         at::autocast::set_autocast_dtype(dt, at::kBFloat16);
         at::autocast::increment_nesting();
-        loss = torch::nn::functional::cross_entropy(model->forward(x), y);
+        logits = model->forward(in.images);
         if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
         at::autocast::set_autocast_enabled(dt, false);
       } else {
-        loss = torch::nn::functional::cross_entropy(model->forward(x), y);
+        logits = model->forward(in.images);
       }
-      loss.backward();
+      logits = logits.to(torch::kFloat);
+      auto sum = (-(in.targets * torch::log_softmax(logits, 1)).sum(1) * in.weights).sum();
+      (sum * in.scale).backward();
+      return StepOutputs{logits, sum};
+    };
+    const StepInputs in{
+        x, torch::one_hot(y, cfg.num_classes).to(torch::kFloat),
+        torch::ones({batch}, torch::TensorOptions().device(dev)),
+        torch::full({}, 1.0 / batch, torch::TensorOptions().dtype(torch::kFloat).device(dev))};
+    if (graph && (!cuda || !effnet::train::CudaGraphsBuilt())) {
+      throw std::runtime_error("--cuda-graph needs --device cuda and a build with CUDA graphs");
+    }
+    std::unique_ptr<effnet::train::GraphedStep> graphed;
+    int steps_done = 0;
+    auto step = [&] {
+      for (auto& p : model->parameters()) p.mutable_grad() = torch::Tensor();
+      if (graph && steps_done >= effnet::train::kGraphWarmupSteps) {
+        if (!graphed) {
+          std::vector<torch::Tensor> params = model->parameters();
+          graphed = effnet::train::GraphedStep::Capture(body, in, params).ValueOrThrow();
+        }
+        effnet::ThrowIfError(graphed->Replay(in).status());
+      } else {
+        body(in);
+      }
+      ++steps_done;
       if (optimizer) sgd.step();
       if (cuda) torch::cuda::synchronize();
     };
+    warmup = std::max(warmup, graph ? effnet::train::kGraphWarmupSteps + 1 : 0);
     for (int i = 0; i < warmup; ++i) step();
     std::vector<double> ms;
     for (int i = 0; i < iters; ++i) {
@@ -88,10 +120,11 @@ int main(int argc, char** argv) {
       std::printf(
           "{\"impl\": \"effnet\", \"variant\": \"%s\", \"image\": %d, \"batch\": %d, "
           "\"threads\": %d, \"device\": \"%s\", \"bf16\": %s, \"channels_last\": %s, "
-          "\"optimizer\": %s, \"median_ms\": %.3f, \"min_ms\": %.3f, \"img_per_s\": %.2f}\n",
+          "\"optimizer\": %s, \"cuda_graph\": %s, \"median_ms\": %.3f, \"min_ms\": %.3f, "
+          "\"img_per_s\": %.2f}\n",
           cfg.variant.c_str(), image, batch, torch::get_num_threads(), device.c_str(),
           bf16 ? "true" : "false", channels_last ? "true" : "false", optimizer ? "true" : "false",
-          median, ms.front(), img_s);
+          graph ? "true" : "false", median, ms.front(), img_s);
     } else {
       std::printf("effnet %s %dpx batch %d on %s: median %.1f ms/step, %.1f img/s\n",
                   cfg.variant.c_str(), image, batch, device.c_str(), median, img_s);

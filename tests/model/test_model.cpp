@@ -219,6 +219,28 @@ TEST(Forward, ChannelsLastMatchesContiguous) {
   EXPECT_TRUE(torch::allclose(m->forward(xl), m->forward(x), 1e-4, 1e-5));
 }
 
+// CUDA logits equal the CPU's for the full B0 (eval, fp32, TF32 off): run by `ctest -L gpu`
+// on a GPU machine (bench/gpu/run.sh); skipped elsewhere.
+TEST(Cuda, LogitsMatchTheCpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(0);
+  effnet::model::ModelConfig c;
+  c.variant = "b0";
+  c.num_classes = 7;
+  EfficientNetV2 m(c);
+  m->eval();
+  torch::NoGradGuard g;
+  const bool tf32 = at::globalContext().allowTF32CuDNN();
+  at::globalContext().setAllowTF32CuDNN(false);
+  auto x = torch::randn({4, 3, 128, 128});
+  const auto cpu = m->forward(x);
+  m->to(torch::kCUDA);
+  const auto cuda = m->forward(x.to(torch::kCUDA)).cpu();
+  at::globalContext().setAllowTF32CuDNN(tf32);
+  EXPECT_TRUE(torch::allclose(cuda, cpu, 1e-3, 1e-4))
+      << "max abs diff " << (cuda - cpu).abs().max().item<double>();
+}
+
 TEST(Forward, BackwardReachesEveryParameter) {
   torch::manual_seed(0);
   EfficientNetV2 m(Tiny());

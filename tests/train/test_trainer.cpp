@@ -4,6 +4,7 @@
 // model.freeze / model.unfreeze_epoch (Note [unfreeze] in worker/train/trainer.cpp); a slow rank
 // is the slowest in the epoch records' per-rank pace (Note [rank throughput]).
 #include <gtest/gtest.h>
+#include <torch/cuda.h>
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/dropout.h>
@@ -236,6 +237,100 @@ TEST_F(TrainerTest, NanLossStopsWithStepAndLastGoodCheckpoint) {
       << m;
 }
 
+// Note [CUDA graph step]: runtime.cuda_graphs=on is refused where the step cannot be captured.
+TEST_F(TrainerTest, CudaGraphsOnIsRefusedWhereTheyCannotRun) {
+  auto c = Config();
+  c.runtime.device = "cpu";
+  c.runtime.cuda_graphs = "on";
+  TinyNet net(3, true);
+  train::SingleProcess dp;
+  train::LocalJobControl jc(c.job, reader_->info().IndicesOf(storage::Split::kTrain), 0, 1, "");
+  train::Trainer t(c, Handle(net, 3), *reader_, dp, jc, "");
+  const Status st = t.Setup();
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("runtime.cuda_graphs is on but the device is cpu"), std::string::npos)
+      << st.ToString();
+}
+
+// The tests named Cuda* run on a GPU machine (ctest -L gpu, bench/gpu/run.sh) and skip elsewhere.
+class TrainerCudaTest : public TrainerTest {
+ protected:
+  void SetUp() override {
+    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+    TrainerTest::SetUp();
+  }
+  // Trains on cuda with `graphs`; returns parameters and buffers, and the forward calls made.
+  std::vector<torch::Tensor> RunCuda(train::TrainConfig c, const std::string& graphs,
+                                     const std::string& run, int64_t* forward_calls) {
+    c.runtime.device = "cuda";
+    c.runtime.cuda_graphs = graphs;
+    torch::manual_seed(11);
+    TinyNet net(3, true);
+    train::SingleProcess dp;
+    train::LocalJobControl jc(c.job, reader_->info().IndicesOf(storage::Split::kTrain), 0, 1,
+                              run + "/checkpoints");
+    train::Trainer t(c, Handle(net, 3), *reader_, dp, jc, run);
+    const Status st = t.Setup();
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    auto fit = t.Fit();
+    EXPECT_TRUE(fit.ok()) << fit.status().ToString();
+    *forward_calls = net->calls;
+    std::vector<torch::Tensor> out;
+    for (auto& p : net->parameters()) out.push_back(p.detach().cpu().clone());
+    for (auto& b : net->buffers()) out.push_back(b.detach().cpu().clone());
+    return out;
+  }
+};
+
+// The captured step trains as the eager one: same weights and BatchNorm statistics after two
+// epochs in fp32 (cuDNN autotuning off: the same kernels both ways), with far fewer forward calls
+// (the graph replays them). 18 train images in batches of 4: each epoch ends with a batch of 2,
+// which runs eagerly between replays (Note [CUDA graph step], 2).
+TEST_F(TrainerCudaTest, CudaGraphStepTrainsAsTheEagerStep) {
+  auto c = Config();
+  c.job.epochs = 2;
+  c.job.progressive.num_stages = 1;
+  c.job.progressive.min_dropout = c.job.progressive.max_dropout = 0;
+  c.job.progressive.min_mixup = c.job.progressive.max_mixup = 0;
+  c.runtime.bf16 = "off";
+  c.runtime.channels_last = "off";
+  c.runtime.cudnn_benchmark = "off";
+  int64_t eager_calls = 0, graph_calls = 0;
+  const auto eager = RunCuda(c, "off", (dir_ / "eager").string(), &eager_calls);
+  const auto graphed = RunCuda(c, "on", (dir_ / "graph").string(), &graph_calls);
+  ASSERT_EQ(eager.size(), graphed.size());
+  for (size_t i = 0; i < eager.size(); ++i) {
+    if (!eager[i].is_floating_point()) {
+      EXPECT_TRUE(torch::equal(eager[i], graphed[i])) << "tensor " << i;
+      continue;
+    }
+    const double diff = (eager[i] - graphed[i]).abs().max().item<double>();
+    EXPECT_LT(diff, 1e-5) << "tensor " << i;
+  }
+  // Eager: 5 training steps per epoch; graphed: 2 warm-up steps + 1 capture, then replays.
+  EXPECT_LT(graph_calls, eager_calls) << "no step was replayed";
+}
+
+// A bf16 autocast step on the GPU (the default there) trains to finite weights that differ from
+// fp32's.
+TEST_F(TrainerCudaTest, CudaBf16StepIsFinite) {
+  auto c = Config();
+  c.job.epochs = 1;
+  int64_t calls = 0;
+  auto fp32 = c;
+  fp32.runtime.bf16 = "off";
+  const auto a = RunCuda(fp32, "auto", (dir_ / "fp32").string(), &calls);
+  auto bf16 = c;
+  bf16.runtime.bf16 = "on";
+  const auto b = RunCuda(bf16, "auto", (dir_ / "bf16").string(), &calls);
+  bool differs = false;
+  for (size_t i = 0; i < b.size(); ++i) {
+    if (b[i].is_floating_point()) EXPECT_TRUE(b[i].isfinite().all().item<bool>()) << i;
+    differs = differs || !torch::equal(a[i], b[i]);
+  }
+  EXPECT_TRUE(differs);
+}
+
 TEST_F(TrainerTest, RefusesClassCountMismatch) {
   auto c = Config();
   TinyNet net(5, true);
@@ -264,6 +359,7 @@ class TwoRanksNeverAttached final : public train::DataParallel {
   Status AfterBackward() override { return Status::Ok(); }
   Result<std::vector<double>> AllReduceSum(const std::vector<double>& v) override { return v; }
   Status Barrier() override { return Status::Ok(); }
+  bool HooksBackward() const override { return false; }
 };
 
 TEST_F(TrainerTest, FreezeKeepsFrozenWeightsUntilUnfreezeAndRefusesItWithTwoRanks) {

@@ -32,6 +32,7 @@ class DistDataParallel final : public train::DataParallel {
   Status AfterBackward() override;
   Result<std::vector<double>> AllReduceSum(const std::vector<double>& values) override;
   Status Barrier() override;
+  bool HooksBackward() const override { return true; }
 
   Reducer* reducer() { return reducer_.get(); }
   Communicator& grad_comm() { return *grad_comm_; }

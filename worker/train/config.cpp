@@ -402,6 +402,16 @@ std::vector<Field> Fields(TrainConfig& c) {
        "NHWC memory format of weights and inputs: auto = on wherever bf16 autocast is on (with "
        "bf16 the fastest setting measured on CPU and CUDA), on, off",
        {"auto", "on", "off"}},
+      {"runtime.cuda_graphs",
+       &rt.cuda_graphs,
+       "capture forward, loss and backward of a training step as one CUDA graph per stage shape "
+       "and replay it: auto = on CUDA in a process without gradient hooks (one GPU, effnet-train), "
+       "on = required (refused where it cannot run), off = eager",
+       {"auto", "on", "off"}},
+      {"runtime.cudnn_benchmark",
+       &rt.cudnn_benchmark,
+       "cuDNN picks the fastest convolution algorithms per shape: auto = on CUDA, on, off",
+       {"auto", "on", "off"}},
       {"output.log_every_steps", &out.log_every_steps, "step records in metrics.jsonl", {}, 1},
       {"output.tensorboard", &out.tensorboard, "write TensorBoard event files"},
       {"output.progress", &out.progress, "progress bar on a terminal"},

@@ -36,6 +36,9 @@ class DataParallel {
   virtual Result<std::vector<double>> AllReduceSum(const std::vector<double>& values) = 0;
   // Returns once every rank has called it (with deadline).
   virtual Status Barrier() = 0;
+  // Whether backward runs this layer's code (gradient hooks that launch collectives): such a
+  // backward cannot be captured as a CUDA graph (Note [CUDA graph step], graph_step.h).
+  virtual bool HooksBackward() const = 0;
 };
 
 // World of one: hooks do nothing.
@@ -48,6 +51,7 @@ class SingleProcess final : public DataParallel {
   Status AfterBackward() override { return Status::Ok(); }
   Result<std::vector<double>> AllReduceSum(const std::vector<double>& v) override { return v; }
   Status Barrier() override { return Status::Ok(); }
+  bool HooksBackward() const override { return false; }
 };
 
 }  // namespace effnet::train

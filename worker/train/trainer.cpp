@@ -26,6 +26,7 @@
 #include "worker/data/rng.h"
 #include "worker/formats/checkpoint.h"
 #include "worker/train/ema.h"
+#include "worker/train/graph_step.h"
 #include "worker/train/optim.h"
 #include "worker/train/schedule.h"
 
@@ -161,6 +162,30 @@ Status Trainer::Setup() {
               (device_.is_cpu() ? std::string(", CPU bf16 instructions: ") + (hw ? "yes" : "no")
                                 : std::string()) +
               ")");
+  }
+  {
+    // Note [CUDA graph step] (graph_step.h): where the step can be captured, and why not.
+    std::string why_not;
+    if (!device_.is_cuda()) {
+      why_not = "the device is " + device_.str();
+    } else if (!CudaGraphsBuilt()) {
+      why_not = "this build has no CUDA graph support (no CUDA toolkit at configure time)";
+    } else if (dp_.HooksBackward()) {
+      why_not = "backward runs the reducer's gradient hooks (a data-parallel worker)";
+    }
+    const std::string& mode = config_.runtime.cuda_graphs;
+    if (mode == "on" && !why_not.empty()) {
+      return FailedPrecondition("runtime.cuda_graphs is on but " + why_not +
+                                "; use runtime.cuda_graphs=auto or off");
+    }
+    cuda_graphs_ = why_not.empty() && mode != "off";
+    if (device_.is_cuda()) {
+      const bool bench = config_.runtime.cudnn_benchmark != "off";
+      at::globalContext().setBenchmarkCuDNN(bench);
+      log::Info(std::string("CUDA graphs ") + (cuda_graphs_ ? "on" : "off") +
+                (cuda_graphs_ || mode == "off" ? "" : " (" + why_not + ")") +
+                ", cuDNN autotuning " + (bench ? "on" : "off"));
+    }
   }
   if (channels_last_) {
     torch::NoGradGuard g;
@@ -303,6 +328,29 @@ void Trainer::AppendMetrics(const std::string& line) {
   f << line << "\n";
 }
 
+Result<StepOutputs> Trainer::GraphOrWarmupStep(const StepBody& body, const StepInputs& in,
+                                               const job::Stage& stage) {
+  // The shape key (Note [CUDA graph step]): what the captured kernels bake in.
+  const std::string key = std::string(c10::str(in.images.sizes())) + "/" +
+                          std::string(c10::str(in.targets.sizes())) + "/" +
+                          std::to_string(stage.dropout) + "/" + (frozen_ ? "frozen" : "all");
+  if (key != graph_key_) {
+    graph_.reset();
+    graph_key_ = key;
+    graph_key_steps_ = 0;
+  }
+  if (!graph_ && ++graph_key_steps_ <= kGraphWarmupSteps) return body(in);
+  if (!graph_) {
+    std::vector<torch::Tensor> trainable;
+    for (auto& p : model_.module->parameters()) {
+      if (p.requires_grad()) trainable.push_back(p);
+    }
+    EFFNET_ASSIGN_OR_RETURN(graph_, GraphedStep::Capture(body, in, std::move(trainable)));
+    log::Info("captured the training step as a CUDA graph for " + key);
+  }
+  return graph_->Replay(in);
+}
+
 Result<FitResult> Trainer::Fit() {
   if (!setup_done_) return FailedPrecondition("Trainer::Fit before Setup");
   if (train_indices_.empty()) return FailedPrecondition(reader_.path() + ": no train samples");
@@ -386,7 +434,32 @@ Result<FitResult> Trainer::Fit() {
     double collective_wait = 0;  // seconds blocked in the step's collectives (straggler view)
     double window_start = Now();
     int64_t window_images = 0;
+    double window_loss = 0, window_correct = 0;  // since the last step record
     double lr = 0;
+    // Note [metrics without host sync]: a step's loss and correct count are summed on the device
+    // and read every `sync_every` steps: every step on a CPU (a read costs nothing there, and a
+    // non-finite loss stops the run before its optimiser step), at the logging interval on CUDA,
+    // where a read would stall the launch queue (Note [CUDA graph step], 3). Every rank syncs at
+    // the same steps, so the non-finite check's collective matches.
+    const int64_t sync_every = device_.is_cuda() ? config_.output.log_every_steps : 1;
+    const auto acc_opts = torch::TensorOptions().dtype(torch::kDouble).device(device_);
+    torch::Tensor acc_loss = torch::zeros({}, acc_opts), acc_correct = torch::zeros({}, acc_opts);
+    int64_t acc_first = 0, acc_real = 0;  // first step of the unread sums, their real samples
+    const StepBody body = [&](const StepInputs& in) {
+      torch::Tensor logits;
+      {
+        AutocastGuard ac(autocast, device_);
+        logits = model_.forward(in.images);
+      }
+      logits = logits.to(torch::kFloat);
+      auto per_sample = -(in.targets * torch::log_softmax(logits, 1)).sum(1);
+      auto weighted_sum = (per_sample * in.weights).sum();
+      // Note [loss scaling]: gradients are averaged over ranks, so the local loss is scaled by
+      // world_size / global_count (in.scale): the average then equals the mean over the global
+      // batch, and 2 ranks x b matches 1 rank x 2b exactly.
+      (weighted_sum * in.scale).backward();
+      return StepOutputs{logits, weighted_sum};
+    };
     for (int64_t s = 0; s < steps; ++s) {
       data::DeviceBatch b;
       EFFNET_ASSIGN_OR_RETURN(bool more, loader.Next(&b));
@@ -400,40 +473,59 @@ Result<FitResult> Trainer::Fit() {
       const int64_t n = x.size(0);
       auto weights = torch::zeros({n}, torch::TensorOptions().device(device_));
       if (real_counts[s] > 0) weights.narrow(0, 0, real_counts[s]).fill_(1.0);
+      const StepInputs in{
+          x, tb.targets, weights,
+          torch::full({}, static_cast<double>(world) / static_cast<double>(global_counts[s]),
+                      torch::TensorOptions().dtype(torch::kFloat).device(device_))};
 
       optimizer_->zero_grad();
       EFFNET_RETURN_IF_ERROR(dp_.BeforeBackward());
-      torch::Tensor logits;
-      {
-        AutocastGuard ac(autocast, device_);
-        logits = model_.forward(x);
+      StepOutputs out;
+      if (cuda_graphs_ && n == batch) {
+        EFFNET_ASSIGN_OR_RETURN(out, GraphOrWarmupStep(body, in, stage));
+      } else {
+        out = body(in);
       }
-      logits = logits.to(torch::kFloat);
-      auto per_sample = -(tb.targets * torch::log_softmax(logits, 1)).sum(1);
-      auto weighted_sum = (per_sample * weights).sum();
-      // Note [loss scaling]: gradients are averaged over ranks, so the local loss is scaled by
-      // world_size / global_count: the average then equals the mean over the global batch, and
-      // 2 ranks x b matches 1 rank x 2b exactly.
-      auto loss = weighted_sum * (static_cast<double>(world) / global_counts[s]);
-      loss.backward();
       const double wait_start = Now();
       EFFNET_RETURN_IF_ERROR(dp_.AfterBackward());
-
-      double step_loss = weighted_sum.item<double>();
-      double bad = std::isfinite(step_loss) ? 0.0 : 1.0;
-      if (world > 1) {
-        EFFNET_ASSIGN_OR_RETURN(const auto bad_sum, dp_.AllReduceSum({bad}));
-        bad = bad_sum[0];
-      }
       collective_wait += Now() - wait_start;
-      if (bad > 0) {
-        return FailedPrecondition(
-            "non-finite loss at epoch " + std::to_string(epoch) + ", step " +
-            std::to_string(global_step_) + " (step " + std::to_string(s) + " of the epoch" +
-            (std::isfinite(step_loss) ? ", on another rank"
-                                      : ", loss " + Significant(step_loss, 6)) +
-            "); last good checkpoint: " +
-            (last_good_checkpoint_.empty() ? "none" : last_good_checkpoint_));
+      acc_loss += out.weighted_sum;
+      acc_correct += (out.logits.argmax(1).eq(b.labels).to(torch::kFloat) * weights).sum();
+      acc_real += real_counts[s];
+
+      if ((s + 1) % sync_every == 0 || s + 1 == steps) {
+        const double sync_start = Now();
+        const double step_loss = acc_loss.item<double>();
+        const double step_correct = acc_correct.item<double>();
+        double bad = std::isfinite(step_loss) ? 0.0 : 1.0;
+        if (world > 1) {
+          EFFNET_ASSIGN_OR_RETURN(const auto bad_sum, dp_.AllReduceSum({bad}));
+          bad = bad_sum[0];
+        }
+        collective_wait += Now() - sync_start;
+        if (bad > 0) {
+          const int64_t first = global_step_ - (s - acc_first);
+          return FailedPrecondition(
+              "non-finite loss at epoch " + std::to_string(epoch) + ", step " +
+              (first == global_step_
+                   ? std::to_string(global_step_)
+                   : "in " + std::to_string(first) + "-" + std::to_string(global_step_)) +
+              " (step " + std::to_string(s) + " of the epoch" +
+              (std::isfinite(step_loss) ? ", on another rank"
+                                        : ", loss " + Significant(step_loss, 6)) +
+              "); last good checkpoint: " +
+              (last_good_checkpoint_.empty() ? "none" : last_good_checkpoint_));
+        }
+        loss_sum += step_loss;
+        correct += step_correct;
+        seen += static_cast<double>(acc_real);
+        window_loss += step_loss;
+        window_correct += step_correct;
+        window_images += acc_real;
+        acc_loss.zero_();
+        acc_correct.zero_();
+        acc_first = s + 1;
+        acc_real = 0;
       }
       if (config_.optimizer.clip_grad_norm > 0) {
         torch::nn::utils::clip_grad_norm_(model_.module->parameters(),
@@ -443,23 +535,18 @@ Result<FitResult> Trainer::Fit() {
       if (ema_) ema_->Update(*model_.module);
       ++global_step_;
 
-      auto pred = logits.argmax(1);
-      const double step_correct =
-          (pred.eq(b.labels).to(torch::kFloat) * weights).sum().item<double>();
-      loss_sum += step_loss;
-      correct += step_correct;
-      seen += static_cast<double>(real_counts[s]);
-      window_images += real_counts[s];
       progress.Add(1);
       if ((s + 1) % config_.output.log_every_steps == 0 || s + 1 == steps) {
         const double now = Now();
         const double ips = window_images / std::max(1e-9, now - window_start);
+        // loss and accuracy: the mean over the real samples since the last record.
+        const double mean_div = std::max<double>(1.0, static_cast<double>(window_images));
         nlohmann::json j = {{"kind", "step"},
                             {"epoch", epoch},
                             {"step", global_step_},
                             {"rank", rank},
-                            {"loss", real_counts[s] > 0 ? step_loss / real_counts[s] : 0.0},
-                            {"accuracy", real_counts[s] > 0 ? step_correct / real_counts[s] : 0.0},
+                            {"loss", window_loss / mean_div},
+                            {"accuracy", window_correct / mean_div},
                             {"lr", lr},
                             {"image_size", stage.image_size},
                             {"randaug_magnitude", stage.randaug_magnitude},
@@ -475,6 +562,7 @@ Result<FitResult> Trainer::Fit() {
         }
         window_start = now;
         window_images = 0;
+        window_loss = window_correct = 0;
       }
     }
     progress.Finish();

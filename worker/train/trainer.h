@@ -20,7 +20,10 @@
 namespace effnet::train {
 
 class ModelEma;
+class GraphedStep;
 struct LrSchedule;
+struct StepInputs;
+struct StepOutputs;
 
 // The model as the trainer sees it; the apps wrap EfficientNetV2, tests may wrap a tiny stand-in.
 struct ModelHandle {
@@ -108,6 +111,10 @@ class Trainer {
   Status SaveCheckpoint(int epoch, bool is_best, const job::Stage& stage, std::string* epoch_path,
                         std::string* best_path);
   void AppendMetrics(const std::string& json_line);
+  // A full batch's step where the step is captured (Note [CUDA graph step], graph_step.h): eager
+  // for the first steps of a shape key, then captured once and replayed.
+  Result<StepOutputs> GraphOrWarmupStep(const std::function<StepOutputs(const StepInputs&)>& body,
+                                        const StepInputs& in, const job::Stage& stage);
 
   TrainConfig config_;
   ModelHandle model_;
@@ -123,7 +130,11 @@ class Trainer {
   int64_t steps_per_epoch_ = 0;
   bool bf16_ = false;           // runtime.bf16 resolved for this device
   bool channels_last_ = false;  // runtime.channels_last resolved
-  int rank_batch_ = 1;          // this rank's share of data.batch_size (Note [global batch])
+  bool cuda_graphs_ = false;    // runtime.cuda_graphs resolved
+  std::unique_ptr<GraphedStep> graph_;
+  std::string graph_key_;    // shape key of graph_ (or of the steps warming up for it)
+  int graph_key_steps_ = 0;  // eager steps run with graph_key_
+  int rank_batch_ = 1;       // this rank's share of data.batch_size (Note [global batch])
   int64_t global_step_ = 0;
   int start_epoch_ = 0;
   double fit_time_before_ = 0;  // from the resumed checkpoint
