@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -372,6 +373,16 @@ Result<FitResult> Trainer::Fit() {
       break;
     }
     const double epoch_start = Now();
+    // Note [epoch profile]: wall time per phase of the epoch, in the epoch record's "profile_s"
+    // (bench/study reads it). On a CPU the phases are exact (ops run synchronously); on CUDA they
+    // are host times (kernels run asynchronously; a replayed graph is all "backward").
+    std::map<std::string, double> profile;
+    double lap_start = epoch_start;
+    auto lap = [&](const char* phase) {
+      const double now = Now();
+      profile[phase] += now - lap_start;
+      lap_start = now;
+    };
     const job::Stage& stage = plan.stage;
     if (model_.set_dropout) model_.set_dropout(stage.dropout);
     if (frozen_ && config_.transfer.unfreeze_epoch >= 0 &&
@@ -451,6 +462,7 @@ Result<FitResult> Trainer::Fit() {
         AutocastGuard ac(autocast, device_);
         logits = model_.forward(in.images);
       }
+      lap("forward");
       logits = logits.to(torch::kFloat);
       auto per_sample = -(in.targets * torch::log_softmax(logits, 1)).sum(1);
       auto weighted_sum = (per_sample * in.weights).sum();
@@ -460,10 +472,12 @@ Result<FitResult> Trainer::Fit() {
       (weighted_sum * in.scale).backward();
       return StepOutputs{logits, weighted_sum};
     };
+    lap("setup");
     for (int64_t s = 0; s < steps; ++s) {
       data::DeviceBatch b;
       EFFNET_ASSIGN_OR_RETURN(bool more, loader.Next(&b));
       if (!more) return Internal("loader ended early at step " + std::to_string(s));
+      lap("data");
       lr = schedule_->At(global_step_);
       SetLearningRate(*optimizer_, lr);
       auto tb = data::AugmentTrain(b.images, b.labels, num_classes, stage,
@@ -478,6 +492,7 @@ Result<FitResult> Trainer::Fit() {
           torch::full({}, static_cast<double>(world) / static_cast<double>(global_counts[s]),
                       torch::TensorOptions().dtype(torch::kFloat).device(device_))};
 
+      lap("augment");
       optimizer_->zero_grad();
       EFFNET_RETURN_IF_ERROR(dp_.BeforeBackward());
       StepOutputs out;
@@ -486,9 +501,11 @@ Result<FitResult> Trainer::Fit() {
       } else {
         out = body(in);
       }
+      lap("backward");
       const double wait_start = Now();
       EFFNET_RETURN_IF_ERROR(dp_.AfterBackward());
       collective_wait += Now() - wait_start;
+      lap("gradient_sync");
       acc_loss += out.weighted_sum;
       acc_correct += (out.logits.argmax(1).eq(b.labels).to(torch::kFloat) * weights).sum();
       acc_real += real_counts[s];
@@ -527,6 +544,7 @@ Result<FitResult> Trainer::Fit() {
         acc_first = s + 1;
         acc_real = 0;
       }
+      lap("metrics");
       if (config_.optimizer.clip_grad_norm > 0) {
         torch::nn::utils::clip_grad_norm_(model_.module->parameters(),
                                           config_.optimizer.clip_grad_norm);
@@ -534,6 +552,7 @@ Result<FitResult> Trainer::Fit() {
       optimizer_->step();
       if (ema_) ema_->Update(*model_.module);
       ++global_step_;
+      lap("optimizer");
 
       progress.Add(1);
       if ((s + 1) % config_.output.log_every_steps == 0 || s + 1 == steps) {
@@ -564,11 +583,14 @@ Result<FitResult> Trainer::Fit() {
         window_images = 0;
         window_loss = window_correct = 0;
       }
+      lap("logging");
     }
     progress.Finish();
     const double train_time = Now() - epoch_start;
     EFFNET_ASSIGN_OR_RETURN(const auto sums, dp_.AllReduceSum({loss_sum, correct, seen}));
+    lap("metrics");
     EFFNET_ASSIGN_OR_RETURN(EvalResult val, Evaluate(storage::Split::kVal));
+    lap("validation");
 
     job::RankMetrics m;
     m.epoch = epoch;
@@ -596,6 +618,7 @@ Result<FitResult> Trainer::Fit() {
       rank_wait_s.push_back(per_rank[2 * r + 1]);
     }
     EFFNET_ASSIGN_OR_RETURN(job::EpochDecision decision, jc_.EndEpoch(m));
+    lap("decision");
 
     std::string epoch_path, best_path;
     EFFNET_RETURN_IF_ERROR(SaveCheckpoint(epoch, decision.is_best, stage, &epoch_path, &best_path));
@@ -605,6 +628,7 @@ Result<FitResult> Trainer::Fit() {
     EFFNET_RETURN_IF_ERROR(dp_.Barrier());
     last_good_checkpoint_ = epoch_path;
     if (decision.is_best && !best_path.empty()) best_checkpoint_ = best_path;
+    lap("checkpoint");
     const double epoch_time = Now() - epoch_start;
     nlohmann::json ej = {{"kind", "epoch"},
                          {"epoch", epoch},
@@ -626,6 +650,7 @@ Result<FitResult> Trainer::Fit() {
                          {"rank_img_per_s", rank_img_per_s},
                          {"rank_wait_s", rank_wait_s},
                          {"epoch_time_s", epoch_time},
+                         {"profile_s", profile},
                          {"is_best", decision.is_best},
                          {"best_epoch", decision.best_epoch},
                          {"world_size", world}};
