@@ -52,7 +52,7 @@ RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release \
       -DEFFNET_BUILD_TESTS=OFF -DEFFNET_BUILD_BENCH=OFF \
       -DCMAKE_PREFIX_PATH="$(/opt/venv/bin/python -c 'import torch;print(torch.utils.cmake_prefix_path)')" \
       -DPython3_EXECUTABLE=/opt/venv/bin/python \
-    && cmake --build /build -j"$(nproc)" --target $(k8s/images/effnet-image-stage tools) \
+    && cmake --build /build -j"$(nproc)" --target $(k8s/images/effnet-image-stage targets) \
     && k8s/images/effnet-image-stage stage --bin /build/bin --source /src --venv /opt/venv \
       --out /stage
 

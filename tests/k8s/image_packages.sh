@@ -22,7 +22,7 @@ provided=(--provided "$site/torch")
 echo "exceptions (the torch wheel): ${provided[*]}"
 
 files=()
-compiled="$("$stage_tool" tools | grep -v -F -x -e effnet-run -e effnet-study -e effnet-k8s-launch)"
+compiled="$("$stage_tool" targets)"
 for t in $compiled; do
   [ -x "$bin/$t" ] || { echo "FAIL: $bin/$t missing (the images ship it)"; exit 1; }
   files+=("$bin/$t")
