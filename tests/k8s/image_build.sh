@@ -8,9 +8,9 @@
 #    packages (Note [artifacts] in the Dockerfile: --build-arg ARTIFACTS=prebuilt, no compile).
 # 3. buildah bud of the runtime stage (apt installs the resolved packages, the user, the loader
 #    cache, the in-image check that every tool loads).
-# 4. In the image, as effnet: effnet-inspect --help; sshd -t with the image's sshd config;
-#    effnet-synth + effnet-prepare + effnet-train for one epoch of a tiny model; effnet-inspect of
-#    the store.
+# 4. In the image, as effnet: effnet-inspect --help; every tool on PATH; sshd -t with the image's
+#    sshd config; effnet-synth + effnet-prepare + effnet-train for one epoch of a tiny model;
+#    effnet-run with 2 ranks under mpirun (as the MPIJob launcher runs it, without root).
 # Exit 77 (skipped) without root, buildah or debootstrap. Storage: vfs under a temporary folder,
 # removed at the end; downloaded .debs are cached next to the base.
 set -euo pipefail
@@ -116,5 +116,11 @@ check "effnet-synth + effnet-prepare + 1-epoch effnet-train" sh -c \
    effnet-prepare --csv synth/synth.csv --images synth/images --out data.h5 --size 32 >/dev/null &&
    effnet-train --config tiny.yaml --data data.h5 --out run >train.log 2>&1 || { tail -20 train.log; exit 1; }
    test -f run/summary.json && effnet-inspect data.h5 >/dev/null'
+# What the MPIJob launcher does, as the same user: mpirun (no --allow-run-as-root) under
+# effnet-run, with the coordinator, two ranks, one epoch.
+check "effnet-run --np 2 (coordinator + mpirun + 2 effnet-worker ranks, non-root)" sh -c \
+  'cd ~ && effnet-run --np 2 --oversubscribe --config tiny.yaml --data data.h5 --out run2 \
+     >run2.log 2>&1 || { tail -30 run2.log; exit 1; }
+   test -f run2/summary.json'
 say "done ($([ $fail = 0 ] && echo PASS || echo FAIL)); cleaning the vfs storage"
 exit "$fail"
