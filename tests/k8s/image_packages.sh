@@ -7,8 +7,8 @@
 #   wheel (torch/ and nvidia/ in PYTHON's site-packages, Note [provided libraries]); in
 #   particular HDF5, gRPC, OpenMPI, OpenCV, spdlog and yaml-cpp, which the old
 #   `ldd | dpkg -S` missed on merged-/usr Debian (Note [merged /usr]);
-# - a library that no package owns (a copy of libhdf5_serial on LD_LIBRARY_PATH) fails the step,
-#   naming the library and the binary.
+# - a library that no package owns (a copy of libhdf5_serial on LD_LIBRARY_PATH), or that the
+#   loader cannot find, fails the step naming the library and the binary.
 set -euo pipefail
 bin="$(realpath "$1")"
 python="$2"
@@ -49,6 +49,23 @@ echo "unowned library: exit $rc: $msg"
 if [ "$rc" -ne 1 ] || ! grep -q "$tmp/$(basename "$hdf5_lib") (needed by $bin/effnet-inspect): no Debian package owns it" <<<"$msg"; then
   echo "FAIL: a library no package owns must fail the step naming it and the binary"
   fail=1
+fi
+# A library the loader cannot find at all fails the step too (a program linked against a library
+# that is then removed).
+if command -v cc >/dev/null; then
+  echo 'int gone(void) { return 0; }' >"$tmp/gone.c"
+  echo 'int gone(void); int main(void) { return gone(); }' >"$tmp/main.c"
+  cc -shared -fPIC -o "$tmp/libgone.so" "$tmp/gone.c" && cc -o "$tmp/uses-gone" "$tmp/main.c" \
+    -L"$tmp" -lgone && rm "$tmp/libgone.so"
+  set +e
+  msg="$("$stage_tool" packages "$tmp/uses-gone" 2>&1)"
+  rc=$?
+  set -e
+  echo "missing library: exit $rc: $msg"
+  if [ "$rc" -ne 1 ] || ! grep -q "libgone.so (needed by $tmp/uses-gone): not found by the loader" <<<"$msg"; then
+    echo "FAIL: a library the loader cannot find must fail the step naming it"
+    fail=1
+  fi
 fi
 [ "$fail" = 0 ] && echo PASS
 exit "$fail"
