@@ -11,7 +11,9 @@ For every overlay in k8s/overlays/ (rendered from a temporary copy that gets a r
     vs worker replicas x slots vs mpirun -np vs gang minAvailable; Secret name and key vs every
     --token-file; ConfigMap name and key vs --config (and every config field, from docs/config.md); the data set,
     state and runs volumes vs --data, --state-dir, --out and their access modes; one image everywhere,
-    and every command it runs is put there by the Dockerfiles; GPU limits on the workers;
+    and every command it runs is put there by the Dockerfiles (effnet-image-stage tools); the
+    launcher and worker pods run as the images' user, with its sshd config, port and key folder
+    (k8s/images/effnet-image-user); GPU limits on the workers;
   - hadolint on the Dockerfiles (when installed), the launcher entry point's generation counter;
   - negative tests: deliberately broken copies must each fail with the expected message.
 
@@ -347,7 +349,9 @@ def check_overlay(name, docs, repo, p):
     p.check(str(cflags.get("world-size")) == str(world), where,
             f"coordinator --world-size={cflags.get('world-size')} but MPIJob has {replicas} "
             f"workers x {slots} slots = {world}")
-    p.check(str(np_) == str(world), where, f"mpirun -np {np_} but MPIJob has {world} slots")
+    # Without -np mpirun starts one rank per slot of the operator's hostfile (Note [world size]).
+    p.check(np_ is None or str(np_) == str(world), where,
+            f"mpirun -np {np_} but MPIJob has {world} slots")
     min_avail = spec.get("runPolicy", {}).get("schedulingPolicy", {}).get("minAvailable")
     if min_avail is not None:
         p.check(min_avail == replicas, where,
@@ -494,6 +498,7 @@ def check_overlay(name, docs, repo, p):
         p.check(re.search(r"[:@][^/]+$", img) and "/" in img, where,
                 f"image {img} is not a registry path with a tag (kustomize images: not applied?)")
     check_commands(containers, repo, p, where)
+    check_non_root(job, repo, p, where)
     if name.startswith("gpu"):
         limits = wcont.get("resources", {}).get("limits", {})
         p.check(int(limits.get("nvidia.com/gpu", 0)) == slots, where,
@@ -545,16 +550,58 @@ def check_method(method, repo, p, where):
 
 
 def dockerfile_provides(repo):
-    """Executables the runtime images put on PATH or at absolute paths."""
+    """Executables the runtime images put on PATH or at absolute paths: the tools that
+    k8s/images/effnet-image-stage stages into /opt/effnet/bin, when every Dockerfile stages them
+    and copies them into its runtime stage."""
     provided = {"sshd": "/usr/sbin/sshd", "mpirun": "mpirun"}
-    text = ""
+    stage_tool = os.path.join(repo, "k8s", "images", "effnet-image-stage")
+    tools = subprocess.run(["bash", stage_tool, "tools"], capture_output=True, text=True,
+                           check=True).stdout.split()
+    on_path = True
     for f in ("gpu.Dockerfile", "cpu.Dockerfile"):
         path = os.path.join(repo, "k8s", "images", f)
-        if os.path.exists(path):
-            text += open(path).read()
-    for m in re.finditer(r"(?:/build/bin/|launch/|k8s/images/)(effnet-[\w-]+)", text):
-        provided[m.group(1)] = "/opt/effnet/bin/" + m.group(1)
-    return provided, "ENV PATH=/opt/effnet/bin" in text
+        text = open(path).read() if os.path.exists(path) else ""
+        if ("effnet-image-stage stage" in text and "COPY --from=artifacts /stage/opt /opt" in text):
+            for t in tools:
+                provided[t] = "/opt/effnet/bin/" + t
+        on_path = on_path and "ENV PATH=/opt/effnet/bin" in text
+    return provided, on_path
+
+
+def image_user(repo):
+    """(uid, home, sshd port) of the images' user, from k8s/images/effnet-image-user."""
+    text = open(os.path.join(repo, "k8s", "images", "effnet-image-user")).read()
+    uid = re.search(r"useradd --uid (\d+)", text)
+    home = re.search(r"^home=(\S+)", text, re.M)
+    port = re.search(r"^port=(\d+)", text, re.M)
+    return (int(uid.group(1)) if uid else None, home.group(1) if home else None,
+            int(port.group(1)) if port else None)
+
+
+def check_non_root(job, repo, p, where):
+    """Note [non-root pods] in k8s/base/mpijob.yaml against the image's user and sshd."""
+    uid, home, port = image_user(repo)
+    spec = job["spec"]
+    p.check(spec.get("sshAuthMountPath") == f"{home}/.ssh", where,
+            f"sshAuthMountPath {spec.get('sshAuthMountPath')} is not the image user's "
+            f"{home}/.ssh")
+    for role, rs in spec["mpiReplicaSpecs"].items():
+        pod = rs["template"]["spec"]
+        sc = pod.get("securityContext", {})
+        p.check(sc.get("runAsUser") == uid and sc.get("runAsNonRoot") is True, where,
+                f"{role} pods must run as the image's user {uid} (runAsNonRoot), have {sc}")
+        p.check(sc.get("fsGroup") == uid, where,
+                f"{role} pods need fsGroup {uid} to read the mounted ssh keys and token")
+    launcher = spec["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0]
+    p.check("--allow-run-as-root" not in argv_of(launcher), where,
+            "mpirun --allow-run-as-root in a non-root pod")
+    worker = spec["mpiReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]
+    argv = argv_of(worker)
+    p.check(argv[:1] == ["/usr/sbin/sshd"] and f"{home}/.sshd_config" in argv, where,
+            f"workers must run sshd with the image user's config {home}/.sshd_config, run {argv}")
+    probe_port = worker.get("readinessProbe", {}).get("tcpSocket", {}).get("port")
+    p.check(probe_port == port, where,
+            f"worker readinessProbe port {probe_port}, the image's sshd listens on {port}")
 
 
 def check_commands(containers, repo, p, where):
@@ -742,9 +789,11 @@ NEGATIVE = [
      "--config=/etc/effnet/config/train.yaml", "needs key 'train.yaml'"),
     ("data set mount", "base/mpijob.yaml", "--data=/data/dataset.h5", "--data=/dataset/ds.h5",
      "is not under|not on a PersistentVolumeClaim"),
-    ("worker count", "overlays/gpu-4/mpijob-patch.yaml",
-     "  path: /spec/mpiReplicaSpecs/Worker/replicas\n  value: 4",
-     "  path: /spec/mpiReplicaSpecs/Worker/replicas\n  value: 3", "world-size=4 but MPIJob"),
+    ("world size written twice", "base/coordinator.yaml", "--world-size=$(EFFNET_WORLD_SIZE)",
+     "--world-size=2", "world-size=2 but MPIJob has 1 workers"),
+    ("mpirun -np", "base/mpijob.yaml", "                - mpirun\n",
+     "                - mpirun\n                - -np\n                - \"2\"\n",
+     "mpirun -np 2 but MPIJob has 1 slots"),
     ("image name", "overlays/gpu-1/kustomization.yaml", "  - name: effnet-dist\n",
      "  - name: effnet-dist-gpu\n", "not a registry path"),
     ("coordinator address", "base/mpijob.yaml", "--coordinator=effnet-coordinator:50051",
@@ -755,7 +804,42 @@ NEGATIVE = [
      "  slotsPerWorker: 1\n  slotPerWorker: 1", "MPIJob schema"),
     ("core schema", "base/coordinator.yaml", "          readinessProbe:",
      "          readinessProbes:", "kubernetes-validate"),
+    ("sshd port", "base/mpijob.yaml", "                  port: 2222",
+     "                  port: 22", "the image's sshd listens on 2222"),
+    ("ssh keys of root", "base/mpijob.yaml", "sshAuthMountPath: /home/effnet/.ssh",
+     "sshAuthMountPath: /root/.ssh", "is not the image user's"),
+    ("tool not in the images", "base/mpijob.yaml", "                - effnet-probe\n",
+     "                - effnet-prober\n", "runs effnet-prober, which no Dockerfile installs"),
 ]
+
+
+def check_world_size_follows(repo, renderer, p):
+    """Note [world size]: changing an overlay's Worker replicas (its one statement of the world
+    size) must change every other place with it, and leave the overlay consistent."""
+    for name in overlays(repo):
+        with tempfile.TemporaryDirectory() as d:
+            prepare_copy(repo, d)
+            path = os.path.join(d, "k8s", "overlays", name, "mpijob-patch.yaml")
+            text = open(path).read()
+            m = re.search(r"path: /spec/mpiReplicaSpecs/Worker/replicas\n  value: (\d+)", text)
+            if not p.check(m is not None, f"overlay {name}",
+                           "mpijob-patch.yaml does not set the Worker replicas (the world size)"):
+                continue
+            new = int(m.group(1)) + 2
+            with open(path, "w") as f:
+                f.write(text[:m.start(1)] + str(new) + text[m.end(1):])
+            found = run_checks(d, renderer, quiet=True)
+            odir = os.path.join(d, "k8s", "overlays", name)
+            docs = (render_kubectl(odir) if renderer == "kubectl" else render_builtin(odir))[1]
+            dep = next(x for x in docs if x["kind"] == "Deployment")
+            env = dep["spec"]["template"]["spec"]["containers"][0].get("env", [])
+            world = next((e.get("value") for e in env if e["name"] == "EFFNET_WORLD_SIZE"), None)
+            ok = not found.items and world == str(new)
+            p.check(ok, f"overlay {name}",
+                    f"with Worker replicas {new} the coordinator's world size is {world!r} and the "
+                    f"checks found {found.items or 'nothing'}: the world size is not in one place")
+            if ok:
+                print(f"  overlay {name}: world size {new} set once, followed everywhere")
 
 
 def run_negative(repo, renderer, p):
@@ -812,6 +896,7 @@ def main():
     check_launch_script(repo, p)
     if not args.skip_negative:
         run_negative(repo, renderer, p)
+        check_world_size_follows(repo, renderer, p)
     if p.items:
         print(f"FAILED: {len(p.items)} problem(s)")
         for m in p.items:

@@ -4,7 +4,10 @@ Supported kustomization fields (what k8s/ uses; anything else is an error, never
   resources (files and directories), namespace, labels (pairs, includeSelectors: false),
   images (name, newName, newTag, digest), generatorOptions.disableNameSuffixHash: true,
   configMapGenerator / secretGenerator (files, literals), patches (path or inline patch; a YAML
-  list is JSON 6902 and needs a target, a mapping is a strategic merge patch).
+  list is JSON 6902 and needs a target, a mapping is a strategic merge patch), replacements
+  (source kind/name/fieldPath, targets select kind/name and fieldPaths; a path segment is a key, a
+  list index or [key=value]; a scalar target keeps its type, as kustomize v5 does; run after the
+  patches).
 
 Strategic merge follows Kubernetes for built-in kinds where it matters here (lists of mappings
 with a `name` merge by name; other lists are replaced; null deletes) and JSON merge patch for
@@ -20,7 +23,7 @@ import yaml
 KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 SUPPORTED = {
     "apiVersion", "kind", "resources", "namespace", "labels", "images", "generatorOptions",
-    "configMapGenerator", "secretGenerator", "patches",
+    "configMapGenerator", "secretGenerator", "patches", "replacements",
 }
 CLUSTER_SCOPED = {
     "Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
@@ -165,6 +168,72 @@ def _matches(doc, target):
     return all(checks[k] == v for k, v in target.items())
 
 
+def _field_path(node, path, what):
+    """(parent, key) of the field at a kustomize fieldPath (a.b.[name=x].c, a.0.b)."""
+    segments = []
+    for part in path.split("."):
+        segments.append(part)
+    # "[name=x]" may hold dots in its value: rejoin what split inside brackets.
+    merged = []
+    for seg in segments:
+        if merged and merged[-1].startswith("[") and not merged[-1].endswith("]"):
+            merged[-1] += "." + seg
+        else:
+            merged.append(seg)
+    parent, key = None, None
+    cur = node
+    for seg in merged:
+        if seg.startswith("[") and seg.endswith("]"):
+            k, _, v = seg[1:-1].partition("=")
+            if not isinstance(cur, list):
+                raise KustomizeError(f"{what}: {path}: {seg} needs a list")
+            hits = [i for i, e in enumerate(cur) if isinstance(e, dict) and str(e.get(k)) == v]
+            if len(hits) != 1:
+                raise KustomizeError(f"{what}: {path}: {len(hits)} elements match {seg}")
+            parent, key = cur, hits[0]
+        elif isinstance(cur, list):
+            if not seg.isdigit() or int(seg) >= len(cur):
+                raise KustomizeError(f"{what}: {path}: no element {seg}")
+            parent, key = cur, int(seg)
+        elif isinstance(cur, dict) and seg in cur:
+            parent, key = cur, seg
+        else:
+            raise KustomizeError(f"{what}: {path}: no field {seg}")
+        cur = parent[key]
+    return parent, key
+
+
+def _replace(docs, rules, what):
+    for rule in rules:
+        src = rule.get("source", {})
+        unknown = set(src) - {"kind", "name", "fieldPath"}
+        if unknown or "path" in rule:
+            raise KustomizeError(f"{what}: replacements: unsupported fields {sorted(unknown)}")
+        sel = {k: src[k] for k in ("kind", "name") if k in src}
+        hits = [d for d in docs if _matches(d, sel)]
+        if len(hits) != 1:
+            raise KustomizeError(f"{what}: replacements source {sel} matches {len(hits)} resources")
+        parent, key = _field_path(hits[0], src["fieldPath"], what)
+        value = parent[key]
+        for t in rule.get("targets", []):
+            unknown = set(t) - {"select", "fieldPaths"}
+            if unknown:
+                raise KustomizeError(f"{what}: replacements target: unsupported {sorted(unknown)}")
+            targets = [d for d in docs if _matches(d, t["select"])]
+            if not targets:
+                raise KustomizeError(f"{what}: replacements target {t['select']} matches nothing")
+            for d in targets:
+                for fp in t["fieldPaths"]:
+                    tp, tk = _field_path(d, fp, what)
+                    old = tp[tk]
+                    if isinstance(old, str) and not isinstance(value, str):
+                        tp[tk] = str(value)
+                    elif isinstance(old, int) and isinstance(value, str) and value.isdigit():
+                        tp[tk] = int(value)
+                    else:
+                        tp[tk] = copy.deepcopy(value)
+
+
 def _walk_containers(node, fn):
     if isinstance(node, dict):
         for k, v in node.items():
@@ -256,6 +325,8 @@ def render(directory):
                 for i in hits:
                     builtin = docs[i].get("apiVersion") in BUILTIN_GROUPS
                     docs[i] = _smp(docs[i], patch, builtin)
+
+    _replace(docs, k.get("replacements", []), kpath)
 
     ns = k.get("namespace")
     if ns:
