@@ -20,14 +20,15 @@
 // for all of it; a generation always starts at an epoch boundary (Note [no epoch twice]), so
 // every epoch is trained by one generation of one size, and its shards (job::PlanShards over the
 // whole train split for that size) put every train sample in exactly one rank's shard: exactly
-// once per epoch whatever the size. data.batch_size is the global batch and stays so (the
-// per-rank batch is recomputed by train::PerRankBatch; the coordinator refuses at start a batch
-// that some size in the range does not divide), and the learning rate follows the global batch,
-// so neither changes with the size. Each epoch record keeps the size that trained it, and every
-// change of size is listed (world_size_changes). Which ranks exist is the launcher's knowledge
-// (hosts, slots); when the size changes and that it happens at an epoch boundary is the job's:
-// a shrink is a new generation after a failure; a grow is Resize, accepted only when every decided
-// epoch's checkpoint is committed, so the epoch in progress is the only work redone.
+// once per epoch whatever the size. data.batch_size is the global batch and stays so (each rank
+// trains train::PerRankBatch of it; effnet-coordinator, coordinator/main.cpp, refuses at start a
+// batch that some size in the range does not divide); the peak learning rate (train::PeakLr) and,
+// up to rounding, the steps per epoch follow the global batch, so they do not change with the
+// size either. Each epoch record keeps the size that trained it, and every change of size is
+// listed (world_size_changes). Which ranks exist is the launcher's knowledge (hosts, slots); when
+// the size changes, and that it happens at an epoch boundary, is the job's: a shrink is a new
+// generation after a failure; a grow is Resize, accepted only when every decided epoch's
+// checkpoint is committed, so the epoch in progress is the only work redone.
 //
 // Not thread-safe: the server serialises all calls behind one mutex.
 #pragma once
