@@ -82,9 +82,10 @@ class ElasticTest(unittest.TestCase):
         return proc.returncode, text
 
     def kill_rank2_for_good(self, out):
-        """Mid-run with 3 ranks: slot 3 leaves the hostfile and rank 2 is killed."""
-        s = self.wait_for(out, lambda s: len(s["history"]) >= 2 and phase(s) == "PHASE_RUNNING"
-                          and len(s["workers"]) == 3)
+        """Mid-run with 3 ranks, after the checkpoint of epoch 1: slot 3 leaves the hostfile and
+        rank 2 is killed."""
+        s = self.wait_for(out, lambda s: s["job"]["last_checkpoint"]["epoch"] >= 1
+                          and phase(s) == "PHASE_RUNNING" and len(s["workers"]) == 3)
         victim = next(w for w in s["workers"] if w["rank"] == 2)
         self.set_slots(out, 2)
         os.kill(int(victim["pid"]), signal.SIGKILL)
@@ -152,7 +153,8 @@ class ElasticTest(unittest.TestCase):
 
     def test_a_rank_that_comes_back_rejoins_at_an_epoch_boundary(self):
         out = os.path.join(self.tmp, "rejoin")
-        proc = self.launch(out)
+        # Longer epochs: the slot comes back while epochs remain to grow into.
+        proc = self.launch(out, epoch_seconds=1.0)
         self.kill_rank2_for_good(out)
         # One epoch decided on 2 ranks, then the slot is back.
         self.wait_for(out, lambda s: any(r["world_size"] == 2 for r in s["history"])
