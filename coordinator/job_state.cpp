@@ -102,7 +102,9 @@ std::string ResultsTable(const v1::JobState& s) {
                     std::to_string(r.stage().image_size()), Fixed(r.train_loss(), 4),
                     Fixed(r.train_accuracy(), 4), Fixed(r.val_loss(), 4),
                     Fixed(r.val_accuracy(), 4), Fixed(r.images_per_second(), 1), Fixed(max_step, 1),
-                    std::to_string(r.generation()), std::to_string(r.world_size()), mark});
+                    std::to_string(r.generation()),
+                    // 0: an epoch recorded before world sizes were kept
+                    r.world_size() > 0 ? std::to_string(r.world_size()) : "-", mark});
   }
   std::vector<size_t> width(head.size());
   for (size_t i = 0; i < head.size(); ++i) {
