@@ -78,6 +78,10 @@ Status CheckReport(const WorkerInfo& w, const job::RankMetrics& r, int64_t shard
 
 }  // namespace
 
+int MinWorldSize(const JobSetup& setup) {
+  return setup.min_world_size > 0 ? setup.min_world_size : setup.world_size;
+}
+
 std::string FormatStatusLine(const EpochRecord& r, int total_epochs, int num_stages) {
   std::ostringstream ss;
   ss << "epoch " << r.epoch + 1 << "/" << total_epochs << " | stage " << r.stage.index + 1 << "/"
@@ -124,6 +128,12 @@ Result<Job> Job::Restore(const std::string& text, JobSetup setup, int64_t genera
   if (info.world_size() != s.world_size) {
     return mismatch("world size", std::to_string(info.world_size()), std::to_string(s.world_size));
   }
+  // Older files have no minimum (0): a job that was not elastic.
+  const int stored_min = info.min_world_size() > 0 ? info.min_world_size() : info.world_size();
+  if (stored_min != MinWorldSize(s)) {
+    return mismatch("minimum world size", std::to_string(stored_min),
+                    std::to_string(MinWorldSize(s)));
+  }
   if (info.seed() != s.config.seed) {
     return mismatch("seed", std::to_string(info.seed()), std::to_string(s.config.seed));
   }
@@ -149,6 +159,13 @@ Result<Job> Job::Restore(const std::string& text, JobSetup setup, int64_t genera
   job.failure_reason_ = st.failure_reason();
   job.dead_ranks_.assign(st.dead_ranks().begin(), st.dead_ranks().end());
   job.failures_.assign(st.failures().begin(), st.failures().end());
+  job.world_size_changes_.assign(st.world_size_changes().begin(), st.world_size_changes().end());
+  job.launch_world_size_ = info.launch_world_size();
+  if (job.launch_world_size_ < 0 || job.launch_world_size_ > s.world_size) {
+    return malformed(InvalidArgument("launch world size " +
+                                     std::to_string(info.launch_world_size()) + " outside [0, " +
+                                     std::to_string(s.world_size) + "]"));
+  }
   job.version_ = st.version() + 1;
   for (const auto& e : st.history()) job.history_.push_back(wire::FromProto(e));
   // Note [no epoch twice]: the current early-stopping state is the last record's.
@@ -165,6 +182,8 @@ Result<Job> Job::Restore(const std::string& text, JobSetup setup, int64_t genera
     rec->last_seen = now;
     job.workers_[rec->info.rank] = *rec;
   }
+  // A file from before elastic launches: its generation had the full size.
+  if (job.launch_world_size_ == 0 && !job.workers_.empty()) job.launch_world_size_ = s.world_size;
   if (generation > job.generation_) job.StartGeneration(generation);
   return job;
 }
@@ -194,6 +213,8 @@ void Job::ToProto(v1::JobInfo* out) const {
   wire::ToProto(last_checkpoint_, out->mutable_last_checkpoint());
   wire::ToProto(best_checkpoint_, out->mutable_best_checkpoint());
   out->set_phase(wire::ToProto(phase_));
+  out->set_min_world_size(MinWorldSize(setup_));
+  out->set_launch_world_size(launch_world_size_);
 }
 
 void Job::ToProto(Clock::time_point now, v1::JobState* out) const {
@@ -206,6 +227,7 @@ void Job::ToProto(Clock::time_point now, v1::JobState* out) const {
   for (const auto& r : history_) wire::ToProto(r, out->add_history());
   out->set_best_epoch(best_epoch());
   for (const auto& f : failures_) out->add_failures(f);
+  for (const auto& c : world_size_changes_) out->add_world_size_changes(c);
 }
 
 const EpochRecord* Job::Record(int epoch) const {
@@ -219,7 +241,7 @@ int Job::registered() const { return static_cast<int>(workers_.size()); }
 
 std::vector<int> Job::MissingReports() const {
   std::vector<int> missing;
-  for (int r = 0; r < setup_.world_size; ++r) {
+  for (int r = 0; r < ExpectedWorldSize(); ++r) {
     if (!pending_.count(r)) missing.push_back(r);
   }
   return missing;
@@ -229,7 +251,7 @@ std::string Job::StatusLine() const {
   switch (phase_) {
     case Phase::kWaitingForWorkers:
       return "generation " + std::to_string(generation_) + ": waiting for workers (" +
-             std::to_string(registered()) + "/" + std::to_string(setup_.world_size) +
+             std::to_string(registered()) + "/" + std::to_string(ExpectedWorldSize()) +
              " registered), next epoch " + std::to_string(next_epoch_);
     case Phase::kFailed:
       return "failed: " + failure_reason_;
@@ -256,6 +278,7 @@ void Job::StartGeneration(int64_t generation) {
   pending_.clear();
   dead_ranks_.clear();
   failure_reason_.clear();
+  launch_world_size_ = 0;  // fixed by the first registration or by Resize
   cached_plan_epoch_ = -1;
   // Note [no epoch twice]: drop the decisions after the last committed checkpoint.
   const int keep_until = last_checkpoint_.epoch;
@@ -267,6 +290,49 @@ void Job::StartGeneration(int64_t generation) {
   const bool done = !history_.empty() && history_.back().decision.stop;
   phase_ = done ? Phase::kFinished : Phase::kWaitingForWorkers;
   Changed();
+}
+
+int Job::ExpectedWorldSize() const {
+  return launch_world_size_ != 0 ? launch_world_size_ : setup_.world_size;
+}
+
+void Job::FixLaunchWorldSize(int world_size, const std::string& reason) {
+  launch_world_size_ = world_size;
+  int before = history_.empty() ? 0 : history_.back().world_size;
+  if (before == 0) before = setup_.world_size;  // no epoch yet, or a record from an older file
+  if (world_size == before) return;
+  const std::string change = "generation " + std::to_string(generation_) + " from epoch " +
+                             std::to_string(next_epoch_) + ": " + std::to_string(world_size) +
+                             " of " + std::to_string(setup_.world_size) + " ranks (was " +
+                             std::to_string(before) + "; " + reason + ")";
+  log::Warn("world size changes: " + change);
+  world_size_changes_.push_back(change);
+}
+
+Status Job::Resize(int world_size, const std::string& reason) {
+  const int min_size = MinWorldSize(setup_);
+  if (world_size < min_size || world_size > setup_.world_size) {
+    return InvalidArgument("resize to " + std::to_string(world_size) + " ranks: the job runs on " +
+                           std::to_string(min_size) + " to " + std::to_string(setup_.world_size) +
+                           " ranks");
+  }
+  if (phase_ != Phase::kRunning) {
+    return FailedPrecondition(std::string("resize: the job is ") + PhaseName(phase_) +
+                              " (a relaunch after a failure picks its size itself)");
+  }
+  if (world_size == launch_world_size_) {
+    return InvalidArgument("resize: generation " + std::to_string(generation_) + " already has " +
+                           std::to_string(world_size) + " ranks");
+  }
+  // Note [elastic world size]: only at an epoch boundary, so no decided epoch is trained again.
+  if (last_checkpoint_.epoch != next_epoch_ - 1) {
+    return FailedPrecondition("resize: epoch " + std::to_string(next_epoch_ - 1) +
+                              " is decided but its checkpoint is not committed yet (last: " +
+                              CkptText(last_checkpoint_) + "); ask again after the commit");
+  }
+  StartGeneration(generation_ + 1);
+  FixLaunchWorldSize(world_size, reason);
+  return Status::Ok();
 }
 
 Status Job::CheckMember(const WorkerInfo& w, bool allow_finished) const {
@@ -281,9 +347,9 @@ Status Job::CheckMember(const WorkerInfo& w, bool allow_finished) const {
                               " has not registered yet (the job is at " +
                               std::to_string(generation_) + "): call RegisterWorker first");
   }
-  if (w.rank < 0 || w.rank >= setup_.world_size) {
+  if (w.rank < 0 || w.rank >= ExpectedWorldSize()) {
     return InvalidArgument("rank " + std::to_string(w.rank) + " out of range [0, " +
-                           std::to_string(setup_.world_size) + ")");
+                           std::to_string(ExpectedWorldSize()) + ")");
   }
   auto it = workers_.find(w.rank);
   if (it == workers_.end()) {
@@ -326,13 +392,19 @@ Status Job::CheckJobConfig(const WorkerInfo& w, const std::string& job_yaml) con
 }
 
 Status Job::Register(const WorkerInfo& w, Clock::time_point now) {
-  if (w.world_size != setup_.world_size) {
+  const int min_size = MinWorldSize(setup_);
+  if (w.world_size < min_size || w.world_size > setup_.world_size) {
+    const std::string allowed = min_size == setup_.world_size
+                                    ? std::to_string(setup_.world_size)
+                                    : "between " + std::to_string(min_size) + " and " +
+                                          std::to_string(setup_.world_size) +
+                                          " (Note [elastic world size])";
     return InvalidArgument(w.Describe() + " says world size " + std::to_string(w.world_size) +
-                           ", the job has " + std::to_string(setup_.world_size));
+                           ", the job has " + allowed);
   }
-  if (w.rank < 0 || w.rank >= setup_.world_size) {
+  if (w.rank < 0 || w.rank >= w.world_size) {
     return InvalidArgument("rank " + std::to_string(w.rank) + " out of range [0, " +
-                           std::to_string(setup_.world_size) + ")");
+                           std::to_string(w.world_size) + ")");
   }
   if (w.worker_id.empty()) return InvalidArgument("empty worker_id");
   if (w.generation < generation_) return CheckMember(w, true);
@@ -341,6 +413,11 @@ Status Job::Register(const WorkerInfo& w, Clock::time_point now) {
     return Aborted("job failed in generation " + std::to_string(generation_) + ": " +
                    failure_reason_ + " (a new launch must use generation " +
                    std::to_string(generation_ + 1) + ")");
+  }
+  if (launch_world_size_ != 0 && w.world_size != launch_world_size_) {
+    return InvalidArgument(w.Describe() + " says world size " + std::to_string(w.world_size) +
+                           ", but generation " + std::to_string(generation_) + " has " +
+                           std::to_string(launch_world_size_) + " ranks");
   }
   auto it = workers_.find(w.rank);
   if (it != workers_.end()) {
@@ -353,6 +430,10 @@ Status Job::Register(const WorkerInfo& w, Clock::time_point now) {
                          rec.info.Describe() + " in generation " + std::to_string(generation_) +
                          "; refused " + w.Describe());
   }
+  if (launch_world_size_ == 0 && phase_ != Phase::kFinished) {
+    FixLaunchWorldSize(w.world_size, failures_.empty() ? "launched with fewer ranks"
+                                                       : "after: " + failures_.back());
+  }
   WorkerRecord rec;
   rec.info = w;
   rec.last_seen = now;
@@ -360,10 +441,10 @@ Status Job::Register(const WorkerInfo& w, Clock::time_point now) {
   workers_[w.rank] = rec;
   log::Info("registered " + w.Describe() + " device " + w.device + ", generation " +
             std::to_string(generation_) + " (" + std::to_string(registered()) + "/" +
-            std::to_string(setup_.world_size) + ")");
-  if (phase_ == Phase::kWaitingForWorkers && registered() == setup_.world_size) {
+            std::to_string(ExpectedWorldSize()) + ")");
+  if (phase_ == Phase::kWaitingForWorkers && registered() == launch_world_size_) {
     phase_ = Phase::kRunning;
-    log::Info("all " + std::to_string(setup_.world_size) +
+    log::Info("all " + std::to_string(launch_world_size_) +
               " ranks registered: running from epoch " + std::to_string(next_epoch_) + " (" +
               CkptText(last_checkpoint_) + ")");
   }
@@ -375,7 +456,7 @@ Result<job::EpochPlan> Job::Plan(const WorkerInfo& w, int epoch) {
   if (auto st = CheckMember(w, /*allow_finished=*/true); !st.ok()) return st;
   if (phase_ == Phase::kWaitingForWorkers) {
     return FailedPrecondition("the job is not running yet: " + std::to_string(registered()) + "/" +
-                              std::to_string(setup_.world_size) + " ranks registered");
+                              std::to_string(ExpectedWorldSize()) + " ranks registered");
   }
   if (epoch < 0) return InvalidArgument("epoch " + std::to_string(epoch) + " < 0");
   job::EpochPlan out;
@@ -396,8 +477,9 @@ Result<job::EpochPlan> Job::Plan(const WorkerInfo& w, int epoch) {
                               " (resume from " + CkptText(last_checkpoint_) + ")");
   }
   if (cached_plan_epoch_ != epoch) {
+    // Note [elastic world size]: the whole split over this generation's ranks.
     cached_plan_ =
-        job::PlanShards(setup_.train_indices, setup_.config.seed, epoch, setup_.world_size);
+        job::PlanShards(setup_.train_indices, setup_.config.seed, epoch, launch_world_size_);
     cached_plan_epoch_ = epoch;
   }
   out.stage = job::StageForEpoch(setup_.config.progressive, epoch, setup_.config.epochs);
@@ -426,11 +508,11 @@ Status Job::Report(const WorkerInfo& w, const job::RankMetrics& r, bool* decided
   }
   EFFNET_RETURN_IF_ERROR(CheckReport(
       w, r,
-      job::ShardSize(static_cast<int64_t>(setup_.train_indices.size()), setup_.world_size, r.rank),
+      job::ShardSize(static_cast<int64_t>(setup_.train_indices.size()), launch_world_size_, r.rank),
       job::StageForEpoch(setup_.config.progressive, r.epoch, setup_.config.epochs).image_size));
   pending_[r.rank] = r;
   Changed();
-  if (static_cast<int>(pending_.size()) == setup_.world_size) {
+  if (static_cast<int>(pending_.size()) == launch_world_size_) {
     Decide();
     *decided = true;
   }
@@ -441,6 +523,7 @@ void Job::Decide() {
   EpochRecord rec;
   rec.epoch = next_epoch_;
   rec.generation = generation_;
+  rec.world_size = launch_world_size_;
   rec.stage = job::StageForEpoch(setup_.config.progressive, rec.epoch, setup_.config.epochs);
   int64_t total = 0;
   for (const auto& [rank, r] : pending_) total += std::max<int64_t>(0, r.train_samples);

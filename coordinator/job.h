@@ -14,6 +14,22 @@
 // early-stopping state is always that of its last record (the initial one without records), so
 // the state file keeps it only per record.
 //
+// Note [elastic world size]: world_size is the job's configured (full) number of ranks; with
+// min_world_size below it a launch (generation) may have any size in [min_world_size,
+// world_size]. A generation's size is fixed by its first registration (or by Resize) and holds
+// for all of it; a generation always starts at an epoch boundary (Note [no epoch twice]), so
+// every epoch is trained by one generation of one size, and its shards (job::PlanShards over the
+// whole train split for that size) put every train sample in exactly one rank's shard: exactly
+// once per epoch whatever the size. data.batch_size is the global batch and stays so (each rank
+// trains train::PerRankBatch of it; effnet-coordinator, coordinator/main.cpp, refuses at start a
+// batch that some size in the range does not divide); the peak learning rate (train::PeakLr) and,
+// up to rounding, the steps per epoch follow the global batch, so they do not change with the
+// size either. Each epoch record keeps the size that trained it, and every change of size is
+// listed (world_size_changes). Which ranks exist is the launcher's knowledge (hosts, slots); when
+// the size changes, and that it happens at an epoch boundary, is the job's: a shrink is a new
+// generation after a failure; a grow is Resize, accepted only when every decided epoch's
+// checkpoint is committed, so the epoch in progress is the only work redone.
+//
 // Not thread-safe: the server serialises all calls behind one mutex.
 #pragma once
 
@@ -52,7 +68,8 @@ using job::WorkerStateName;
 
 // What the job is about; fixed for its whole life and checked again on restore.
 struct JobSetup {
-  int world_size = 1;
+  int world_size = 1;      // the full size (Note [elastic world size])
+  int min_world_size = 0;  // smallest launch; 0: world_size (not elastic)
   job::JobConfig config;
   std::vector<int64_t> train_indices;  // the train split of the data set
   std::string data_path;               // for the state file and the messages
@@ -60,6 +77,9 @@ struct JobSetup {
   // (compared after making both absolute and normal). "" = not checked beyond refusing "..".
   std::string checkpoint_dir;
 };
+
+// The smallest launch of a job: setup.min_world_size, or world_size when it is 0.
+int MinWorldSize(const JobSetup& setup);
 
 class Job {
  public:
@@ -102,12 +122,20 @@ class Job {
   // whose connection blipped reconnects (a new stream's beat clears the mark) within the grace.
   bool CheckDeadlines(Clock::time_point now, std::chrono::duration<double> timeout,
                       std::chrono::duration<double> reconnect_grace);
+  // Note [elastic world size]: ends the running launch at an epoch boundary (every decided
+  // epoch's checkpoint committed) and opens generation + 1 with `world_size` ranks; `reason` is
+  // recorded with the change. The old launch's workers are refused as stale from now on.
+  Status Resize(int world_size, const std::string& reason);
 
   // --- state ---
   Phase phase() const { return phase_; }
   int64_t generation() const { return generation_; }
   int next_epoch() const { return next_epoch_; }
   int world_size() const { return setup_.world_size; }
+  int min_world_size() const { return MinWorldSize(setup_); }
+  // This generation's size; 0 until its first rank registered (Note [elastic world size]).
+  int launch_world_size() const { return launch_world_size_; }
+  const std::vector<std::string>& world_size_changes() const { return world_size_changes_; }
   const JobSetup& setup() const { return setup_; }
   const std::string& job_id() const { return job_id_; }
   const std::vector<EpochRecord>& history() const { return history_; }
@@ -129,6 +157,10 @@ class Job {
  private:
   Status CheckMember(const WorkerInfo& w, bool allow_finished) const;
   void StartGeneration(int64_t generation);
+  // The size ranks of this generation must have: fixed, or the full size until fixed.
+  int ExpectedWorldSize() const;
+  // Fixes this generation's size; records a change from the size of the last kept epoch.
+  void FixLaunchWorldSize(int world_size, const std::string& reason);
   void Decide();
   void Fail(const WorkerRecord& w, const std::string& what);
   void Changed() { ++version_; }
@@ -146,6 +178,8 @@ class Job {
   std::string failure_reason_;
   std::vector<int> dead_ranks_;
   std::vector<std::string> failures_;  // every failure so far, "generation 0: rank 1 ..."
+  int launch_world_size_ = 0;          // Note [elastic world size]
+  std::vector<std::string> world_size_changes_;
   int64_t version_ = 1;
   // Cache of the last computed plan (all ranks ask for the same epoch).
   int cached_plan_epoch_ = -1;

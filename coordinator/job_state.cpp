@@ -46,7 +46,11 @@ Result<v1::JobStateFile> ReadStateFile(const std::string& state_dir) {
   return file;
 }
 
-Result<v1::JobState> AskCoordinator(const StateQuery& q) {
+namespace {
+
+// A stub for `q` and a context carrying its token and deadline.
+Result<std::unique_ptr<v1::Coordinator::Stub>> Connect(const StateQuery& q,
+                                                       grpc::ClientContext* ctx) {
   std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
   if (!q.tls_ca_file.empty()) {
     EFFNET_ASSIGN_OR_RETURN(std::string ca, ReadFile(q.tls_ca_file));
@@ -54,14 +58,32 @@ Result<v1::JobState> AskCoordinator(const StateQuery& q) {
     opts.pem_root_certs = ca;
     creds = grpc::SslCredentials(opts);
   }
-  auto stub = v1::Coordinator::NewStub(grpc::CreateChannel(q.address, creds));
+  ctx->AddMetadata("authorization", "Bearer " + q.token);
+  ctx->set_deadline(std::chrono::system_clock::now() +
+                    std::chrono::milliseconds(static_cast<int64_t>(q.timeout_s * 1000)));
+  return v1::Coordinator::NewStub(grpc::CreateChannel(q.address, creds));
+}
+
+}  // namespace
+
+Result<v1::JobState> AskCoordinator(const StateQuery& q) {
   grpc::ClientContext ctx;
-  ctx.AddMetadata("authorization", "Bearer " + q.token);
-  ctx.set_deadline(std::chrono::system_clock::now() +
-                   std::chrono::milliseconds(static_cast<int64_t>(q.timeout_s * 1000)));
+  EFFNET_ASSIGN_OR_RETURN(auto stub, Connect(q, &ctx));
   v1::JobState state;
   const grpc::Status st = stub->GetJobState(&ctx, v1::GetJobStateRequest(), &state);
   if (!st.ok()) return wire::FromGrpc(st, "GetJobState of coordinator " + q.address);
+  return state;
+}
+
+Result<v1::JobState> AskResize(const StateQuery& q, int world_size, const std::string& reason) {
+  grpc::ClientContext ctx;
+  EFFNET_ASSIGN_OR_RETURN(auto stub, Connect(q, &ctx));
+  v1::ResizeRequest req;
+  req.set_world_size(world_size);
+  req.set_reason(reason);
+  v1::JobState state;
+  const grpc::Status st = stub->Resize(&ctx, req, &state);
+  if (!st.ok()) return wire::FromGrpc(st, "Resize of coordinator " + q.address);
   return state;
 }
 
@@ -69,7 +91,7 @@ std::string ResultsTable(const v1::JobState& s) {
   if (s.history().empty()) return "no epoch finished";
   const std::vector<std::string> head = {"epoch",       "stage",    "px",      "train loss",
                                          "train acc",   "val loss", "val acc", "img/s",
-                                         "max step ms", "gen",      ""};
+                                         "max step ms", "gen",      "ranks",   ""};
   std::vector<std::vector<std::string>> rows;
   for (const auto& r : s.history()) {
     double max_step = 0;
@@ -80,7 +102,9 @@ std::string ResultsTable(const v1::JobState& s) {
                     std::to_string(r.stage().image_size()), Fixed(r.train_loss(), 4),
                     Fixed(r.train_accuracy(), 4), Fixed(r.val_loss(), 4),
                     Fixed(r.val_accuracy(), 4), Fixed(r.images_per_second(), 1), Fixed(max_step, 1),
-                    std::to_string(r.generation()), mark});
+                    std::to_string(r.generation()),
+                    // 0: an epoch recorded before world sizes were kept
+                    r.world_size() > 0 ? std::to_string(r.world_size()) : "-", mark});
   }
   std::vector<size_t> width(head.size());
   for (size_t i = 0; i < head.size(); ++i) {
@@ -111,6 +135,10 @@ std::string ResultsTable(const v1::JobState& s) {
   if (!s.failures().empty()) {
     out << "\nfailures survived:";
     for (const auto& f : s.failures()) out << "\n  - " << f;
+  }
+  if (!s.world_size_changes().empty()) {
+    out << "\nworld size changes:";
+    for (const auto& c : s.world_size_changes()) out << "\n  - " << c;
   }
   return out.str();
 }

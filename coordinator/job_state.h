@@ -33,6 +33,9 @@ struct StateQuery {
   double timeout_s = 5.0;
 };
 Result<v1::JobState> AskCoordinator(const StateQuery& q);
+// Resize of a live coordinator (Note [elastic world size] in coordinator/job.h): the job state
+// after the change, or the refusal with its reason.
+Result<v1::JobState> AskResize(const StateQuery& q, int world_size, const std::string& reason);
 
 // The per-epoch results table, one row per decided epoch (epochs and stages counted from 1), and
 // a summary line of the best epoch, last checkpoint, generation and phase; then the failures the

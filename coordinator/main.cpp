@@ -15,10 +15,18 @@
 // else the status line and the results table. Exits 0, 1 on an error (a refused or malformed
 // state file, an unreachable coordinator), 2 unless exactly one of --state-dir and --address is
 // given, 3 when the state dir holds no state file yet.
+//
+//   effnet-coordinator resize --address host:port --token-file out/token --world-size 3
+//       [--reason text]
+//
+// Asks a live coordinator to end the running launch at the epoch boundary and open the next
+// generation with that many ranks (Note [elastic world size] in coordinator/job.h); effnet-run
+// does when ranks came back. Exits 0 (the new state on stdout as JSON), 1 when refused.
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <csignal>
 #include <iostream>
+#include <numeric>
 
 #include "common/atomic_file.h"
 #include "common/log.h"
@@ -93,12 +101,40 @@ int PrintState(const StateArgs& a) {
   return 0;
 }
 
+struct ResizeArgs {
+  effnet::coord::StateQuery query;
+  std::string token_file;
+  int world_size = 0;
+  std::string reason = "asked by the operator";
+};
+
+// `effnet-coordinator resize`: see the top of this file.
+int Resize(const ResizeArgs& a) {
+  using namespace effnet;
+  coord::StateQuery q = a.query;
+  if (!a.token_file.empty()) {
+    auto t = ReadToken(a.token_file);
+    if (!t.ok()) {
+      std::cerr << "effnet-coordinator resize: " << t.status().ToString() << "\n";
+      return 1;
+    }
+    q.token = *t;
+  }
+  auto state = coord::AskResize(q, a.world_size, a.reason);
+  if (!state.ok()) {
+    std::cerr << "effnet-coordinator resize: " << state.status().ToString() << "\n";
+    return 1;
+  }
+  std::cout << wire::ToJsonText(*state);
+  return 0;
+}
+
 int Run(int argc, char** argv) {
   using namespace effnet;
   CLI::App app{"effnet-coordinator: the job's control plane (shards, schedule, decisions)"};
   app.option_defaults()->always_capture_default();  // --help shows every default
   std::string data, config_path, port_file, token_file;
-  int world_size = 0;
+  int world_size = 0, min_world_size = 0;
   bool exit_when_done = true;
   coord::CoordinatorConfig c;
   // Required unless the state subcommand is given (checked after parsing).
@@ -107,6 +143,11 @@ int Run(int argc, char** argv) {
                  "the run's YAML config (docs/config.md), validated whole; its job: section drives "
                  "the job; required");
   app.add_option("--world-size", world_size, "number of worker ranks; required");
+  app.add_option("--min-world-size", min_world_size,
+                 "elastic: a launch may have this many ranks up to --world-size (a relaunch after "
+                 "a lost rank continues with the ranks left); data.batch_size must be divisible "
+                 "by every size in between; 0 = --world-size (not elastic)")
+      ->capture_default_str();
   app.add_option("--host", c.host,
                  "listen address: 127.0.0.1 = this host only; 0.0.0.0 = every interface (other "
                  "hosts: use --tls-cert/--tls-key, docs/reliability.md)")
@@ -148,12 +189,29 @@ int Run(int argc, char** argv) {
       ->capture_default_str();
   state_cmd->add_flag("--json", state_args.json,
                       "the JobState message in protobuf's JSON mapping (default: a table)");
+  ResizeArgs resize_args;
+  CLI::App* resize_cmd = app.add_subcommand(
+      "resize",
+      "ask a live coordinator to continue at the next epoch boundary with another "
+      "number of ranks, then exit");
+  resize_cmd->add_option("--address", resize_args.query.address, "host:port")->required();
+  resize_cmd->add_option("--token-file", resize_args.token_file, "file holding the job token")
+      ->required();
+  resize_cmd->add_option("--tls-ca", resize_args.query.tls_ca_file,
+                         "CA (PEM) the coordinator's certificate is checked against");
+  resize_cmd->add_option("--world-size", resize_args.world_size, "the next launch's ranks")
+      ->required();
+  resize_cmd->add_option("--reason", resize_args.reason, "recorded with the change")
+      ->capture_default_str();
+  resize_cmd->add_option("--timeout", resize_args.query.timeout_s, "seconds the call may take")
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
   if (*state_cmd) return PrintState(state_args);
+  if (*resize_cmd) return Resize(resize_args);
   log::SetTag("coordinator");
   if (data.empty() || config_path.empty() || world_size == 0) {
     log::Error("--data, --config and --world-size are required (see --help)");
@@ -180,6 +238,30 @@ int Run(int argc, char** argv) {
     log::Error("--config: " + cfg.status().ToString());
     return 1;
   }
+  if (min_world_size < 0 || min_world_size > world_size) {
+    log::Error("--min-world-size " + std::to_string(min_world_size) + " outside [1, --world-size " +
+               std::to_string(world_size) + "] (0: --world-size)");
+    return 1;
+  }
+  // Note [elastic world size]: the global batch stays; every allowed size must split it.
+  const int min_size = min_world_size > 0 ? min_world_size : world_size;
+  int64_t lcm = 1;  // of every allowed size: the batches an elastic job can use are its multiples
+  for (int w = min_size; w <= world_size; ++w) lcm = std::lcm(lcm, static_cast<int64_t>(w));
+  for (int w = min_size; w <= world_size; ++w) {
+    if (auto b = train::PerRankBatch(cfg->data, w); !b.ok()) {
+      std::string why = b.status().message();
+      if (min_size < world_size) {
+        const int64_t lo = cfg->data.batch_size / lcm * lcm;
+        why += " (an elastic job may run on any number of ranks from --min-world-size " +
+               std::to_string(min_size) + " to " + std::to_string(world_size) +
+               ", so data.batch_size must be divisible by each: a multiple of " +
+               std::to_string(lcm) + ", e.g. " + (lo > 0 ? std::to_string(lo) + " or " : "") +
+               std::to_string(lo + lcm) + ")";
+      }
+      log::Error("--config: " + why);
+      return 1;
+    }
+  }
   auto reader = storage::DatasetReader::Open(data);
   if (!reader.ok()) {
     log::Error("--data: " + reader.status().ToString());
@@ -187,6 +269,7 @@ int Run(int argc, char** argv) {
   }
   coord::JobSetup setup;
   setup.world_size = world_size;
+  setup.min_world_size = min_world_size;
   setup.config = cfg->job;
   setup.data_path = data;
   setup.checkpoint_dir = checkpoint_dir;

@@ -310,6 +310,20 @@ struct CoordinatorServer::Impl final : public v1::Coordinator::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status Resize(ServerContext* ctx, const v1::ResizeRequest* req,
+                      v1::JobState* resp) override {
+    if (auto st = Authorize(ctx, "Resize"); !st.ok()) return st;
+    std::lock_guard<std::mutex> lock(mu);
+    const Status st = job.Resize(req->world_size(), req->reason());
+    SaveLocked();  // wakes the old launch's long-polls: they are stale now
+    if (!st.ok()) {
+      log::Warn("Resize refused: " + st.message());
+      return ToGrpc(st);
+    }
+    job.ToProto(Clock::now(), resp);
+    return grpc::Status::OK;
+  }
+
   grpc::Status WatchJobState(ServerContext* ctx, const v1::WatchJobStateRequest* req,
                              grpc::ServerWriter<v1::JobState>* writer) override {
     if (auto st = Authorize(ctx, "WatchJobState"); !st.ok()) return st;
@@ -351,6 +365,11 @@ Result<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(const Coordi
   if (setup.world_size < 1) {
     return InvalidArgument("coordinator: world size must be >= 1, got " +
                            std::to_string(setup.world_size));
+  }
+  if (setup.min_world_size < 0 || setup.min_world_size > setup.world_size) {
+    return InvalidArgument("coordinator: minimum world size " +
+                           std::to_string(setup.min_world_size) + " outside [1, " +
+                           std::to_string(setup.world_size) + "] (0: the world size)");
   }
   if (setup.train_indices.empty()) {
     return InvalidArgument("coordinator: the train split of " + setup.data_path + " is empty");

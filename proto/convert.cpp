@@ -130,6 +130,7 @@ void ToProto(const job::EpochRecord& r, v1::EpochSummary* out) {
   out->set_status_line(r.status_line);
   out->set_generation(r.generation);
   ToProto(r.early_stopping_after, out->mutable_early_stopping_after());
+  out->set_world_size(r.world_size);
 }
 
 job::EpochRecord FromProto(const v1::EpochSummary& s) {
@@ -146,6 +147,7 @@ job::EpochRecord FromProto(const v1::EpochSummary& s) {
   out.status_line = s.status_line();
   out.generation = s.generation();
   out.early_stopping_after = FromProto(s.early_stopping_after());
+  out.world_size = s.world_size();
   return out;
 }
 

@@ -95,6 +95,8 @@ struct EpochRecord {
   EarlyStopping::State early_stopping_after;  // Note [no epoch twice] in coordinator/job.h
   std::string status_line;
   int64_t generation = 0;
+  int world_size =
+      0;  // ranks that trained the epoch (Note [elastic world size], coordinator/job.h)
 };
 
 struct CheckpointRef {

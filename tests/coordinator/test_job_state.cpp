@@ -4,6 +4,7 @@
 #include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <string>
 
@@ -241,7 +242,7 @@ TEST(JobState, TheResultsTableHasOneRowPerDecidedEpoch) {
   const std::string table = ResultsTable(st);
   EXPECT_NE(table.find("| epoch | stage |  px | train loss |"), std::string::npos) << table;
   EXPECT_NE(table.find("|     1 |     1 | 224 |     1.5000 |"), std::string::npos) << table;
-  EXPECT_NE(table.find("|       110.0 |   1 | best |"), std::string::npos) << table;
+  EXPECT_NE(table.find("|       110.0 |   1 |     2 | best |"), std::string::npos) << table;
   EXPECT_NE(table.find("best epoch 2 (checkpoint ckpt/e0), last committed epoch 2, generation 1, "
                        "phase running"),
             std::string::npos)
@@ -249,6 +250,112 @@ TEST(JobState, TheResultsTableHasOneRowPerDecidedEpoch) {
   EXPECT_NE(table.find("failures survived:\n  - rank 1 (host host1, pid 101) left"),
             std::string::npos)
       << table;
+}
+
+// Note [elastic world size] at the job level: 3 ranks, at least 2. A launch of 2 after a lost
+// rank shards the whole split over 2, a resize at an epoch boundary brings back 3, and every
+// epoch sees every train sample exactly once; each epoch and each change keeps its size.
+TEST(JobElastic, LaunchesOfAnotherSizeShardTheWholeSplitAndAreRecorded) {
+  const auto now = Clock::now();
+  JobSetup setup = MakeSetup();
+  setup.world_size = 3;
+  setup.min_world_size = 2;
+  const std::vector<int64_t> all = setup.train_indices;
+  Job job(setup, 0);
+  auto worker = [](int rank, int world, int64_t generation) {
+    WorkerInfo w = Worker(rank, generation);
+    w.world_size = world;
+    return w;
+  };
+  // Every rank of `generation` (`world` of them) trains `epoch`: the shards partition the split.
+  auto train = [&](int64_t generation, int world, int epoch) {
+    std::vector<int64_t> seen;
+    bool decided = false;
+    for (int r = 0; r < world; ++r) {
+      auto plan = job.Plan(worker(r, world, generation), epoch);
+      ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+      seen.insert(seen.end(), plan->sample_indices.begin(), plan->sample_indices.end());
+      job::RankMetrics m = Metrics(epoch, r, 1.0 / (1 + epoch));
+      m.train_samples = static_cast<int64_t>(plan->sample_indices.size());
+      const Status st = job.Report(worker(r, world, generation), m, &decided);
+      ASSERT_TRUE(st.ok()) << st.ToString();
+      EXPECT_EQ(decided, r == world - 1) << "epoch " << epoch << " rank " << r;
+    }
+    std::sort(seen.begin(), seen.end());
+    EXPECT_EQ(seen, all) << "epoch " << epoch << " on " << world << " ranks";
+    ASSERT_NE(job.Record(epoch), nullptr);
+    EXPECT_EQ(job.Record(epoch)->world_size, world);
+    EXPECT_TRUE(
+        job.Commit(worker(0, world, generation), epoch, "ckpt/e" + std::to_string(epoch), false)
+            .ok());
+  };
+  for (int r = 0; r < 3; ++r) ASSERT_TRUE(job.Register(worker(r, 3, 0), now).ok());
+  train(0, 3, 0);
+  EXPECT_TRUE(job.world_size_changes().empty());
+  job.StreamEnded(worker(2, 3, 0), /*leaving=*/true, now);
+  ASSERT_EQ(job.phase(), Phase::kFailed);
+
+  // Below the minimum, above the full size, or a size the generation does not have: refused.
+  Status st = job.Register(worker(0, 1, 1), now);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("says world size 1, the job has between 2 and 3"), std::string::npos)
+      << st.message();
+  EXPECT_EQ(job.Register(worker(0, 4, 1), now).code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE(job.Register(worker(0, 2, 1), now).ok());
+  st = job.Register(worker(1, 3, 1), now);
+  EXPECT_NE(st.message().find("but generation 1 has 2 ranks"), std::string::npos) << st.message();
+  EXPECT_EQ(job.Register(worker(2, 2, 1), now).code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE(job.Register(worker(1, 2, 1), now).ok());
+  EXPECT_EQ(job.phase(), Phase::kRunning);
+  EXPECT_EQ(job.launch_world_size(), 2);
+  ASSERT_EQ(job.world_size_changes().size(), 1u);
+  EXPECT_NE(job.world_size_changes()[0].find("generation 1 from epoch 1: 2 of 3 ranks (was 3; "
+                                             "after: rank 2 (host host2, pid 102) left"),
+            std::string::npos)
+      << job.world_size_changes()[0];
+  train(1, 2, 1);
+  train(1, 2, 2);
+
+  // Growing back: only at an epoch boundary (every decided epoch committed).
+  bool decided = false;
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_TRUE(job.Plan(worker(r, 2, 1), 3).ok());
+    ASSERT_TRUE(job.Report(worker(r, 2, 1), Metrics(3, r, 0.2), &decided).ok());
+  }
+  ASSERT_TRUE(decided);
+  st = job.Resize(3, "slot back");
+  EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(st.message().find("epoch 3 is decided but its checkpoint is not committed"),
+            std::string::npos)
+      << st.message();
+  EXPECT_EQ(job.Resize(1, "too small").code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(job.Resize(2, "same").code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE(job.Commit(worker(0, 2, 1), 3, "ckpt/e3", false).ok());
+  ASSERT_TRUE(job.Resize(3, "slot back").ok());
+  EXPECT_EQ(job.generation(), 2);
+  EXPECT_EQ(job.launch_world_size(), 3);
+  EXPECT_EQ(job.next_epoch(), 4);
+  EXPECT_EQ(job.Plan(worker(0, 2, 1), 4).status().code(), StatusCode::kPermissionDenied);
+  for (int r = 0; r < 3; ++r) ASSERT_TRUE(job.Register(worker(r, 3, 2), now).ok());
+  train(2, 3, 4);
+  ASSERT_EQ(job.world_size_changes().size(), 2u);
+  EXPECT_NE(job.world_size_changes()[1].find("generation 2 from epoch 4: 3 of 3 ranks (was 2; "
+                                             "slot back)"),
+            std::string::npos)
+      << job.world_size_changes()[1];
+  EXPECT_EQ(job.failures().size(), 1u);  // a resize is no failure
+
+  // The sizes survive the state file; a restore with another minimum is refused.
+  auto restored = Job::Restore(job.ToJson(), setup, 2, now);
+  ASSERT_TRUE(restored.ok()) << restored.status().ToString();
+  EXPECT_EQ(restored->launch_world_size(), 3);
+  EXPECT_EQ(restored->world_size_changes(), job.world_size_changes());
+  EXPECT_EQ(restored->Record(2)->world_size, 2);
+  JobSetup other_min = setup;
+  other_min.min_world_size = 3;
+  EXPECT_NE(
+      Job::Restore(job.ToJson(), other_min, 2, now).status().message().find("minimum world size 2"),
+      std::string::npos);
 }
 
 }  // namespace

@@ -2,7 +2,8 @@
 // speaks to the coordinator exactly like effnet-worker (same flags, the real client library, rank
 // and world size from mpirun's environment), but its "training" is a timed sleep and its metrics
 // are a fixed function of the epoch, so the tests check the control plane (restarts, resume,
-// generations, no epoch counted twice) in seconds. Rank 0 writes a checkpoint file per epoch
+// generations, no epoch counted twice, elastic world sizes) in seconds; each rank traces its
+// shard per epoch to <out>/trace-rank<r>.log. Rank 0 writes a checkpoint file per epoch
 // atomically and commits it.
 #include <unistd.h>
 
@@ -88,12 +89,18 @@ int Run(int argc, char** argv) {
     {
       std::ofstream trace(out + "/trace-rank" + std::to_string(c.rank) + ".log", std::ios::app);
       trace << "generation " << c.generation << " epoch " << epoch << " pid " << ::getpid()
-            << " samples " << plan->sample_indices.size() << "\n";
+            << " samples " << plan->sample_indices.size() << " world " << c.world_size
+            << " indices";
+      for (size_t i = 0; i < plan->sample_indices.size(); ++i) {
+        trace << (i ? "," : " ") << plan->sample_indices[i];
+      }
+      trace << "\n";
     }
     std::this_thread::sleep_for(std::chrono::duration<double>(epoch_seconds));
     job::RankMetrics m;
     m.epoch = epoch;
     m.rank = c.rank;
+    m.train_samples = static_cast<int64_t>(plan->sample_indices.size());
     m.train_loss = 1.0 / (1 + epoch);
     m.train_accuracy = 1.0 - 0.5 / (1 + epoch);
     m.val_loss = 1.2 / (1 + epoch);

@@ -15,6 +15,10 @@ folders are shared because all "hosts" see one file system (a cluster's shared s
   - test_kill_host: host b goes down mid-run (its worker, then every process in its namespace,
     orted included, killed); effnet-run relaunches every rank from the last committed
     checkpoint, on the same three hosts, and the job finishes.
+  - test_lose_host_for_good: elastic (--min-np 2): host b goes down the same way and its line
+    leaves the hostfile; the job continues on a and c from the last committed checkpoint with the
+    same global batch (Note [elastic world size] in coordinator/job.h), every epoch's sample
+    counts add up to the train split, and it reaches the accuracy bar.
 
 Without the rights to create namespaces (not root, no CAP_NET_ADMIN, no `ip`/`unshare`) the test
 exits 77, which ctest reports as skipped. Needs EFFNET_BIN_DIR and EFFNET_SOURCE_DIR.
@@ -207,18 +211,19 @@ class MultiHost(unittest.TestCase):
         cls.cluster.down()
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
-    def launch(self, out, hosts):
-        """effnet-run with 1 rank in the root namespace (hosts=1) or 3 ranks on a, b, c."""
+    def launch(self, out, hosts, hostfile=None, extra=()):
+        """effnet-run with 1 rank in the root namespace (hosts=1) or 3 ranks on a, b, c (the
+        hosts of `hostfile`, by default all three)."""
         env = dict(os.environ, OMP_NUM_THREADS="1", EFFNET_NETNS_HOSTS=self.hosts_map)
         run = [sys.executable, os.path.join(BIN, "effnet-run"), "--config", self.config,
                "--data", self.data, "--out", out, "--heartbeat-timeout", "5",
-               "--max-restarts", "2"]
+               "--max-restarts", "2", *extra]
         if hosts == 1:
             cmd = run + ["--np", "1"]
         else:
             cmd = ["ip", "netns", "exec", self.cluster.ns["a"], "unshare", "--uts", "sh", "-c",
                    'hostname effh-a && exec "$@"', "sh"] + run + [
-                "--np", "3", "--hostfile", self.hostfile,
+                "--np", "3", "--hostfile", hostfile or self.hostfile,
                 "--advertise-host", self.cluster.addr["a"],
                 "--mpi-arg=--mca", "--mpi-arg=plm_rsh_agent", f"--mpi-arg={RSH}",
                 "--mpi-arg=--mca", "--mpi-arg=plm_rsh_no_tree_spawn", "--mpi-arg=1",
@@ -306,15 +311,11 @@ class MultiHost(unittest.TestCase):
         self.assertGreaterEqual(acc3, MIN_ACCURACY, text3[-3000:])
         self.assertLessEqual(abs(acc1 - acc3), TOLERANCE)
 
-    def test_kill_host(self):
-        out = os.path.join(self.tmp, "kill-host-b")
-        proc = self.launch(out, hosts=3)
-        s = self.wait_for(out, proc, lambda s: s["job"]["last_checkpoint"]["epoch"] >= 1
-                          and s["job"]["phase"] == "PHASE_RUNNING" and len(s["workers"]) == 3)
+    def take_host_b_down(self, s):
+        """Host b goes down: its worker first (so the coordinator names it), then every other
+        process in its namespace (the orted and the agent's shell). Hosts share the machine's pid
+        namespace, so the pids the coordinator and `ip netns pids` give are killable here."""
         victim = next(w for w in s["workers"] if w["host"] == "effh-b")
-        # Host b goes down: its worker first (so the coordinator names it), then every other
-        # process in its namespace (the orted and the agent's shell). Hosts share the machine's
-        # pid namespace, so the pids the coordinator and `ip netns pids` give are killable here.
         os.kill(int(victim["pid"]), signal.SIGKILL)
         others = [p for p in ip("netns", "pids", self.cluster.ns["b"], check=False).stdout.split()
                   if p != str(victim["pid"])]
@@ -326,6 +327,14 @@ class MultiHost(unittest.TestCase):
         print(f"\nhost b down: killed rank {victim['rank']} (pid {victim['pid']}) and {others} "
               f"after the checkpoint of epoch {s['job']['last_checkpoint']['epoch']}",
               file=sys.stderr, flush=True)
+        return victim
+
+    def test_kill_host(self):
+        out = os.path.join(self.tmp, "kill-host-b")
+        proc = self.launch(out, hosts=3)
+        s = self.wait_for(out, proc, lambda s: s["job"]["last_checkpoint"]["epoch"] >= 1
+                          and s["job"]["phase"] == "PHASE_RUNNING" and len(s["workers"]) == 3)
+        victim = self.take_host_b_down(s)
         rc, text = self.finish(proc)
         s, summary = self.check_result(out, rc, text, "3 hosts, b killed")
         self.assertEqual(int(s["job"]["generation"]), 1)
@@ -333,6 +342,35 @@ class MultiHost(unittest.TestCase):
         self.assertIn(f"rank {victim['rank']} (host effh-b", s["failures"][0])
         self.assertIn(f"pid {victim['pid']}", s["failures"][0])
         self.check_three_hosts(s, summary, text)
+
+    def test_lose_host_for_good(self):
+        out = os.path.join(self.tmp, "lose-host-b")
+        hostfile = os.path.join(self.tmp, "hostfile-elastic")
+        shutil.copy(self.hostfile, hostfile)
+        proc = self.launch(out, hosts=3, hostfile=hostfile,
+                           extra=("--min-np", "2", "--rejoin-timeout", "3"))
+        s = self.wait_for(out, proc, lambda s: s["job"]["last_checkpoint"]["epoch"] >= 1
+                          and s["job"]["phase"] == "PHASE_RUNNING" and len(s["workers"]) == 3)
+        # Gone for good: the operator (here the test) takes b out of the hostfile.
+        with open(hostfile, "w") as f:
+            f.writelines(f"{addr} slots=1\n" for h, addr in Cluster.HOSTS if h != "b")
+        victim = self.take_host_b_down(s)
+        rc, text = self.finish(proc)
+        s, summary = self.check_result(out, rc, text, "3 hosts, b lost for good")
+        self.assertGreaterEqual(summary["test_accuracy"], MIN_ACCURACY, text[-3000:])
+        self.assertEqual(len(s["failures"]), 1, s["failures"])
+        self.assertIn(f"pid {victim['pid']}", s["failures"][0])
+        sizes = [r["world_size"] for r in s["history"]]
+        k = sizes.index(2)
+        self.assertEqual(sizes, [3] * k + [2] * (EPOCHS - k))
+        n = int(s["job"]["num_train_samples"])
+        for r in s["history"]:
+            self.assertEqual(sum(int(x["train_samples"]) for x in r["ranks"]), n, r["status_line"])
+        self.assertEqual(summary["epoch_world_sizes"], sizes)
+        self.assertEqual(summary["world_size"], 2)
+        hosts = {w["rank"]: w["host"] for w in s["workers"]}
+        self.assertEqual(hosts, {0: "effh-a", 1: "effh-c"}, s["workers"])
+        self.assertIn("continuing with 2 of 3 ranks", text)
 
 
 if __name__ == "__main__":

@@ -116,6 +116,31 @@ TEST(RunSummary, ParsesAndNamesTheRow) {
             "tf_efficientnetv2_b2 (effnet-dist, 1 rank cpu, from efficientnetv2-b2.weights.h5)");
 }
 
+// Note [elastic world size]: a run whose ranks changed says so in its row; one size does not.
+TEST(RunSummary, AnElasticRunNamesItsWorldSizes) {
+  auto s = ParseRunSummary(Summary("b0", 0.9), "x/summary.json");
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_TRUE(s->epoch_world_sizes.empty());  // older files have none
+  s->epoch_world_sizes = {2, 2, 2};
+  EXPECT_EQ(ToResultRow(*s).model, "EfficientNetV2-B0 (effnet-dist, 2 ranks cpu)");
+  s->epoch_world_sizes = {3, 3, 2, 2, 3};
+  s->world_size = 3;
+  auto back = ParseRunSummary(RunSummaryToJson(*s), "y/summary.json");
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->epoch_world_sizes, s->epoch_world_sizes);
+  EXPECT_EQ(WorldSizesLabel(*back), "3 -> 2 -> 3");
+  EXPECT_EQ(ToResultRow(*back).model, "EfficientNetV2-B0 (effnet-dist, 3 -> 2 -> 3 ranks cpu)");
+  const std::string text = R"({"model":"m","variant":"b0","batch_size":8,"fit_time_s":1,)"
+                           R"("test_accuracy":0.8,"world_size":1,"device":"cpu",)"
+                           R"("epoch_world_sizes":[1,0]})";
+  auto refused = ParseRunSummary(text, "x/summary.json");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find(
+                "field \"epoch_world_sizes\": expected world sizes >= 1, found 0"),
+            std::string::npos)
+      << refused.status().message();
+}
+
 TEST(RunSummary, ErrorsNameSourceAndField) {
   struct Case {
     std::string json, expect;

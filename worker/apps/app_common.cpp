@@ -216,6 +216,16 @@ Status WriteReports(const std::string& out, const train::TrainConfig& c,
   s.stop_reason = fit.stop_reason;
   s.reduced = c.model.extra_width != 1.0 || c.model.extra_depth != 1.0;
   s.start = report::StartLabel(c.transfer.pretrained);
+  // Note [elastic world size] (coordinator/job.h): each epoch's ranks, as its record says.
+  if (auto epochs = report::ReadEpochRecords(out + "/" + report::kMetricsJsonl); epochs.ok()) {
+    for (const auto& e : *epochs) {
+      if (!e.world_size || e.epoch != static_cast<double>(s.epoch_world_sizes.size())) {
+        s.epoch_world_sizes.clear();  // an older record, or a gap: unknown
+        break;
+      }
+      s.epoch_world_sizes.push_back(static_cast<int>(*e.world_size));
+    }
+  }
   report::ResultRow row = report::ToResultRow(s);
   row.note = "best epoch " + std::to_string(best_epoch + 1) + ", " + fit.stop_reason;
   if (test.count == 0) row.note += "; no test images: test metrics not computed";

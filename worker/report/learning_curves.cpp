@@ -83,6 +83,7 @@ Result<std::vector<EpochRecord>> ReadEpochRecords(const std::string& path) {
     EFFNET_RETURN_IF_ERROR(OptionalInt(rec, "stage", where, &p.stage));
     EFFNET_RETURN_IF_ERROR(OptionalInt(rec, "image_size", where, &p.image_size));
     EFFNET_RETURN_IF_ERROR(OptionalInt(rec, "best_epoch", where, &p.best_epoch));
+    EFFNET_RETURN_IF_ERROR(OptionalInt(rec, "world_size", where, &p.world_size));
     if (auto it = rec.find("is_best"); it != rec.end() && it->is_boolean()) {
       p.is_best = it->get<bool>();
     }

@@ -100,6 +100,7 @@ Interval WilsonInterval(int64_t successes, int64_t n, double z = 1.9599639845400
 struct EpochRecord {
   double epoch = 0;  // 0-based as the trainer writes it
   std::optional<int64_t> step, stage, image_size, best_epoch;
+  std::optional<int64_t> world_size;  // ranks that trained the epoch
   std::optional<double> train_loss, train_accuracy, val_loss, val_accuracy;
   std::optional<double> img_per_s_global, epoch_time_s;
   // One per rank, empty in older files: the rank's own pace (img/s outside collective waits) and

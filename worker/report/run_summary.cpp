@@ -98,6 +98,16 @@ Result<RunSummary> ParseRunSummary(const std::string& json_text, const std::stri
   s.stop_reason = j.value("stop_reason", std::string());
   s.reduced = j.value("reduced", false);
   s.start = j.value("start", std::string());
+  if (auto it = j.find("epoch_world_sizes"); it != j.end()) {
+    if (!it->is_array()) return FieldError(source, "epoch_world_sizes", "expected an array");
+    for (const auto& w : *it) {
+      if (!w.is_number_integer() || w.get<int64_t>() < 1 || w.get<int64_t>() > (1 << 20)) {
+        return FieldError(source, "epoch_world_sizes",
+                          "expected world sizes >= 1, found " + w.dump());
+      }
+      s.epoch_world_sizes.push_back(w.get<int>());
+    }
+  }
   return s;
 }
 
@@ -114,7 +124,8 @@ std::string RunSummaryToJson(const RunSummary& s) {
                   {"best_epoch", s.best_epoch},
                   {"stop_reason", s.stop_reason},
                   {"reduced", s.reduced},
-                  {"start", s.start}};
+                  {"start", s.start},
+                  {"epoch_world_sizes", s.epoch_world_sizes}};
   return j.dump(2) + "\n";
 }
 
@@ -129,6 +140,18 @@ std::string StartLabel(const std::string& pretrained_path) {
   return "from " + std::filesystem::path(pretrained_path).filename().string();
 }
 
+std::string WorldSizesLabel(const RunSummary& s) {
+  std::string label;
+  int last = 0;
+  for (int w : s.epoch_world_sizes) {
+    if (w == last) continue;
+    label += (label.empty() ? "" : " -> ") + std::to_string(w);
+    last = w;
+  }
+  // One size throughout (or an older file): the run's world size, as before.
+  return label.find(' ') == std::string::npos ? std::to_string(s.world_size) : label;
+}
+
 ResultRow ToResultRow(const RunSummary& s) {
   std::string name = s.model;
   if (AlnumLower(s.model).find(AlnumLower(s.variant)) == std::string::npos) {
@@ -137,8 +160,8 @@ ResultRow ToResultRow(const RunSummary& s) {
     name += "-" + v;
   }
   ResultRow row;
-  row.model = name + " (effnet-dist, " + std::to_string(s.world_size) +
-              (s.world_size == 1 ? " rank " : " ranks ") + s.device +
+  const std::string ranks = WorldSizesLabel(s);
+  row.model = name + " (effnet-dist, " + ranks + (ranks == "1" ? " rank " : " ranks ") + s.device +
               (s.start.empty() ? "" : ", " + s.start) + ")";
   row.batch_size = s.batch_size;
   row.fit_time_s = s.fit_time_s;

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "worker/report/report.h"
@@ -28,7 +29,14 @@ struct RunSummary {
   std::string stop_reason;
   bool reduced = false;  // a reduced test model (model.extra_width/extra_depth != 1)
   std::string start;     // StartLabel of the run's weights; "" in older files (unknown)
+  // Ranks that trained each epoch (index = 0-based epoch), from metrics.jsonl: they differ when an
+  // elastic job lost or regained ranks (Note [elastic world size] in coordinator/job.h); world_size
+  // is the last launch's. Empty in older files.
+  std::vector<int> epoch_world_sizes;
 };
+
+// "3" or, for an elastic run, "3 -> 2 -> 3": the world size of each run of epochs.
+std::string WorldSizesLabel(const RunSummary& s);
 
 // Where a run's weights started, as every table shows it: "from scratch" (random weights) or
 // "from <file name>" (model.pretrained).
