@@ -8,6 +8,7 @@
 #include "common/hash.h"
 #include "common/log.h"
 #include "common/text.h"
+#include "common/utf8.h"
 #include "coordinator/job_state.h"
 #include "proto/convert.h"
 #include "proto/coordinator.pb.h"
@@ -538,11 +539,11 @@ Status Job::Beat(const WorkerInfo& w, int epoch, int64_t step, Clock::time_point
   return Status::Ok();
 }
 
-void Job::Fail(const WorkerRecord& w, const std::string& what) {
+void Job::Fail(const WorkerRecord& w, const std::string& what, const std::string& cause) {
   dead_ranks_.push_back(w.info.rank);
   const std::string msg = w.info.Describe() + " " + what + " at epoch " +
                           std::to_string(next_epoch_) + " of generation " +
-                          std::to_string(generation_);
+                          std::to_string(generation_) + (cause.empty() ? "" : ": " + cause);
   if (phase_ == Phase::kFailed) {
     log::Warn("also lost: " + msg);
   } else {
@@ -553,6 +554,39 @@ void Job::Fail(const WorkerRecord& w, const std::string& what) {
                std::to_string(generation_ + 1) + ") to resume from " + CkptText(last_checkpoint_));
   }
   Changed();
+}
+
+Status Job::WorkerFailed(const WorkerInfo& w, const std::string& cause) {
+  // The rank's own cause is recorded also when the job failed already (another rank first).
+  if (Status st = CheckMember(w, /*allow_finished=*/true);
+      !st.ok() && !(phase_ == Phase::kFailed && st.code() == StatusCode::kAborted)) {
+    return st;
+  }
+  // Note [reports are checked].
+  if (cause.empty()) return InvalidArgument(w.Describe() + " reported a failure without a cause");
+  if (cause.size() > job::kMaxFailureCauseBytes) {
+    return InvalidArgument(w.Describe() + " reported a failure cause of " +
+                           std::to_string(cause.size()) + " bytes (at most " +
+                           std::to_string(job::kMaxFailureCauseBytes) + ")");
+  }
+  if (const size_t bad = FirstInvalidUtf8(cause); bad != std::string::npos) {
+    return InvalidArgument(w.Describe() + " reported a failure cause that is not UTF-8 (byte " +
+                           std::to_string(bad) + ")");
+  }
+  WorkerRecord& rec = workers_.at(w.rank);
+  if (!rec.failure.empty()) return Status::Ok();  // a retry: the first report stands
+  rec.failure = cause;
+  const WorkerState before = rec.state;
+  rec.state = WorkerState::kLeft;
+  if (phase_ == Phase::kFinished || before == WorkerState::kDead || before == WorkerState::kLeft) {
+    log::Warn(w.Describe() + " failed after " +
+              (phase_ == Phase::kFinished ? "the job finished" : "it was counted out") + ": " +
+              cause);
+    Changed();
+  } else {
+    Fail(rec, "failed", cause);
+  }
+  return Status::Ok();
 }
 
 bool Job::StreamEnded(const WorkerInfo& w, bool leaving, Clock::time_point now) {

@@ -91,6 +91,15 @@ class Job {
   Status Report(const WorkerInfo& w, const job::RankMetrics& r, bool* decided);
   Status Commit(const WorkerInfo& w, int epoch, const std::string& path, bool is_best);
   Status Beat(const WorkerInfo& w, int epoch, int64_t step, Clock::time_point now);
+  // Note [failure causes]: a worker that ends on an error it caught (a checkpoint it cannot
+  // write, a refused call, a bad store) reports the error's text before it leaves; otherwise the
+  // coordinator would only see it leave ("left before the job finished"). The text is kept as
+  // the rank's failure (WorkerStatus.failure) and, for the job's first failure, in the failure
+  // reason: "rank 0 (host h, pid 42) failed at epoch 3 of generation 0: <cause>". Like every
+  // report it is checked (Note [reports are checked]): non-empty UTF-8 of at most
+  // job::kMaxFailureCauseBytes. Accepted also after the job failed or finished (the rank's own
+  // cause is still recorded); the worker counts as left.
+  Status WorkerFailed(const WorkerInfo& w, const std::string& cause);
   // The worker's heartbeat stream ended: on purpose (`leaving`: the worker is done) or broken
   // (killed or crashed, or a network blip: see CheckDeadlines). Returns true when the job changed.
   bool StreamEnded(const WorkerInfo& w, bool leaving, Clock::time_point now);
@@ -130,7 +139,8 @@ class Job {
   Status CheckMember(const WorkerInfo& w, bool allow_finished) const;
   void StartGeneration(int64_t generation);
   void Decide();
-  void Fail(const WorkerRecord& w, const std::string& what);
+  // "rank R (host, pid) WHAT at epoch E of generation G[: CAUSE]" becomes the failure reason.
+  void Fail(const WorkerRecord& w, const std::string& what, const std::string& cause = "");
   void Changed() { ++version_; }
 
   JobSetup setup_;

@@ -302,6 +302,17 @@ struct CoordinatorServer::Impl final : public v1::Coordinator::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status ReportFailure(ServerContext* ctx, const v1::ReportFailureRequest* req,
+                             v1::ReportFailureResponse*) override {
+    if (auto st = Authorize(ctx, "ReportFailure"); !st.ok()) return st;
+    const WorkerInfo who = FromProto(req->worker());
+    std::lock_guard<std::mutex> lock(mu);
+    const Status st = job.WorkerFailed(who, req->cause());
+    SaveLocked();
+    if (!st.ok()) log::Warn("ReportFailure refused for " + who.Describe() + ": " + st.message());
+    return ToGrpc(st);
+  }
+
   grpc::Status GetJobState(ServerContext* ctx, const v1::GetJobStateRequest*,
                            v1::JobState* resp) override {
     if (auto st = Authorize(ctx, "GetJobState"); !st.ok()) return st;

@@ -15,6 +15,7 @@
 #include <set>
 #include <thread>
 
+#include "common/utf8.h"
 #include "coordinator/server.h"
 #include "proto/convert.h"
 #include "proto/coordinator.grpc.pb.h"
@@ -186,6 +187,15 @@ struct RawWorker {
     req.set_path(path);
     v1::CommitCheckpointResponse resp;
     return stub->CommitCheckpoint(&ctx, req, &resp);
+  }
+  grpc::Status ReportFailure(const std::string& cause, const std::string& token = kToken) {
+    grpc::ClientContext ctx;
+    Prepare(&ctx, token);
+    v1::ReportFailureRequest req;
+    *req.mutable_worker() = id;
+    req.set_cause(cause);
+    v1::ReportFailureResponse resp;
+    return stub->ReportFailure(&ctx, req, &resp);
   }
   v1::JobState State() {
     grpc::ClientContext ctx;
@@ -494,6 +504,63 @@ TEST(Coordinator, SilentWorkerIsMarkedDeadAndNamedWithinTheTimeout) {
   ASSERT_FALSE(plan.ok());
   EXPECT_NE(plan.status().message().find("job failed"), std::string::npos);
   EXPECT_NE(plan.status().message().find("rank 1"), std::string::npos);
+}
+
+// Note [failure causes]: a worker's own error becomes its failure and the job's failure reason.
+TEST(Coordinator, AWorkersErrorBecomesTheJobsFailureReason) {
+  const JobSetup setup = MakeSetup(2, 3, 20);
+  auto server = StartServer(MakeConfig(), setup);
+  RawWorker w1(*server, 1, 2, 0, "w1");
+  ASSERT_TRUE(w1.Register().ok());
+  auto jc = client::ConnectCoordinator(ClientConfig(*server, 0, 2));
+  ASSERT_TRUE(jc.ok()) << jc.status().ToString();
+  // Causes are checked like every report, and only the rank's own worker may report.
+  auto refused = [&](grpc::Status st, grpc::StatusCode code, const std::string& want) {
+    EXPECT_EQ(st.error_code(), code) << want << ": " << st.error_message();
+    EXPECT_NE(st.error_message().find(want), std::string::npos) << st.error_message();
+  };
+  refused(w1.ReportFailure("bad \xff\xfe byte"), grpc::StatusCode::INVALID_ARGUMENT,
+          "rank 1 (host testhost, pid 1001) reported a failure cause that is not UTF-8 (byte 4)");
+  refused(w1.ReportFailure(std::string(job::kMaxFailureCauseBytes + 1, 'x')),
+          grpc::StatusCode::INVALID_ARGUMENT, "cause of 2049 bytes (at most 2048)");
+  refused(w1.ReportFailure(""), grpc::StatusCode::INVALID_ARGUMENT, "without a cause");
+  refused(w1.ReportFailure("x", "wrong"), grpc::StatusCode::UNAUTHENTICATED, "wrong token");
+  RawWorker impostor(*server, 1, 2, 0, "impostor");
+  refused(impostor.ReportFailure("x"), grpc::StatusCode::PERMISSION_DENIED,
+          "belongs to another worker");
+  ASSERT_EQ(server->phase(), Phase::kRunning);
+
+  // Rank 0 ends on an error; a cause longer than the limit is cut at a character boundary.
+  std::string cause = "writing checkpoint /run/checkpoints/epoch-0001: Operation not permitted";
+  std::string long_cause = cause + " ";
+  while (long_cause.size() <= job::kMaxFailureCauseBytes) long_cause += "\xc3\xa9";  // U+00E9
+  jc.value()->EndWithError(long_cause);
+  ASSERT_EQ(server->phase(), Phase::kFailed);
+  v1::JobState st = w1.State();
+  const v1::WorkerStatus w0 = st.workers(0);
+  EXPECT_EQ(w0.state(), "left");
+  EXPECT_LE(w0.failure().size(), job::kMaxFailureCauseBytes);
+  EXPECT_GT(w0.failure().size(), job::kMaxFailureCauseBytes - 2);
+  EXPECT_TRUE(IsValidUtf8(w0.failure()));
+  EXPECT_EQ(w0.failure().rfind(cause, 0), 0u) << w0.failure();
+  const std::string who = "rank 0 (host " + w0.host() + ", pid " + std::to_string(::getpid()) + ")";
+  EXPECT_EQ(st.failure_reason().rfind(who + " failed at epoch 0 of generation 0: " + cause, 0), 0u)
+      << st.failure_reason();
+  ASSERT_EQ(st.failures_size(), 1);
+  EXPECT_EQ(st.failures(0), st.failure_reason());
+  EXPECT_EQ(st.status_line(), "failed: " + st.failure_reason());
+  // A rank failing after the job failed keeps its own cause; the job's reason stays the first.
+  ASSERT_TRUE(w1.ReportFailure("rank 1's own error").ok());
+  st = w1.State();
+  EXPECT_EQ(st.workers(1).failure(), "rank 1's own error");
+  EXPECT_EQ(st.failures_size(), 1);
+  // The causes survive a coordinator restart (the state file keeps them).
+  server->Inspect([&](const Job& j) {
+    auto restored = Job::Restore(j.ToJson(), setup, 0, Clock::now());
+    ASSERT_TRUE(restored.ok()) << restored.status().ToString();
+    EXPECT_EQ(restored->workers().at(0).failure, w0.failure());
+    EXPECT_EQ(restored->failure_reason(), st.failure_reason());
+  });
 }
 
 // A raw heartbeat stream of one worker; Kill() does to it what the kernel does to the sockets of

@@ -14,6 +14,7 @@ EFFNET_SCRIPTED_WORKER.
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -214,6 +215,29 @@ class EffnetRunTest(unittest.TestCase):
         self.assertLessEqual(gen1[0], max(gen0) + 1)
         resumed = [r for r in s["history"] if int(r["generation"]) == 1]
         self.assertEqual(resumed[0]["epoch"], gen1[0])
+
+    def test_a_workers_error_reaches_the_coordinator_and_the_output(self):
+        # Note [failure causes]: rank 0 cannot write epoch 2's checkpoint (a non-empty directory
+        # stands where the file goes; root ignores a read-only folder). Its error, not "left
+        # before the job finished", is the job's failure reason and is printed by effnet-run.
+        out = os.path.join(self.tmp, "cannot-write")
+        os.makedirs(os.path.join(out, "checkpoints", "epoch-2.txt", "in-the-way"))
+        rc, text = self.finish(self.launch(out, 0.05, extra=("--max-restarts", "0")))
+        self.assertEqual(rc, 1, text)
+        s = self.state(out)
+        self.assertEqual(phase(s), "PHASE_FAILED")
+        w0 = next(w for w in s["workers"] if w["rank"] == 0)
+        self.assertTrue(w0["failure"].startswith("cannot write checkpoint: "), w0)
+        self.assertIn(os.path.join(out, "checkpoints", "epoch-2.txt"), w0["failure"])
+        who = f"rank 0 (host {w0['host']}, pid {w0['pid']}) failed at epoch"
+        self.assertTrue(s["failure_reason"].startswith(who), s["failure_reason"])
+        self.assertTrue(s["failure_reason"].endswith(": " + w0["failure"]), s["failure_reason"])
+        self.assertEqual(s["failures"], [s["failure_reason"]])
+        # Rank 1 only learnt that the job failed: it reports no cause of its own.
+        self.assertEqual([w["failure"] for w in s["workers"] if w["rank"] == 1], [""])
+        self.assertIn(f"rank 0 on {w0['host']} failed: {w0['failure']}", text)
+        self.assertRegex(text, r"generation 0 failed \(mpirun exit code \d+\): "
+                         + re.escape(s["failure_reason"]))
 
     def test_killed_coordinator_is_restarted_and_resumes(self):
         out = os.path.join(self.tmp, "kill-coordinator")

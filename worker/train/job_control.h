@@ -29,6 +29,10 @@ class JobControl {
   // keep the defaults: nothing to save, nothing to restore.
   virtual std::string SaveDecisionState() const { return ""; }
   virtual Status RestoreDecisionState(const std::string& /*state*/) { return Status::Ok(); }
+  // This rank ends on `cause`, an error it caught: whoever runs the job learns why (the
+  // coordinator records it: Note [failure causes] in coordinator/job.h). Called at most once, as
+  // the last call; the process logs the error itself. Best effort: never fails.
+  virtual void EndWithError(const std::string& /*cause*/) {}
 };
 
 }  // namespace effnet::train
