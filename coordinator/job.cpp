@@ -32,8 +32,9 @@ uint64_t HashIndices(const std::vector<int64_t>& v) {
 }
 
 std::string CkptText(const CheckpointRef& c) {
-  return c.epoch < 0 ? "the start (no checkpoint committed)"
-                     : "the checkpoint of epoch " + std::to_string(c.epoch) + " (" + c.path + ")";
+  return c.epoch < 0
+             ? "the start (no checkpoint committed)"
+             : "the checkpoint of epoch " + std::to_string(c.epoch + 1) + " (" + c.path + ")";
 }
 
 // Note [reports are checked]: a worker holds the token but is still not trusted with the job's
@@ -44,7 +45,7 @@ std::string CkptText(const CheckpointRef& c) {
 Status CheckReport(const WorkerInfo& w, const job::RankMetrics& r, int64_t shard_size,
                    int image_size) {
   auto bad = [&](const std::string& field, const std::string& what) {
-    return InvalidArgument(w.Describe() + " epoch " + std::to_string(r.epoch) + ": metrics." +
+    return InvalidArgument(w.Describe() + " epoch " + std::to_string(r.epoch + 1) + ": metrics." +
                            field + " " + what);
   };
   auto num = [](double v) {
@@ -231,7 +232,7 @@ std::string Job::StatusLine() const {
     case Phase::kWaitingForWorkers:
       return "generation " + std::to_string(generation_) + ": waiting for workers (" +
              std::to_string(registered()) + "/" + std::to_string(setup_.world_size) +
-             " registered), next epoch " + std::to_string(next_epoch_);
+             " registered), next epoch " + std::to_string(next_epoch_ + 1);
     case Phase::kFailed:
       return "failed: " + failure_reason_;
     case Phase::kFinished:
@@ -240,7 +241,7 @@ std::string Job::StatusLine() const {
              " | best epoch " + std::to_string(best_epoch() + 1);
     case Phase::kRunning:
       if (history_.empty()) {
-        return "running epoch " + std::to_string(next_epoch_) + ", generation " +
+        return "running epoch " + std::to_string(next_epoch_ + 1) + ", generation " +
                std::to_string(generation_);
       }
       return history_.back().status_line;
@@ -365,7 +366,7 @@ Status Job::Register(const WorkerInfo& w, Clock::time_point now) {
   if (phase_ == Phase::kWaitingForWorkers && registered() == setup_.world_size) {
     phase_ = Phase::kRunning;
     log::Info("all " + std::to_string(setup_.world_size) +
-              " ranks registered: running from epoch " + std::to_string(next_epoch_) + " (" +
+              " ranks registered: running from epoch " + std::to_string(next_epoch_ + 1) + " (" +
               CkptText(last_checkpoint_) + ")");
   }
   Changed();
@@ -392,9 +393,10 @@ Result<job::EpochPlan> Job::Plan(const WorkerInfo& w, int epoch) {
     return out;
   }
   if (epoch != next_epoch_) {
-    return FailedPrecondition("epoch " + std::to_string(epoch) + " requested by " + w.Describe() +
-                              ", but the job is at epoch " + std::to_string(next_epoch_) +
-                              " (resume from " + CkptText(last_checkpoint_) + ")");
+    return FailedPrecondition("epoch " + std::to_string(epoch + 1) + " requested by " +
+                              w.Describe() + ", but the job is at epoch " +
+                              std::to_string(next_epoch_ + 1) + " (resume from " +
+                              CkptText(last_checkpoint_) + ")");
   }
   if (cached_plan_epoch_ != epoch) {
     cached_plan_ =
@@ -422,8 +424,8 @@ Status Job::Report(const WorkerInfo& w, const job::RankMetrics& r, bool* decided
     return InvalidArgument(w.Describe() + " reported metrics of rank " + std::to_string(r.rank));
   }
   if (r.epoch != next_epoch_) {
-    return FailedPrecondition(w.Describe() + " reported epoch " + std::to_string(r.epoch) +
-                              ", but the job is at epoch " + std::to_string(next_epoch_));
+    return FailedPrecondition(w.Describe() + " reported epoch " + std::to_string(r.epoch + 1) +
+                              ", but the job is at epoch " + std::to_string(next_epoch_ + 1));
   }
   EFFNET_RETURN_IF_ERROR(CheckReport(
       w, r,
@@ -471,8 +473,8 @@ void Job::Decide() {
   ++next_epoch_;
   if (out.stop) {
     phase_ = Phase::kFinished;
-    log::Info("job finished after epoch " + std::to_string(next_epoch_ - 1) + ": " + out.reason +
-              "; best epoch " + std::to_string(out.best_epoch));
+    log::Info("job finished after epoch " + std::to_string(next_epoch_) + ": " + out.reason +
+              "; best epoch " + std::to_string(out.best_epoch + 1));
   }
   Changed();
 }
@@ -501,19 +503,19 @@ Status Job::Commit(const WorkerInfo& w, int epoch, const std::string& path, bool
                            "': '..' is not allowed");
   }
   if (Record(epoch) == nullptr) {
-    return FailedPrecondition("checkpoint of epoch " + std::to_string(epoch) + " (" + path +
+    return FailedPrecondition("checkpoint of epoch " + std::to_string(epoch + 1) + " (" + path +
                               ") committed before the epoch's decision (the job is at epoch " +
-                              std::to_string(next_epoch_) + ")");
+                              std::to_string(next_epoch_ + 1) + ")");
   }
   if (epoch < last_checkpoint_.epoch) {
-    return FailedPrecondition("checkpoint of epoch " + std::to_string(epoch) +
+    return FailedPrecondition("checkpoint of epoch " + std::to_string(epoch + 1) +
                               " is older than the last committed (" + CkptText(last_checkpoint_) +
                               ")");
   }
   // Of two files of one epoch (last + best), the plain one is the resume point.
   if (epoch > last_checkpoint_.epoch || !is_best) last_checkpoint_ = {epoch, path};
   if (is_best) best_checkpoint_ = {epoch, path};
-  log::Info("committed checkpoint of epoch " + std::to_string(epoch) + ": " + path +
+  log::Info("committed checkpoint of epoch " + std::to_string(epoch + 1) + ": " + path +
             (is_best ? " (best)" : ""));
   Changed();
   return Status::Ok();
@@ -542,7 +544,7 @@ Status Job::Beat(const WorkerInfo& w, int epoch, int64_t step, Clock::time_point
 void Job::Fail(const WorkerRecord& w, const std::string& what, const std::string& cause) {
   dead_ranks_.push_back(w.info.rank);
   const std::string msg = w.info.Describe() + " " + what + " at epoch " +
-                          std::to_string(next_epoch_) + " of generation " +
+                          std::to_string(next_epoch_ + 1) + " of generation " +
                           std::to_string(generation_) + (cause.empty() ? "" : ": " + cause);
   if (phase_ == Phase::kFailed) {
     log::Warn("also lost: " + msg);

@@ -384,8 +384,10 @@ Result<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(const Coordi
       job.emplace(std::move(restored).value());
       log::Info("resumed job " + job->job_id() + " from " + path + ": generation " +
                 std::to_string(job->generation()) + ", " + PhaseName(job->phase()) +
-                ", next epoch " + std::to_string(job->next_epoch()) + ", last checkpoint epoch " +
-                std::to_string(job->last_checkpoint().epoch));
+                ", next epoch " + std::to_string(job->next_epoch() + 1) + ", last checkpoint " +
+                (job->last_checkpoint().epoch < 0
+                     ? std::string("none")
+                     : "of epoch " + std::to_string(job->last_checkpoint().epoch + 1)));
     }
   }
   if (!job) job.emplace(setup, c.generation);

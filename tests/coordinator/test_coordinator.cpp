@@ -459,7 +459,7 @@ TEST(Coordinator, AuthenticatedReportsAndCommitsAreValidated) {
   for (int epoch : {1, 3, 100}) {
     const grpc::Status st = w0.Plan(epoch, &plan);
     EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << epoch;
-    EXPECT_NE(st.error_message().find("but the job is at epoch 0"), std::string::npos)
+    EXPECT_NE(st.error_message().find("but the job is at epoch 1"), std::string::npos)
         << st.error_message();
   }
   // Valid reports decide the epoch; then checkpoint paths must lie in the run's folder.
@@ -544,7 +544,7 @@ TEST(Coordinator, AWorkersErrorBecomesTheJobsFailureReason) {
   EXPECT_TRUE(IsValidUtf8(w0.failure()));
   EXPECT_EQ(w0.failure().rfind(cause, 0), 0u) << w0.failure();
   const std::string who = "rank 0 (host " + w0.host() + ", pid " + std::to_string(::getpid()) + ")";
-  EXPECT_EQ(st.failure_reason().rfind(who + " failed at epoch 0 of generation 0: " + cause, 0), 0u)
+  EXPECT_EQ(st.failure_reason().rfind(who + " failed at epoch 1 of generation 0: " + cause, 0), 0u)
       << st.failure_reason();
   ASSERT_EQ(st.failures_size(), 1);
   EXPECT_EQ(st.failures(0), st.failure_reason());

@@ -79,7 +79,7 @@ int Run(int argc, char** argv) {
     auto text = ReadFile(*resume);
     if (!text.ok()) return fail("resume: " + text.status().ToString());
     start = std::stoi(*text) + 1;
-    log::Info("resuming from " + *resume + " at epoch " + std::to_string(start));
+    log::Info("resuming from " + *resume + ": next epoch " + std::to_string(start + 1));
   }
   for (int epoch = start;; ++epoch) {
     auto plan = jc->PlanEpoch(epoch);

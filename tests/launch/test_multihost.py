@@ -324,7 +324,7 @@ class MultiHost(unittest.TestCase):
             except ProcessLookupError:
                 pass
         print(f"\nhost b down: killed rank {victim['rank']} (pid {victim['pid']}) and {others} "
-              f"after the checkpoint of epoch {s['job']['last_checkpoint']['epoch']}",
+              f"after the checkpoint of epoch {s['job']['last_checkpoint']['epoch'] + 1}",
               file=sys.stderr, flush=True)
         rc, text = self.finish(proc)
         s, summary = self.check_result(out, rc, text, "3 hosts, b killed")

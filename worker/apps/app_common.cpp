@@ -375,9 +375,9 @@ int RunTraining(const TrainArgs& args, Runtime& rt) {
     if (!fit_r.ok()) return fail(fit_r.status().ToString());
     auto fit = std::move(fit_r).value();
     if (fit.stopped_early_for_test) {
-      log::Info("stopped after epoch " + std::to_string(fit.last_epoch) +
-                " as asked; resume with "
-                "the same --out");
+      log::Info("stopped after epoch " + std::to_string(fit.last_epoch + 1) +
+                " as asked (output.stop_after_epoch " + std::to_string(fit.last_epoch) +
+                ", 0-based); resume with the same --out");
       return 0;
     }
     // The TEST split is evaluated once, with the BEST checkpoint's weights only.

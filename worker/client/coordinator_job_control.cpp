@@ -93,7 +93,7 @@ class CoordinatorJobControl final : public train::JobControl {
         if (job_.phase() != v1::PHASE_WAITING_FOR_WORKERS) {
           log::Info("registered with coordinator " + config_.address + ": job " + job_.job_id() +
                     ", generation " + std::to_string(job_.generation()) + ", next epoch " +
-                    std::to_string(job_.next_epoch()) + ", resume from " +
+                    std::to_string(job_.next_epoch() + 1) + ", resume from " +
                     (job_.last_checkpoint().epoch() < 0 ? std::string("scratch")
                                                         : job_.last_checkpoint().path()));
           return Status::Ok();
@@ -124,7 +124,7 @@ class CoordinatorJobControl final : public train::JobControl {
     *req.mutable_worker() = identity_;
     req.set_epoch(epoch);
     v1::GetEpochPlanResponse resp;
-    const std::string call = "GetEpochPlan(epoch " + std::to_string(epoch) + ")";
+    const std::string call = "GetEpochPlan(epoch " + std::to_string(epoch + 1) + ")";
     EFFNET_RETURN_IF_ERROR(CallWithRetry(call, [&](grpc::ClientContext* ctx) {
       resp.Clear();
       return Stub()->GetEpochPlan(ctx, req, &resp);
@@ -152,7 +152,7 @@ class CoordinatorJobControl final : public train::JobControl {
     *req.mutable_worker() = identity_;
     req.set_wait_ms(LongPollMs());
     wire::ToProto(m, req.mutable_metrics());
-    const std::string call = "ReportMetrics(epoch " + std::to_string(m.epoch) + ")";
+    const std::string call = "ReportMetrics(epoch " + std::to_string(m.epoch + 1) + ")";
     const auto give_up = Clock::now() + Seconds(config_.timeouts.decision_timeout_s);
     v1::ReportMetricsResponse resp;
     while (true) {
@@ -180,7 +180,7 @@ class CoordinatorJobControl final : public train::JobControl {
     req.set_is_best(is_best);
     v1::CommitCheckpointResponse resp;
     return CallWithRetry(
-        "CommitCheckpoint(epoch " + std::to_string(epoch) + ", " + path + ")",
+        "CommitCheckpoint(epoch " + std::to_string(epoch + 1) + ", " + path + ")",
         [&](grpc::ClientContext* ctx) { return Stub()->CommitCheckpoint(ctx, req, &resp); });
   }
 

@@ -242,8 +242,8 @@ Status Trainer::ResumeFrom(const std::string& path) {
     }
   }
   EFFNET_RETURN_IF_ERROR(LoadCheckpoint(path, /*weights_only=*/false));
-  log::Info("resumed from " + path + " at epoch " + std::to_string(start_epoch_) + ", step " +
-            std::to_string(global_step_));
+  log::Info("resumed from " + path + ": next epoch " + std::to_string(start_epoch_ + 1) +
+            ", step " + std::to_string(global_step_));
   return Status::Ok();
 }
 
@@ -320,7 +320,7 @@ Result<FitResult> Trainer::Fit() {
     EFFNET_ASSIGN_OR_RETURN(job::EpochPlan plan, jc_.PlanEpoch(epoch));
     if (plan.stop) {
       if (result.stop_reason.empty())
-        result.stop_reason = "job over before epoch " + std::to_string(epoch);
+        result.stop_reason = "job over before epoch " + std::to_string(epoch + 1);
       break;
     }
     const double epoch_start = Now();
@@ -330,7 +330,8 @@ Result<FitResult> Trainer::Fit() {
         epoch >= config_.transfer.unfreeze_epoch) {
       EFFNET_RETURN_IF_ERROR(model_.set_frozen(false));
       frozen_ = false;
-      log::Info("epoch " + std::to_string(epoch) + ": model unfrozen (model.unfreeze_epoch)");
+      log::Info("epoch " + std::to_string(epoch + 1) + ": model unfrozen (model.unfreeze_epoch " +
+                std::to_string(config_.transfer.unfreeze_epoch) + ", 0-based)");
     }
     model_.module->train();
     // Note [per-epoch seeds]: every random stream of an epoch is seeded from (seed, epoch, rank),
@@ -428,7 +429,7 @@ Result<FitResult> Trainer::Fit() {
       collective_wait += Now() - wait_start;
       if (bad > 0) {
         return FailedPrecondition(
-            "non-finite loss at epoch " + std::to_string(epoch) + ", step " +
+            "non-finite loss at epoch " + std::to_string(epoch + 1) + ", step " +
             std::to_string(global_step_) + " (step " + std::to_string(s) + " of the epoch" +
             (std::isfinite(step_loss) ? ", on another rank"
                                       : ", loss " + Significant(step_loss, 6)) +
@@ -544,9 +545,9 @@ Result<FitResult> Trainer::Fit() {
     AppendMetrics(ej.dump());
     // Note [TensorBoard step axis]: every series (train/* per logged step, epoch/* per epoch,
     // test/* once) uses the global optimizer step; epoch/* sits at the step that ended the epoch,
-    // and epoch/epoch (0-based) maps steps back to epochs.
+    // and epoch/epoch maps steps back to epochs, counted from 1 (Note [epoch numbering]).
     if (on_scalar && rank == 0) {
-      on_scalar("epoch/epoch", epoch, global_step_);
+      on_scalar("epoch/epoch", epoch + 1, global_step_);
       on_scalar("epoch/train_loss", m.train_loss, global_step_);
       on_scalar("epoch/train_accuracy", m.train_accuracy, global_step_);
       on_scalar("epoch/val_loss", m.val_loss, global_step_);
