@@ -23,10 +23,11 @@ SRC = os.environ.get("EFFNET_SOURCE_DIR", "")
 MIN_ACCURACY = float(os.environ.get("EFFNET_E2E_MIN_ACCURACY", "0.90"))
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from job_state import JobStateMixin  # noqa: E402
 from synthetic_store import make_synthetic_store  # noqa: E402
 
 
-class EndToEnd(unittest.TestCase):
+class EndToEnd(JobStateMixin, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="effnet-e2e-")
@@ -44,22 +45,6 @@ class EndToEnd(unittest.TestCase):
                "--heartbeat-timeout", "5", "--max-restarts", "2"]
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=env, start_new_session=True)
-
-    def state(self, out):
-        """The JobState as `effnet-coordinator state --json` prints it (as effnet-run reads it)."""
-        r = subprocess.run([os.path.join(BIN, "effnet-coordinator"), "state", "--state-dir",
-                            os.path.join(out, "coordinator"), "--json"],
-                           capture_output=True, text=True, timeout=30)
-        return json.loads(r.stdout) if r.returncode == 0 else None
-
-    def wait_for(self, out, proc, pred, timeout=240):
-        deadline = time.time() + timeout
-        while time.time() < deadline and proc.poll() is None:
-            s = self.state(out)
-            if s is not None and pred(s):
-                return s
-            time.sleep(0.05)
-        self.fail(f"condition not reached; state: {self.state(out)}")
 
     def finish(self, proc, timeout=600):
         try:
@@ -106,8 +91,9 @@ class EndToEnd(unittest.TestCase):
         out = os.path.join(self.tmp, "kill-worker")
         proc = self.launch(out)
         # Mid-epoch, after at least one committed checkpoint.
-        s = self.wait_for(out, proc, lambda s: s["job"]["last_checkpoint"]["epoch"] >= 1
-                          and s["job"]["phase"] == "PHASE_RUNNING" and len(s["workers"]) == 2)
+        s = self.wait_for(out, lambda s: s["job"]["last_checkpoint"]["epoch"] >= 1
+                          and s["job"]["phase"] == "PHASE_RUNNING" and len(s["workers"]) == 2,
+                          proc=proc, timeout=240)
         time.sleep(0.5)
         victim = next(w for w in s["workers"] if w["rank"] == 1)
         os.kill(int(victim["pid"]), signal.SIGKILL)
@@ -121,8 +107,8 @@ class EndToEnd(unittest.TestCase):
     def test_kill_coordinator(self):
         out = os.path.join(self.tmp, "kill-coordinator")
         proc = self.launch(out)
-        self.wait_for(out, proc,
-                      lambda s: len(s["history"]) >= 2 and s["job"]["phase"] == "PHASE_RUNNING")
+        self.wait_for(out, lambda s: len(s["history"]) >= 2
+                      and s["job"]["phase"] == "PHASE_RUNNING", proc=proc, timeout=240)
         with open(os.path.join(out, "coordinator.pid")) as f:
             os.kill(int(f.read()), signal.SIGKILL)
         rc, text = self.finish(proc)

@@ -12,7 +12,6 @@ Needs EFFNET_BIN_DIR (effnet-run, effnet-coordinator, effnet-synth, effnet-prepa
 EFFNET_SCRIPTED_WORKER.
 """
 
-import json
 import os
 import re
 import shutil
@@ -24,6 +23,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from job_state import JobStateMixin, job_state, state_tool  # noqa: E402
 from synthetic_store import make_synthetic_store  # noqa: E402
 
 BIN = os.environ.get("EFFNET_BIN_DIR", "")
@@ -31,19 +31,6 @@ WORKER = os.environ.get("EFFNET_SCRIPTED_WORKER", "")
 EPOCHS = 6
 FORMAT1_STATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "coordinator",
                              "testdata", "state-format1.json")
-
-
-def state_tool(*args):
-    """`effnet-coordinator state ARGS`: (exit code, stdout, stderr)."""
-    out = subprocess.run([os.path.join(BIN, "effnet-coordinator"), "state", *args],
-                         capture_output=True, text=True, timeout=30)
-    return out.returncode, out.stdout, out.stderr
-
-
-def job_state(*args):
-    """The JobState message as `effnet-coordinator state ARGS --json` prints it, or None."""
-    rc, text, _ = state_tool(*args, "--json")
-    return json.loads(text) if rc == 0 else None
 
 
 def phase(s):
@@ -67,7 +54,7 @@ def alive(pid):
         return False
 
 
-class EffnetRunTest(unittest.TestCase):
+class EffnetRunTest(JobStateMixin, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="effnet-run-test-")
@@ -88,18 +75,6 @@ class EffnetRunTest(unittest.TestCase):
                "--", "--epoch-seconds", str(epoch_seconds)]
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
-
-    def state(self, out):
-        return job_state("--state-dir", os.path.join(out, "coordinator"))
-
-    def wait_for(self, out, pred, timeout=60):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            s = self.state(out)
-            if s is not None and pred(s):
-                return s
-            time.sleep(0.05)
-        self.fail(f"condition not reached within {timeout} s; state: {self.state(out)}")
 
     def finish(self, proc, timeout=120):
         try:
