@@ -78,6 +78,22 @@ Status CheckReport(const WorkerInfo& w, const job::RankMetrics& r, int64_t shard
   return Status::Ok();
 }
 
+// Text a worker reports (a failure cause, why a checkpoint is unreadable): non-empty UTF-8 of at
+// most job::kMaxFailureCauseBytes (Note [reports are checked]).
+Status CheckReportedText(const WorkerInfo& w, const std::string& what, const std::string& text) {
+  if (text.empty()) return InvalidArgument(w.Describe() + " reported " + what + " without text");
+  if (text.size() > job::kMaxFailureCauseBytes) {
+    return InvalidArgument(w.Describe() + " reported " + what + " of " +
+                           std::to_string(text.size()) + " bytes (at most " +
+                           std::to_string(job::kMaxFailureCauseBytes) + ")");
+  }
+  if (const size_t bad = FirstInvalidUtf8(text); bad != std::string::npos) {
+    return InvalidArgument(w.Describe() + " reported " + what + " that is not UTF-8 (byte " +
+                           std::to_string(bad) + ")");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 std::string FormatStatusLine(const EpochRecord& r, int total_epochs, int num_stages) {
@@ -258,17 +274,20 @@ void Job::StartGeneration(int64_t generation) {
   pending_.clear();
   dead_ranks_.clear();
   failure_reason_.clear();
-  cached_plan_epoch_ = -1;
   // Note [no epoch twice]: drop the decisions after the last committed checkpoint.
-  const int keep_until = last_checkpoint_.epoch;
-  while (!history_.empty() && history_.back().epoch > keep_until) history_.pop_back();
-  next_epoch_ = keep_until + 1;
-  early_stopping_ = job::EarlyStopping(setup_.config.early_stopping);
-  if (!history_.empty()) early_stopping_.Restore(history_.back().early_stopping_after);
-  if (best_checkpoint_.epoch > keep_until) best_checkpoint_ = {};
+  RollBackTo(last_checkpoint_.epoch);
   const bool done = !history_.empty() && history_.back().decision.stop;
   phase_ = done ? Phase::kFinished : Phase::kWaitingForWorkers;
   Changed();
+}
+
+void Job::RollBackTo(int epoch) {
+  cached_plan_epoch_ = -1;
+  while (!history_.empty() && history_.back().epoch > epoch) history_.pop_back();
+  next_epoch_ = epoch + 1;
+  early_stopping_ = job::EarlyStopping(setup_.config.early_stopping);
+  if (!history_.empty()) early_stopping_.Restore(history_.back().early_stopping_after);
+  if (best_checkpoint_.epoch > epoch) best_checkpoint_ = {};
 }
 
 Status Job::CheckMember(const WorkerInfo& w, bool allow_finished) const {
@@ -479,9 +498,8 @@ void Job::Decide() {
   Changed();
 }
 
-Status Job::Commit(const WorkerInfo& w, int epoch, const std::string& path, bool is_best) {
-  if (auto st = CheckMember(w, true); !st.ok()) return st;
-  if (path.empty()) return InvalidArgument("empty checkpoint path");
+Status Job::CheckCheckpointPath(const WorkerInfo& w, const std::string& path) const {
+  if (path.empty()) return InvalidArgument(w.Describe() + ": empty checkpoint path");
   // A committed path is handed to every later launch to resume from: it must name a directory
   // directly inside the run's checkpoint folder (no "..", no other folder).
   const std::filesystem::path p = std::filesystem::path(path).lexically_normal();
@@ -502,6 +520,50 @@ Status Job::Commit(const WorkerInfo& w, int epoch, const std::string& path, bool
     return InvalidArgument(w.Describe() + " committed checkpoint path '" + path +
                            "': '..' is not allowed");
   }
+  return Status::Ok();
+}
+
+Status Job::FallBack(const WorkerInfo& w, const std::string& unreadable_path,
+                     const CheckpointRef& fallback, const std::string& reason) {
+  EFFNET_RETURN_IF_ERROR(CheckMember(w, /*allow_finished=*/false));
+  EFFNET_RETURN_IF_ERROR(CheckReportedText(w, "why a checkpoint is unreadable", reason));
+  // Another rank (or a retry) already rolled the job back to this checkpoint.
+  if (fallback.epoch == last_checkpoint_.epoch && fallback.path == last_checkpoint_.path) {
+    return Status::Ok();
+  }
+  const std::string refused = w.Describe() + " cannot fall back from " + unreadable_path +
+                              " to the checkpoint of epoch " + std::to_string(fallback.epoch + 1) +
+                              " (" + fallback.path + "): ";
+  if (unreadable_path != last_checkpoint_.path || last_checkpoint_.epoch < 0) {
+    return FailedPrecondition(refused + "the job's last committed checkpoint is " +
+                              CkptText(last_checkpoint_));
+  }
+  if (fallback.epoch < 0 || fallback.epoch >= last_checkpoint_.epoch ||
+      Record(fallback.epoch) == nullptr) {
+    return InvalidArgument(refused + "not an older decided epoch than " +
+                           CkptText(last_checkpoint_));
+  }
+  EFFNET_RETURN_IF_ERROR(CheckCheckpointPath(w, fallback.path));
+  if (!pending_.empty() || history_.back().generation == generation_) {
+    return FailedPrecondition(refused + "generation " + std::to_string(generation_) +
+                              " has already trained from " + CkptText(last_checkpoint_) +
+                              " (a fallback is only accepted before a launch's first epoch)");
+  }
+  const std::string msg = "generation " + std::to_string(generation_) + ": " + w.Describe() +
+                          " cannot read " + CkptText(last_checkpoint_) + ": " + reason +
+                          "; the job falls back to " + CkptText(fallback) +
+                          " and trains the epochs after it again";
+  log::Warn(msg);
+  failures_.push_back(msg);
+  last_checkpoint_ = fallback;
+  RollBackTo(fallback.epoch);
+  Changed();
+  return Status::Ok();
+}
+
+Status Job::Commit(const WorkerInfo& w, int epoch, const std::string& path, bool is_best) {
+  if (auto st = CheckMember(w, true); !st.ok()) return st;
+  EFFNET_RETURN_IF_ERROR(CheckCheckpointPath(w, path));
   if (Record(epoch) == nullptr) {
     return FailedPrecondition("checkpoint of epoch " + std::to_string(epoch + 1) + " (" + path +
                               ") committed before the epoch's decision (the job is at epoch " +
@@ -564,17 +626,7 @@ Status Job::WorkerFailed(const WorkerInfo& w, const std::string& cause) {
       !st.ok() && !(phase_ == Phase::kFailed && st.code() == StatusCode::kAborted)) {
     return st;
   }
-  // Note [reports are checked].
-  if (cause.empty()) return InvalidArgument(w.Describe() + " reported a failure without a cause");
-  if (cause.size() > job::kMaxFailureCauseBytes) {
-    return InvalidArgument(w.Describe() + " reported a failure cause of " +
-                           std::to_string(cause.size()) + " bytes (at most " +
-                           std::to_string(job::kMaxFailureCauseBytes) + ")");
-  }
-  if (const size_t bad = FirstInvalidUtf8(cause); bad != std::string::npos) {
-    return InvalidArgument(w.Describe() + " reported a failure cause that is not UTF-8 (byte " +
-                           std::to_string(bad) + ")");
-  }
+  EFFNET_RETURN_IF_ERROR(CheckReportedText(w, "a failure cause", cause));
   WorkerRecord& rec = workers_.at(w.rank);
   if (!rec.failure.empty()) return Status::Ok();  // a retry: the first report stands
   rec.failure = cause;

@@ -313,6 +313,22 @@ struct CoordinatorServer::Impl final : public v1::Coordinator::Service {
     return ToGrpc(st);
   }
 
+  grpc::Status FallBackCheckpoint(ServerContext* ctx, const v1::FallBackCheckpointRequest* req,
+                                  v1::JobInfo* resp) override {
+    if (auto st = Authorize(ctx, "FallBackCheckpoint"); !st.ok()) return st;
+    const WorkerInfo who = FromProto(req->worker());
+    std::lock_guard<std::mutex> lock(mu);
+    const Status st =
+        job.FallBack(who, req->unreadable_path(), FromProto(req->fallback()), req->reason());
+    SaveLocked();
+    if (!st.ok()) {
+      log::Warn("FallBackCheckpoint refused for " + who.Describe() + ": " + st.message());
+      return ToGrpc(st);
+    }
+    job.ToProto(resp);
+    return grpc::Status::OK;
+  }
+
   grpc::Status GetJobState(ServerContext* ctx, const v1::GetJobStateRequest*,
                            v1::JobState* resp) override {
     if (auto st = Authorize(ctx, "GetJobState"); !st.ok()) return st;

@@ -523,7 +523,8 @@ TEST(Coordinator, AWorkersErrorBecomesTheJobsFailureReason) {
           "rank 1 (host testhost, pid 1001) reported a failure cause that is not UTF-8 (byte 4)");
   refused(w1.ReportFailure(std::string(job::kMaxFailureCauseBytes + 1, 'x')),
           grpc::StatusCode::INVALID_ARGUMENT, "cause of 2049 bytes (at most 2048)");
-  refused(w1.ReportFailure(""), grpc::StatusCode::INVALID_ARGUMENT, "without a cause");
+  refused(w1.ReportFailure(""), grpc::StatusCode::INVALID_ARGUMENT,
+          "reported a failure cause without text");
   refused(w1.ReportFailure("x", "wrong"), grpc::StatusCode::UNAUTHENTICATED, "wrong token");
   RawWorker impostor(*server, 1, 2, 0, "impostor");
   refused(impostor.ReportFailure("x"), grpc::StatusCode::PERMISSION_DENIED,
@@ -789,6 +790,74 @@ TEST(Coordinator, NewGenerationResumesFromLastCommittedCheckpointWithoutCounting
   jcs.clear();
   server.reset();
   fs::remove_all(dir);
+}
+
+// Note [resume fallback under a coordinator]: the last committed checkpoint is unreadable at
+// resume; the ranks fall back to an older one and the job rolls back to its epoch.
+TEST(Coordinator, AnUnreadableLastCheckpointRollsTheJobBackToTheWorkersFallback) {
+  JobSetup setup = MakeSetup(2, 6, 30);
+  setup.config.early_stopping.patience = 2;
+  auto server = StartServer(MakeConfig(), setup);
+  auto jcs = ConnectAll(*server, 2);
+  ASSERT_EQ(jcs.size(), 2u);
+  // Epochs 0..2 (shown as 1..3) decided and committed; epoch 1 is the best (val loss 0.8, val
+  // accuracy 0.7), epoch 2 the first without improvement.
+  const double val_loss[] = {1.0, 0.8, 0.9}, val_acc[] = {0.5, 0.7, 0.6};
+  for (int epoch = 0; epoch < 3; ++epoch) {
+    for (auto& jc : jcs) ASSERT_TRUE(jc->PlanEpoch(epoch).ok());
+    EndEpochAll(jcs, {Metrics(epoch, 0, val_loss[epoch], val_acc[epoch]),
+                      Metrics(epoch, 1, val_loss[epoch], val_acc[epoch])});
+    ASSERT_TRUE(jcs[0]->CommitCheckpoint(epoch, "ckpt/epoch" + std::to_string(epoch), false).ok());
+  }
+  jcs.clear();
+  auto next = ConnectAll(*server, 2, /*generation=*/1);
+  ASSERT_EQ(next.size(), 2u);
+  auto resume = next[0]->ResumeCheckpoint();
+  ASSERT_TRUE(resume.ok());
+  EXPECT_EQ(*resume, "ckpt/epoch2");
+  const std::string why = "DataLoss: ckpt/epoch2/model.safetensors: SHA-256 mismatch";
+  // Refused: a path that is not the committed one, a fallback that is not older or not decided,
+  // a fallback outside the checkpoint folder.
+  auto refused = [&](Status st, const std::string& want) {
+    EXPECT_FALSE(st.ok()) << want;
+    EXPECT_NE(st.message().find(want), std::string::npos) << st.message();
+  };
+  refused(next[0]->ResumedFromOlder("ckpt/epoch1", 0, "ckpt/epoch0", why),
+          "the job's last committed checkpoint is the checkpoint of epoch 3 (ckpt/epoch2)");
+  refused(next[0]->ResumedFromOlder("ckpt/epoch2", 2, "ckpt/epoch2b", why),
+          "not an older decided epoch than the checkpoint of epoch 3");
+  refused(next[0]->ResumedFromOlder("ckpt/epoch2", 1, "../elsewhere/epoch1", why),
+          "'..' is not allowed");
+  server->Inspect([](const Job& j) { EXPECT_EQ(j.next_epoch(), 3); });
+  // Both ranks fall back to epoch 1 (shown as 2): the second is answered alike.
+  ASSERT_TRUE(next[0]->ResumedFromOlder("ckpt/epoch2", 1, "ckpt/epoch1", why).ok());
+  ASSERT_TRUE(next[1]->ResumedFromOlder("ckpt/epoch2", 1, "ckpt/epoch1", why).ok());
+  server->Inspect([&](const Job& j) {
+    EXPECT_EQ(j.next_epoch(), 2);
+    EXPECT_EQ(j.last_checkpoint().epoch, 1);
+    EXPECT_EQ(j.last_checkpoint().path, "ckpt/epoch1");
+    ASSERT_EQ(j.history().size(), 2u);
+    ASSERT_EQ(j.failures().size(), 2u);  // generation 0 left; the fallback
+    EXPECT_NE(j.failures()[1].find("cannot read the checkpoint of epoch 3 (ckpt/epoch2): " + why +
+                                   "; the job falls back to the checkpoint of epoch 2"),
+              std::string::npos)
+        << j.failures()[1];
+  });
+  // The old epoch's plan is now the job's; the epoch after the fallback is decided once, from
+  // the early-stopping state after epoch 1: one worse epoch does not stop a patience of 2 (the
+  // dropped decision of epoch 2 counted as well, it would).
+  for (auto& jc : next) ASSERT_TRUE(jc->PlanEpoch(2).ok());
+  auto d = EndEpochAll(next, {Metrics(2, 0, 0.95, 0.5), Metrics(2, 1, 0.95, 0.5)});
+  ASSERT_EQ(d.size(), 2u);
+  EXPECT_FALSE(d[0].stop) << d[0].reason;
+  EXPECT_EQ(d[0].best_epoch, 1);
+  // Once the launch has decided an epoch, a fallback is refused.
+  refused(next[0]->ResumedFromOlder("ckpt/epoch1", 0, "ckpt/epoch0", why),
+          "a fallback is only accepted before a launch's first epoch");
+  server->Inspect([](const Job& j) {
+    ASSERT_EQ(j.history().size(), 3u);
+    EXPECT_EQ(j.history()[2].generation, 1);
+  });
 }
 
 TEST(Coordinator, WatchJobStateStreamsChanges) {

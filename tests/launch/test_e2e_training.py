@@ -3,6 +3,7 @@
 the `tiny` preset on generated photos must reach >= 90 % test accuracy - undisturbed, after a
 kill -9 of one worker mid-epoch (the dead rank is named, the workers are relaunched from the last
 committed checkpoint, no epoch is counted twice), and after the coordinator is killed mid-run.
+A smaller case resumes past an unreadable last checkpoint and names a worker's own error.
 
 Run one case with `test_e2e_training.py EndToEnd.test_plain` (ctest runs each case as its own
 test). Needs EFFNET_BIN_DIR and EFFNET_SOURCE_DIR.
@@ -31,18 +32,27 @@ class EndToEnd(JobStateMixin, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="effnet-e2e-")
-        cls.data = make_synthetic_store(BIN, cls.tmp, per_class=400, size=64, seed=1)
         cls.config = os.path.join(SRC, "worker", "train", "presets", "tiny.yaml")
+        cls._data = None
+
+    @property
+    def data(self):
+        """The store of the accuracy cases, made once on first use."""
+        if EndToEnd._data is None:
+            EndToEnd._data = make_synthetic_store(BIN, self.tmp, per_class=400, size=64, seed=1)
+        return EndToEnd._data
 
     @classmethod
     def tearDownClass(cls):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
-    def launch(self, out):
+    def launch(self, out, config=None, data=None, max_restarts=2, worker_args=()):
         env = dict(os.environ, OMP_NUM_THREADS="1")
         cmd = [sys.executable, os.path.join(BIN, "effnet-run"), "--np", "2", "--oversubscribe",
-               "--config", self.config, "--data", self.data, "--out", out,
-               "--heartbeat-timeout", "5", "--max-restarts", "2"]
+               "--config", config or self.config, "--data", data or self.data, "--out", out,
+               "--heartbeat-timeout", "5", "--max-restarts", str(max_restarts)]
+        if worker_args:
+            cmd += ["--", *worker_args]
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=env, start_new_session=True)
 
@@ -115,6 +125,70 @@ class EndToEnd(JobStateMixin, unittest.TestCase):
         s = self.check_result(out, rc, text)
         self.assertEqual(int(s["job"]["generation"]), 0)
         self.assertIn("restarting the coordinator", text)
+
+    def test_resume_fallback(self):
+        """Note [resume fallback under a coordinator]: the last committed checkpoint is unreadable
+        at a relaunch; the workers fall back to the newest older one that verifies, the job rolls
+        back to its epoch and finishes. On the way, a worker's own error (resuming with another
+        variant) is the job's failure reason and in effnet-run's output (Note [failure causes])."""
+        work = os.path.join(self.tmp, "fallback")
+        os.makedirs(work)
+        data = make_synthetic_store(BIN, work, per_class=6, size=32, seed=4)
+        config = os.path.join(work, "config.yaml")
+        sets = ["job.epochs=3", "job.progressive.num_stages=1", "job.progressive.min_image_size=32",
+                "job.progressive.max_image_size=32", "data.eval_image_size=32",
+                "output.progress=false", "runtime.threads=1", "checkpoint.keep_last=3",
+                "job.early_stopping.patience=0"]
+        r = subprocess.run([os.path.join(BIN, "effnet-train"), "--preset", "tiny", "--print-config",
+                            *[x for kv in sets for x in ("--set", kv)]],
+                           capture_output=True, text=True, check=True)
+        with open(config, "w") as f:
+            f.write(r.stdout)
+        out = os.path.join(work, "run")
+        ckpts = os.path.join(out, "checkpoints")
+        # Generation 0 stops after the checkpoint of epoch 2 (0-based 1): the job is unfinished.
+        rc, text = self.finish(self.launch(out, config, data, max_restarts=0,
+                                           worker_args=["--stop-after-epoch", "1"]))
+        self.assertEqual(rc, 1, text[-5000:])
+        s = self.state(out)
+        self.assertEqual(s["job"]["last_checkpoint"]["path"], os.path.join(ckpts, "epoch-0001"))
+        with open(os.path.join(ckpts, "epoch-0001", "model.safetensors"), "r+b") as f:
+            f.seek(-10, os.SEEK_END)
+            c = f.read(1)
+            f.seek(-10, os.SEEK_END)
+            f.write(bytes([c[0] ^ 0x40]))
+        # Generation 1 asks for another variant: each rank refuses to resume and says why.
+        rc, text = self.finish(self.launch(out, config, data, max_restarts=0,
+                                           worker_args=["--set", "model.variant=b1"]))
+        self.assertEqual(rc, 1, text[-5000:])
+        s = self.state(out)
+        self.assertEqual(s["job"]["phase"], "PHASE_FAILED")
+        failed = [w for w in s["workers"] if w["failure"]]
+        self.assertTrue(failed, s["workers"])
+        w = failed[0]
+        self.assertIn("cannot resume from " + os.path.join(ckpts, "epoch-0001"), w["failure"])
+        self.assertIn("variant 'b1'", w["failure"])
+        self.assertIn(f"failed at epoch 3 of generation 1: {w['failure']}", s["failure_reason"])
+        self.assertIn(f"rank {w['rank']} on {w['host']} failed: {w['failure']}", text)
+        # Generation 2: epoch-0001 fails its checksum; the ranks fall back to epoch-0000 and the
+        # job trains epochs 2 and 3 again, each decided once.
+        rc, text = self.finish(self.launch(out, config, data, max_restarts=0))
+        self.assertEqual(rc, 0, text[-5000:])
+        s = self.state(out)
+        self.assertEqual(s["job"]["phase"], "PHASE_FINISHED")
+        self.assertEqual([r["epoch"] for r in s["history"]], [0, 1, 2])
+        self.assertEqual([int(r["generation"]) for r in s["history"]], [0, 2, 2])
+        fallback = [f for f in s["failures"] if "falls back" in f]
+        self.assertEqual(len(fallback), 1, s["failures"])
+        self.assertIn("cannot read the checkpoint of epoch 2 (" + os.path.join(ckpts, "epoch-0001")
+                      + ")", fallback[0])
+        self.assertIn("SHA-256 mismatch", fallback[0])
+        self.assertIn("falls back to the checkpoint of epoch 1 (" +
+                      os.path.join(ckpts, "epoch-0000") + ")", fallback[0])
+        self.assertIn("resuming from the newest valid one, " + os.path.join(ckpts, "epoch-0000"),
+                      text)
+        self.assertTrue(os.path.exists(os.path.join(out, "summary.json")))
+
 
 
 if __name__ == "__main__":

@@ -203,6 +203,24 @@ class CoordinatorJobControl final : public train::JobControl {
     StopHeartbeat();  // the `leaving` beat comes after the cause
   }
 
+  Status ResumedFromOlder(const std::string& unreadable, int epoch, const std::string& path,
+                          const std::string& why) override {
+    v1::FallBackCheckpointRequest req;
+    *req.mutable_worker() = identity_;
+    req.set_unreadable_path(unreadable);
+    req.set_reason(TruncateUtf8(ToUtf8(why), job::kMaxFailureCauseBytes));
+    wire::ToProto(job::CheckpointRef{epoch, path}, req.mutable_fallback());
+    v1::JobInfo resp;
+    EFFNET_RETURN_IF_ERROR(
+        CallWithRetry("FallBackCheckpoint(epoch " + std::to_string(epoch + 1) + ", " + path + ")",
+                      [&](grpc::ClientContext* ctx) {
+                        resp.Clear();
+                        return Stub()->FallBackCheckpoint(ctx, req, &resp);
+                      }));
+    job_ = resp;
+    return Status::Ok();
+  }
+
   Result<std::string> ResumeCheckpoint() override {
     return job_.last_checkpoint().epoch() < 0 ? std::string() : job_.last_checkpoint().path();
   }

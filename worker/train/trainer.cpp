@@ -251,9 +251,9 @@ Status Trainer::ResumeFrom(const std::string& path) {
 // error, a truncated copy, a flipped bit: DataLoss or NotFound from the checksums of
 // worker/formats/checkpoint.h). With checkpoint.resume=auto the run then resumes from the newest
 // checkpoint of an earlier epoch in checkpoints/ that verifies (epoch-NNNN/ or best/), and says
-// which and why. Any other error (another variant, another format) is not a fallback case. With a
-// coordinator the fallback epoch is older than the job's, which the coordinator refuses by name
-// (coordinator/job.cpp, Job::Plan): that job restarts from a readable checkpoint by hand.
+// which and why. Any other error (another variant, another format) is not a fallback case. The
+// JobControl learns of the fallback (ResumedFromOlder): a coordinator rolls the job back to the
+// fallback's epoch (Note [resume fallback under a coordinator] in coordinator/job.h).
 Status Trainer::Resume(const std::string& committed) {
   const Status st = ResumeFrom(committed);
   const bool unreadable = st.code() == StatusCode::kDataLoss || st.code() == StatusCode::kNotFound;
@@ -294,7 +294,8 @@ Status Trainer::Resume(const std::string& committed) {
   }
   log::Warn("checkpoint " + committed + " is unreadable (" + st.ToString() +
             "); resuming from the newest valid one, " + fallback);
-  return ResumeFrom(fallback);
+  EFFNET_RETURN_IF_ERROR(ResumeFrom(fallback));
+  return jc_.ResumedFromOlder(committed, start_epoch_ - 1, fallback, st.ToString());
 }
 
 void Trainer::AppendMetrics(const std::string& line) {
