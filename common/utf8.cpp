@@ -55,6 +55,14 @@ std::string Latin1ToUtf8(std::string_view s) {
 
 std::string ToUtf8(std::string_view s) { return IsValidUtf8(s) ? std::string(s) : Latin1ToUtf8(s); }
 
+std::string TruncateUtf8(std::string_view s, size_t max_bytes) {
+  if (s.size() <= max_bytes) return std::string(s);
+  size_t n = max_bytes;
+  // Back off continuation bytes (10xxxxxx) so the cut falls before a character's lead byte.
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  return std::string(s.substr(0, n));
+}
+
 bool Utf8ToLatin1(std::string_view s, std::string* out) {
   if (!IsValidUtf8(s)) return false;
   out->clear();

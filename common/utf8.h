@@ -21,6 +21,9 @@ size_t FirstInvalidUtf8(std::string_view s);
 std::string Latin1ToUtf8(std::string_view s);
 // `s` when it is valid UTF-8, else Latin1ToUtf8(s).
 std::string ToUtf8(std::string_view s);
+// The longest prefix of `s` (valid UTF-8) of at most `max_bytes` bytes that ends on a character
+// boundary.
+std::string TruncateUtf8(std::string_view s, size_t max_bytes);
 // The inverse of Latin1ToUtf8: false when `s` is not UTF-8 or has a code point past U+00FF.
 bool Utf8ToLatin1(std::string_view s, std::string* out);
 

@@ -8,6 +8,7 @@
 #include "common/hash.h"
 #include "common/log.h"
 #include "common/text.h"
+#include "common/utf8.h"
 #include "coordinator/job_state.h"
 #include "proto/convert.h"
 #include "proto/coordinator.pb.h"
@@ -31,8 +32,9 @@ uint64_t HashIndices(const std::vector<int64_t>& v) {
 }
 
 std::string CkptText(const CheckpointRef& c) {
-  return c.epoch < 0 ? "the start (no checkpoint committed)"
-                     : "the checkpoint of epoch " + std::to_string(c.epoch) + " (" + c.path + ")";
+  return c.epoch < 0
+             ? "the start (no checkpoint committed)"
+             : "the checkpoint of epoch " + std::to_string(c.epoch + 1) + " (" + c.path + ")";
 }
 
 // Note [reports are checked]: a worker holds the token but is still not trusted with the job's
@@ -43,7 +45,7 @@ std::string CkptText(const CheckpointRef& c) {
 Status CheckReport(const WorkerInfo& w, const job::RankMetrics& r, int64_t shard_size,
                    int image_size) {
   auto bad = [&](const std::string& field, const std::string& what) {
-    return InvalidArgument(w.Describe() + " epoch " + std::to_string(r.epoch) + ": metrics." +
+    return InvalidArgument(w.Describe() + " epoch " + std::to_string(r.epoch + 1) + ": metrics." +
                            field + " " + what);
   };
   auto num = [](double v) {
@@ -72,6 +74,22 @@ Status CheckReport(const WorkerInfo& w, const job::RankMetrics& r, int64_t shard
   if (r.image_size != image_size) {
     return bad("image_size", std::to_string(r.image_size) + " differs from the plan's " +
                                  std::to_string(image_size));
+  }
+  return Status::Ok();
+}
+
+// Text a worker reports (a failure cause, why a checkpoint is unreadable): non-empty UTF-8 of at
+// most job::kMaxFailureCauseBytes (Note [reports are checked]).
+Status CheckReportedText(const WorkerInfo& w, const std::string& what, const std::string& text) {
+  if (text.empty()) return InvalidArgument(w.Describe() + " reported " + what + " without text");
+  if (text.size() > job::kMaxFailureCauseBytes) {
+    return InvalidArgument(w.Describe() + " reported " + what + " of " +
+                           std::to_string(text.size()) + " bytes (at most " +
+                           std::to_string(job::kMaxFailureCauseBytes) + ")");
+  }
+  if (const size_t bad = FirstInvalidUtf8(text); bad != std::string::npos) {
+    return InvalidArgument(w.Describe() + " reported " + what + " that is not UTF-8 (byte " +
+                           std::to_string(bad) + ")");
   }
   return Status::Ok();
 }
@@ -252,7 +270,7 @@ std::string Job::StatusLine() const {
     case Phase::kWaitingForWorkers:
       return "generation " + std::to_string(generation_) + ": waiting for workers (" +
              std::to_string(registered()) + "/" + std::to_string(ExpectedWorldSize()) +
-             " registered), next epoch " + std::to_string(next_epoch_);
+             " registered), next epoch " + std::to_string(next_epoch_ + 1);
     case Phase::kFailed:
       return "failed: " + failure_reason_;
     case Phase::kFinished:
@@ -261,7 +279,7 @@ std::string Job::StatusLine() const {
              " | best epoch " + std::to_string(best_epoch() + 1);
     case Phase::kRunning:
       if (history_.empty()) {
-        return "running epoch " + std::to_string(next_epoch_) + ", generation " +
+        return "running epoch " + std::to_string(next_epoch_ + 1) + ", generation " +
                std::to_string(generation_);
       }
       return history_.back().status_line;
@@ -279,14 +297,8 @@ void Job::StartGeneration(int64_t generation) {
   dead_ranks_.clear();
   failure_reason_.clear();
   launch_world_size_ = 0;  // fixed by the first registration or by Resize
-  cached_plan_epoch_ = -1;
   // Note [no epoch twice]: drop the decisions after the last committed checkpoint.
-  const int keep_until = last_checkpoint_.epoch;
-  while (!history_.empty() && history_.back().epoch > keep_until) history_.pop_back();
-  next_epoch_ = keep_until + 1;
-  early_stopping_ = job::EarlyStopping(setup_.config.early_stopping);
-  if (!history_.empty()) early_stopping_.Restore(history_.back().early_stopping_after);
-  if (best_checkpoint_.epoch > keep_until) best_checkpoint_ = {};
+  RollBackTo(last_checkpoint_.epoch);
   const bool done = !history_.empty() && history_.back().decision.stop;
   phase_ = done ? Phase::kFinished : Phase::kWaitingForWorkers;
   Changed();
@@ -302,7 +314,7 @@ void Job::FixLaunchWorldSize(int world_size, const std::string& reason) {
   if (before == 0) before = setup_.world_size;  // no epoch yet, or a record from an older file
   if (world_size == before) return;
   const std::string change = "generation " + std::to_string(generation_) + " from epoch " +
-                             std::to_string(next_epoch_) + ": " + std::to_string(world_size) +
+                             std::to_string(next_epoch_ + 1) + ": " + std::to_string(world_size) +
                              " of " + std::to_string(setup_.world_size) + " ranks (was " +
                              std::to_string(before) + "; " + reason + ")";
   log::Warn("world size changes: " + change);
@@ -326,13 +338,22 @@ Status Job::Resize(int world_size, const std::string& reason) {
   }
   // Note [elastic world size]: only at an epoch boundary, so no decided epoch is trained again.
   if (last_checkpoint_.epoch != next_epoch_ - 1) {
-    return FailedPrecondition("resize: epoch " + std::to_string(next_epoch_ - 1) +
+    return FailedPrecondition("resize: epoch " + std::to_string(next_epoch_) +
                               " is decided but its checkpoint is not committed yet (last: " +
                               CkptText(last_checkpoint_) + "); ask again after the commit");
   }
   StartGeneration(generation_ + 1);
   FixLaunchWorldSize(world_size, reason);
   return Status::Ok();
+}
+
+void Job::RollBackTo(int epoch) {
+  cached_plan_epoch_ = -1;
+  while (!history_.empty() && history_.back().epoch > epoch) history_.pop_back();
+  next_epoch_ = epoch + 1;
+  early_stopping_ = job::EarlyStopping(setup_.config.early_stopping);
+  if (!history_.empty()) early_stopping_.Restore(history_.back().early_stopping_after);
+  if (best_checkpoint_.epoch > epoch) best_checkpoint_ = {};
 }
 
 Status Job::CheckMember(const WorkerInfo& w, bool allow_finished) const {
@@ -445,7 +466,7 @@ Status Job::Register(const WorkerInfo& w, Clock::time_point now) {
   if (phase_ == Phase::kWaitingForWorkers && registered() == launch_world_size_) {
     phase_ = Phase::kRunning;
     log::Info("all " + std::to_string(launch_world_size_) +
-              " ranks registered: running from epoch " + std::to_string(next_epoch_) + " (" +
+              " ranks registered: running from epoch " + std::to_string(next_epoch_ + 1) + " (" +
               CkptText(last_checkpoint_) + ")");
   }
   Changed();
@@ -472,9 +493,10 @@ Result<job::EpochPlan> Job::Plan(const WorkerInfo& w, int epoch) {
     return out;
   }
   if (epoch != next_epoch_) {
-    return FailedPrecondition("epoch " + std::to_string(epoch) + " requested by " + w.Describe() +
-                              ", but the job is at epoch " + std::to_string(next_epoch_) +
-                              " (resume from " + CkptText(last_checkpoint_) + ")");
+    return FailedPrecondition("epoch " + std::to_string(epoch + 1) + " requested by " +
+                              w.Describe() + ", but the job is at epoch " +
+                              std::to_string(next_epoch_ + 1) + " (resume from " +
+                              CkptText(last_checkpoint_) + ")");
   }
   if (cached_plan_epoch_ != epoch) {
     // Note [elastic world size]: the whole split over this generation's ranks.
@@ -503,8 +525,8 @@ Status Job::Report(const WorkerInfo& w, const job::RankMetrics& r, bool* decided
     return InvalidArgument(w.Describe() + " reported metrics of rank " + std::to_string(r.rank));
   }
   if (r.epoch != next_epoch_) {
-    return FailedPrecondition(w.Describe() + " reported epoch " + std::to_string(r.epoch) +
-                              ", but the job is at epoch " + std::to_string(next_epoch_));
+    return FailedPrecondition(w.Describe() + " reported epoch " + std::to_string(r.epoch + 1) +
+                              ", but the job is at epoch " + std::to_string(next_epoch_ + 1));
   }
   EFFNET_RETURN_IF_ERROR(CheckReport(
       w, r,
@@ -553,15 +575,14 @@ void Job::Decide() {
   ++next_epoch_;
   if (out.stop) {
     phase_ = Phase::kFinished;
-    log::Info("job finished after epoch " + std::to_string(next_epoch_ - 1) + ": " + out.reason +
-              "; best epoch " + std::to_string(out.best_epoch));
+    log::Info("job finished after epoch " + std::to_string(next_epoch_) + ": " + out.reason +
+              "; best epoch " + std::to_string(out.best_epoch + 1));
   }
   Changed();
 }
 
-Status Job::Commit(const WorkerInfo& w, int epoch, const std::string& path, bool is_best) {
-  if (auto st = CheckMember(w, true); !st.ok()) return st;
-  if (path.empty()) return InvalidArgument("empty checkpoint path");
+Status Job::CheckCheckpointPath(const WorkerInfo& w, const std::string& path) const {
+  if (path.empty()) return InvalidArgument(w.Describe() + ": empty checkpoint path");
   // A committed path is handed to every later launch to resume from: it must name a directory
   // directly inside the run's checkpoint folder (no "..", no other folder).
   const std::filesystem::path p = std::filesystem::path(path).lexically_normal();
@@ -582,20 +603,64 @@ Status Job::Commit(const WorkerInfo& w, int epoch, const std::string& path, bool
     return InvalidArgument(w.Describe() + " committed checkpoint path '" + path +
                            "': '..' is not allowed");
   }
+  return Status::Ok();
+}
+
+Status Job::FallBack(const WorkerInfo& w, const std::string& unreadable_path,
+                     const CheckpointRef& fallback, const std::string& reason) {
+  EFFNET_RETURN_IF_ERROR(CheckMember(w, /*allow_finished=*/false));
+  EFFNET_RETURN_IF_ERROR(CheckReportedText(w, "why a checkpoint is unreadable", reason));
+  // Another rank (or a retry) already rolled the job back to this checkpoint.
+  if (fallback.epoch == last_checkpoint_.epoch && fallback.path == last_checkpoint_.path) {
+    return Status::Ok();
+  }
+  const std::string refused = w.Describe() + " cannot fall back from " + unreadable_path +
+                              " to the checkpoint of epoch " + std::to_string(fallback.epoch + 1) +
+                              " (" + fallback.path + "): ";
+  if (unreadable_path != last_checkpoint_.path || last_checkpoint_.epoch < 0) {
+    return FailedPrecondition(refused + "the job's last committed checkpoint is " +
+                              CkptText(last_checkpoint_));
+  }
+  if (fallback.epoch < 0 || fallback.epoch >= last_checkpoint_.epoch ||
+      Record(fallback.epoch) == nullptr) {
+    return InvalidArgument(refused + "not an older decided epoch than " +
+                           CkptText(last_checkpoint_));
+  }
+  EFFNET_RETURN_IF_ERROR(CheckCheckpointPath(w, fallback.path));
+  if (!pending_.empty() || history_.back().generation == generation_) {
+    return FailedPrecondition(refused + "generation " + std::to_string(generation_) +
+                              " has already trained from " + CkptText(last_checkpoint_) +
+                              " (a fallback is only accepted before a launch's first epoch)");
+  }
+  const std::string msg = "generation " + std::to_string(generation_) + ": " + w.Describe() +
+                          " cannot read " + CkptText(last_checkpoint_) + ": " + reason +
+                          "; the job falls back to " + CkptText(fallback) +
+                          " and trains the epochs after it again";
+  log::Warn(msg);
+  failures_.push_back(msg);
+  last_checkpoint_ = fallback;
+  RollBackTo(fallback.epoch);
+  Changed();
+  return Status::Ok();
+}
+
+Status Job::Commit(const WorkerInfo& w, int epoch, const std::string& path, bool is_best) {
+  if (auto st = CheckMember(w, true); !st.ok()) return st;
+  EFFNET_RETURN_IF_ERROR(CheckCheckpointPath(w, path));
   if (Record(epoch) == nullptr) {
-    return FailedPrecondition("checkpoint of epoch " + std::to_string(epoch) + " (" + path +
+    return FailedPrecondition("checkpoint of epoch " + std::to_string(epoch + 1) + " (" + path +
                               ") committed before the epoch's decision (the job is at epoch " +
-                              std::to_string(next_epoch_) + ")");
+                              std::to_string(next_epoch_ + 1) + ")");
   }
   if (epoch < last_checkpoint_.epoch) {
-    return FailedPrecondition("checkpoint of epoch " + std::to_string(epoch) +
+    return FailedPrecondition("checkpoint of epoch " + std::to_string(epoch + 1) +
                               " is older than the last committed (" + CkptText(last_checkpoint_) +
                               ")");
   }
   // Of two files of one epoch (last + best), the plain one is the resume point.
   if (epoch > last_checkpoint_.epoch || !is_best) last_checkpoint_ = {epoch, path};
   if (is_best) best_checkpoint_ = {epoch, path};
-  log::Info("committed checkpoint of epoch " + std::to_string(epoch) + ": " + path +
+  log::Info("committed checkpoint of epoch " + std::to_string(epoch + 1) + ": " + path +
             (is_best ? " (best)" : ""));
   Changed();
   return Status::Ok();
@@ -621,11 +686,11 @@ Status Job::Beat(const WorkerInfo& w, int epoch, int64_t step, Clock::time_point
   return Status::Ok();
 }
 
-void Job::Fail(const WorkerRecord& w, const std::string& what) {
+void Job::Fail(const WorkerRecord& w, const std::string& what, const std::string& cause) {
   dead_ranks_.push_back(w.info.rank);
   const std::string msg = w.info.Describe() + " " + what + " at epoch " +
-                          std::to_string(next_epoch_) + " of generation " +
-                          std::to_string(generation_);
+                          std::to_string(next_epoch_ + 1) + " of generation " +
+                          std::to_string(generation_) + (cause.empty() ? "" : ": " + cause);
   if (phase_ == Phase::kFailed) {
     log::Warn("also lost: " + msg);
   } else {
@@ -636,6 +701,29 @@ void Job::Fail(const WorkerRecord& w, const std::string& what) {
                std::to_string(generation_ + 1) + ") to resume from " + CkptText(last_checkpoint_));
   }
   Changed();
+}
+
+Status Job::WorkerFailed(const WorkerInfo& w, const std::string& cause) {
+  // The rank's own cause is recorded also when the job failed already (another rank first).
+  if (Status st = CheckMember(w, /*allow_finished=*/true);
+      !st.ok() && !(phase_ == Phase::kFailed && st.code() == StatusCode::kAborted)) {
+    return st;
+  }
+  EFFNET_RETURN_IF_ERROR(CheckReportedText(w, "a failure cause", cause));
+  WorkerRecord& rec = workers_.at(w.rank);
+  if (!rec.failure.empty()) return Status::Ok();  // a retry: the first report stands
+  rec.failure = cause;
+  const WorkerState before = rec.state;
+  rec.state = WorkerState::kLeft;
+  if (phase_ == Phase::kFinished || before == WorkerState::kDead || before == WorkerState::kLeft) {
+    log::Warn(w.Describe() + " failed after " +
+              (phase_ == Phase::kFinished ? "the job finished" : "it was counted out") + ": " +
+              cause);
+    Changed();
+  } else {
+    Fail(rec, "failed", cause);
+  }
+  return Status::Ok();
 }
 
 bool Job::StreamEnded(const WorkerInfo& w, bool leaving, Clock::time_point now) {

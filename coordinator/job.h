@@ -111,6 +111,27 @@ class Job {
   Status Report(const WorkerInfo& w, const job::RankMetrics& r, bool* decided);
   Status Commit(const WorkerInfo& w, int epoch, const std::string& path, bool is_best);
   Status Beat(const WorkerInfo& w, int epoch, int64_t step, Clock::time_point now);
+  // Note [failure causes]: a worker that ends on an error it caught (a checkpoint it cannot
+  // write, a refused call, a bad store) reports the error's text before it leaves; otherwise the
+  // coordinator would only see it leave ("left before the job finished"). The text is kept as
+  // the rank's failure (WorkerStatus.failure) and, for the job's first failure, in the failure
+  // reason: "rank 0 (host h, pid 42) failed at epoch 3 of generation 0: <cause>". Like every
+  // report it is checked (Note [reports are checked]): non-empty UTF-8 of at most
+  // job::kMaxFailureCauseBytes. Accepted also after the job failed or finished (the rank's own
+  // cause is still recorded); the worker counts as left.
+  Status WorkerFailed(const WorkerInfo& w, const std::string& cause);
+  // Note [resume fallback under a coordinator]: the last committed checkpoint can be unreadable
+  // when a launch resumes (a disk error, a flipped bit: Note [resume fallback] in
+  // worker/train/trainer.cpp). Each worker then resumes from the newest older checkpoint that
+  // verifies and says so here, naming the unreadable one and why; the job rolls back to that
+  // epoch as a new generation does (Note [no epoch twice]): later decisions are dropped, the
+  // early-stopping state of the fallback epoch restored, and the epochs after it trained again.
+  // Accepted only when the unreadable path is the job's last committed checkpoint, the fallback
+  // is an older decided epoch inside the checkpoint folder, and the launch has not decided an
+  // epoch or received a report yet (its ranks all start from one checkpoint); a second rank
+  // naming the same fallback is answered alike. The roll-back is kept in `failures`.
+  Status FallBack(const WorkerInfo& w, const std::string& unreadable_path,
+                  const CheckpointRef& fallback, const std::string& reason);
   // The worker's heartbeat stream ended: on purpose (`leaving`: the worker is done) or broken
   // (killed or crashed, or a network blip: see CheckDeadlines). Returns true when the job changed.
   bool StreamEnded(const WorkerInfo& w, bool leaving, Clock::time_point now);
@@ -161,8 +182,14 @@ class Job {
   int ExpectedWorldSize() const;
   // Fixes this generation's size; records a change from the size of the last kept epoch.
   void FixLaunchWorldSize(int world_size, const std::string& reason);
+  // Drops the decisions after `epoch` and restores the early-stopping state after it; the job
+  // continues with epoch + 1 (Note [no epoch twice]).
+  void RollBackTo(int epoch);
+  // A committed path must name a directory directly inside the run's checkpoint folder.
+  Status CheckCheckpointPath(const WorkerInfo& w, const std::string& path) const;
   void Decide();
-  void Fail(const WorkerRecord& w, const std::string& what);
+  // "rank R (host, pid) WHAT at epoch E of generation G[: CAUSE]" becomes the failure reason.
+  void Fail(const WorkerRecord& w, const std::string& what, const std::string& cause = "");
   void Changed() { ++version_; }
 
   JobSetup setup_;

@@ -302,6 +302,33 @@ struct CoordinatorServer::Impl final : public v1::Coordinator::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status ReportFailure(ServerContext* ctx, const v1::ReportFailureRequest* req,
+                             v1::ReportFailureResponse*) override {
+    if (auto st = Authorize(ctx, "ReportFailure"); !st.ok()) return st;
+    const WorkerInfo who = FromProto(req->worker());
+    std::lock_guard<std::mutex> lock(mu);
+    const Status st = job.WorkerFailed(who, req->cause());
+    SaveLocked();
+    if (!st.ok()) log::Warn("ReportFailure refused for " + who.Describe() + ": " + st.message());
+    return ToGrpc(st);
+  }
+
+  grpc::Status FallBackCheckpoint(ServerContext* ctx, const v1::FallBackCheckpointRequest* req,
+                                  v1::JobInfo* resp) override {
+    if (auto st = Authorize(ctx, "FallBackCheckpoint"); !st.ok()) return st;
+    const WorkerInfo who = FromProto(req->worker());
+    std::lock_guard<std::mutex> lock(mu);
+    const Status st =
+        job.FallBack(who, req->unreadable_path(), FromProto(req->fallback()), req->reason());
+    SaveLocked();
+    if (!st.ok()) {
+      log::Warn("FallBackCheckpoint refused for " + who.Describe() + ": " + st.message());
+      return ToGrpc(st);
+    }
+    job.ToProto(resp);
+    return grpc::Status::OK;
+  }
+
   grpc::Status GetJobState(ServerContext* ctx, const v1::GetJobStateRequest*,
                            v1::JobState* resp) override {
     if (auto st = Authorize(ctx, "GetJobState"); !st.ok()) return st;
@@ -392,8 +419,10 @@ Result<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(const Coordi
       job.emplace(std::move(restored).value());
       log::Info("resumed job " + job->job_id() + " from " + path + ": generation " +
                 std::to_string(job->generation()) + ", " + PhaseName(job->phase()) +
-                ", next epoch " + std::to_string(job->next_epoch()) + ", last checkpoint epoch " +
-                std::to_string(job->last_checkpoint().epoch));
+                ", next epoch " + std::to_string(job->next_epoch() + 1) + ", last checkpoint " +
+                (job->last_checkpoint().epoch < 0
+                     ? std::string("none")
+                     : "of epoch " + std::to_string(job->last_checkpoint().epoch + 1)));
     }
   }
   if (!job) job.emplace(setup, c.generation);

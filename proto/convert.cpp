@@ -211,6 +211,7 @@ void ToProto(const job::WorkerRecord& w, job::Clock::time_point now, v1::WorkerS
   out->set_seconds_since_heartbeat(std::chrono::duration<double>(now - w.last_seen).count());
   out->set_epoch(w.epoch);
   out->set_step(w.step);
+  out->set_failure(w.failure);
 }
 
 void ToProto(const job::WorkerRecord& w, v1::WorkerRecord* out) {
@@ -218,6 +219,7 @@ void ToProto(const job::WorkerRecord& w, v1::WorkerRecord* out) {
   out->set_state(job::WorkerStateName(w.state));
   out->set_epoch(w.epoch);
   out->set_step(w.step);
+  out->set_failure(w.failure);
 }
 
 Result<job::WorkerRecord> FromProto(const v1::WorkerRecord& w) {
@@ -230,6 +232,7 @@ Result<job::WorkerRecord> FromProto(const v1::WorkerRecord& w) {
   out.state = *state;
   out.epoch = w.epoch();
   out.step = w.step();
+  out.failure = w.failure();
   return out;
 }
 

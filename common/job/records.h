@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -75,6 +76,10 @@ struct WorkerInfo {
   }
 };
 
+// Longest failure cause a worker may report (ReportFailure; Note [failure causes] in
+// coordinator/job.h). The worker cuts a longer text to this; the coordinator refuses one above it.
+inline constexpr size_t kMaxFailureCauseBytes = 2048;
+
 struct WorkerRecord {
   WorkerInfo info;
   WorkerState state = WorkerState::kRegistered;
@@ -82,6 +87,7 @@ struct WorkerRecord {
   std::optional<Clock::time_point> disconnected_at;  // its heartbeat stream broke (not persisted)
   int epoch = -1;
   int64_t step = 0;
+  std::string failure;  // the error it ended on, as it reported it ("" when none)
 };
 
 // One decided epoch.

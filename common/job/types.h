@@ -10,6 +10,19 @@
 
 namespace effnet::job {
 
+// Note [epoch numbering]: epochs (and progressive stages) are counted from 1 wherever a person
+// reads them: logs and error messages (trainer, coordinator, client, effnet-run), status lines
+// and results tables, results.md, report.html with its learning curves and throughput table,
+// learning_curves.svg, TensorBoard's epoch/epoch series. Everything here, and everything that is
+// data rather than text, is 0-based: the wire protocol and its JSON (JobState, `effnet-coordinator
+// state --json`, the state file), the fields of metrics.jsonl, summary.json (best_epoch) and
+// checkpoint meta.json, and the checkpoint folder names: epoch-0000/ holds the first epoch. The
+// folder names stay 0-based because they are an on-disk key of existing runs (a committed path in
+// LATEST and in the coordinator's state, the epoch in meta.json): renaming them would give one
+// run folder two numberings after an upgrade. So do the config values model.unfreeze_epoch and
+// output.stop_after_epoch (--stop-after-epoch), whose meaning existing configs rely on; messages
+// that cite them say "0-based". Text shows `epoch + 1`.
+
 // Hyper-parameters of one progressive-learning stage (paper Algorithm 1); made by StageAt /
 // StageForEpoch (common/job/progressive.h), read by augmentation and the model's dropout.
 struct Stage {

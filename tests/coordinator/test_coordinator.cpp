@@ -15,6 +15,7 @@
 #include <set>
 #include <thread>
 
+#include "common/utf8.h"
 #include "coordinator/server.h"
 #include "proto/convert.h"
 #include "proto/coordinator.grpc.pb.h"
@@ -186,6 +187,15 @@ struct RawWorker {
     req.set_path(path);
     v1::CommitCheckpointResponse resp;
     return stub->CommitCheckpoint(&ctx, req, &resp);
+  }
+  grpc::Status ReportFailure(const std::string& cause, const std::string& token = kToken) {
+    grpc::ClientContext ctx;
+    Prepare(&ctx, token);
+    v1::ReportFailureRequest req;
+    *req.mutable_worker() = id;
+    req.set_cause(cause);
+    v1::ReportFailureResponse resp;
+    return stub->ReportFailure(&ctx, req, &resp);
   }
   v1::JobState State() {
     grpc::ClientContext ctx;
@@ -449,7 +459,7 @@ TEST(Coordinator, AuthenticatedReportsAndCommitsAreValidated) {
   for (int epoch : {1, 3, 100}) {
     const grpc::Status st = w0.Plan(epoch, &plan);
     EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << epoch;
-    EXPECT_NE(st.error_message().find("but the job is at epoch 0"), std::string::npos)
+    EXPECT_NE(st.error_message().find("but the job is at epoch 1"), std::string::npos)
         << st.error_message();
   }
   // Valid reports decide the epoch; then checkpoint paths must lie in the run's folder.
@@ -494,6 +504,64 @@ TEST(Coordinator, SilentWorkerIsMarkedDeadAndNamedWithinTheTimeout) {
   ASSERT_FALSE(plan.ok());
   EXPECT_NE(plan.status().message().find("job failed"), std::string::npos);
   EXPECT_NE(plan.status().message().find("rank 1"), std::string::npos);
+}
+
+// Note [failure causes]: a worker's own error becomes its failure and the job's failure reason.
+TEST(Coordinator, AWorkersErrorBecomesTheJobsFailureReason) {
+  const JobSetup setup = MakeSetup(2, 3, 20);
+  auto server = StartServer(MakeConfig(), setup);
+  RawWorker w1(*server, 1, 2, 0, "w1");
+  ASSERT_TRUE(w1.Register().ok());
+  auto jc = client::ConnectCoordinator(ClientConfig(*server, 0, 2));
+  ASSERT_TRUE(jc.ok()) << jc.status().ToString();
+  // Causes are checked like every report, and only the rank's own worker may report.
+  auto refused = [&](grpc::Status st, grpc::StatusCode code, const std::string& want) {
+    EXPECT_EQ(st.error_code(), code) << want << ": " << st.error_message();
+    EXPECT_NE(st.error_message().find(want), std::string::npos) << st.error_message();
+  };
+  refused(w1.ReportFailure("bad \xff\xfe byte"), grpc::StatusCode::INVALID_ARGUMENT,
+          "rank 1 (host testhost, pid 1001) reported a failure cause that is not UTF-8 (byte 4)");
+  refused(w1.ReportFailure(std::string(job::kMaxFailureCauseBytes + 1, 'x')),
+          grpc::StatusCode::INVALID_ARGUMENT, "cause of 2049 bytes (at most 2048)");
+  refused(w1.ReportFailure(""), grpc::StatusCode::INVALID_ARGUMENT,
+          "reported a failure cause without text");
+  refused(w1.ReportFailure("x", "wrong"), grpc::StatusCode::UNAUTHENTICATED, "wrong token");
+  RawWorker impostor(*server, 1, 2, 0, "impostor");
+  refused(impostor.ReportFailure("x"), grpc::StatusCode::PERMISSION_DENIED,
+          "belongs to another worker");
+  ASSERT_EQ(server->phase(), Phase::kRunning);
+
+  // Rank 0 ends on an error; a cause longer than the limit is cut at a character boundary.
+  std::string cause = "writing checkpoint /run/checkpoints/epoch-0001: Operation not permitted";
+  std::string long_cause = cause + " ";
+  while (long_cause.size() <= job::kMaxFailureCauseBytes) long_cause += "\xc3\xa9";  // U+00E9
+  jc.value()->EndWithError(long_cause);
+  ASSERT_EQ(server->phase(), Phase::kFailed);
+  v1::JobState st = w1.State();
+  const v1::WorkerStatus w0 = st.workers(0);
+  EXPECT_EQ(w0.state(), "left");
+  EXPECT_LE(w0.failure().size(), job::kMaxFailureCauseBytes);
+  EXPECT_GT(w0.failure().size(), job::kMaxFailureCauseBytes - 2);
+  EXPECT_TRUE(IsValidUtf8(w0.failure()));
+  EXPECT_EQ(w0.failure().rfind(cause, 0), 0u) << w0.failure();
+  const std::string who = "rank 0 (host " + w0.host() + ", pid " + std::to_string(::getpid()) + ")";
+  EXPECT_EQ(st.failure_reason().rfind(who + " failed at epoch 1 of generation 0: " + cause, 0), 0u)
+      << st.failure_reason();
+  ASSERT_EQ(st.failures_size(), 1);
+  EXPECT_EQ(st.failures(0), st.failure_reason());
+  EXPECT_EQ(st.status_line(), "failed: " + st.failure_reason());
+  // A rank failing after the job failed keeps its own cause; the job's reason stays the first.
+  ASSERT_TRUE(w1.ReportFailure("rank 1's own error").ok());
+  st = w1.State();
+  EXPECT_EQ(st.workers(1).failure(), "rank 1's own error");
+  EXPECT_EQ(st.failures_size(), 1);
+  // The causes survive a coordinator restart (the state file keeps them).
+  server->Inspect([&](const Job& j) {
+    auto restored = Job::Restore(j.ToJson(), setup, 0, Clock::now());
+    ASSERT_TRUE(restored.ok()) << restored.status().ToString();
+    EXPECT_EQ(restored->workers().at(0).failure, w0.failure());
+    EXPECT_EQ(restored->failure_reason(), st.failure_reason());
+  });
 }
 
 // A raw heartbeat stream of one worker; Kill() does to it what the kernel does to the sockets of
@@ -722,6 +790,74 @@ TEST(Coordinator, NewGenerationResumesFromLastCommittedCheckpointWithoutCounting
   jcs.clear();
   server.reset();
   fs::remove_all(dir);
+}
+
+// Note [resume fallback under a coordinator]: the last committed checkpoint is unreadable at
+// resume; the ranks fall back to an older one and the job rolls back to its epoch.
+TEST(Coordinator, AnUnreadableLastCheckpointRollsTheJobBackToTheWorkersFallback) {
+  JobSetup setup = MakeSetup(2, 6, 30);
+  setup.config.early_stopping.patience = 2;
+  auto server = StartServer(MakeConfig(), setup);
+  auto jcs = ConnectAll(*server, 2);
+  ASSERT_EQ(jcs.size(), 2u);
+  // Epochs 0..2 (shown as 1..3) decided and committed; epoch 1 is the best (val loss 0.8, val
+  // accuracy 0.7), epoch 2 the first without improvement.
+  const double val_loss[] = {1.0, 0.8, 0.9}, val_acc[] = {0.5, 0.7, 0.6};
+  for (int epoch = 0; epoch < 3; ++epoch) {
+    for (auto& jc : jcs) ASSERT_TRUE(jc->PlanEpoch(epoch).ok());
+    EndEpochAll(jcs, {Metrics(epoch, 0, val_loss[epoch], val_acc[epoch]),
+                      Metrics(epoch, 1, val_loss[epoch], val_acc[epoch])});
+    ASSERT_TRUE(jcs[0]->CommitCheckpoint(epoch, "ckpt/epoch" + std::to_string(epoch), false).ok());
+  }
+  jcs.clear();
+  auto next = ConnectAll(*server, 2, /*generation=*/1);
+  ASSERT_EQ(next.size(), 2u);
+  auto resume = next[0]->ResumeCheckpoint();
+  ASSERT_TRUE(resume.ok());
+  EXPECT_EQ(*resume, "ckpt/epoch2");
+  const std::string why = "DataLoss: ckpt/epoch2/model.safetensors: SHA-256 mismatch";
+  // Refused: a path that is not the committed one, a fallback that is not older or not decided,
+  // a fallback outside the checkpoint folder.
+  auto refused = [&](Status st, const std::string& want) {
+    EXPECT_FALSE(st.ok()) << want;
+    EXPECT_NE(st.message().find(want), std::string::npos) << st.message();
+  };
+  refused(next[0]->ResumedFromOlder("ckpt/epoch1", 0, "ckpt/epoch0", why),
+          "the job's last committed checkpoint is the checkpoint of epoch 3 (ckpt/epoch2)");
+  refused(next[0]->ResumedFromOlder("ckpt/epoch2", 2, "ckpt/epoch2b", why),
+          "not an older decided epoch than the checkpoint of epoch 3");
+  refused(next[0]->ResumedFromOlder("ckpt/epoch2", 1, "../elsewhere/epoch1", why),
+          "'..' is not allowed");
+  server->Inspect([](const Job& j) { EXPECT_EQ(j.next_epoch(), 3); });
+  // Both ranks fall back to epoch 1 (shown as 2): the second is answered alike.
+  ASSERT_TRUE(next[0]->ResumedFromOlder("ckpt/epoch2", 1, "ckpt/epoch1", why).ok());
+  ASSERT_TRUE(next[1]->ResumedFromOlder("ckpt/epoch2", 1, "ckpt/epoch1", why).ok());
+  server->Inspect([&](const Job& j) {
+    EXPECT_EQ(j.next_epoch(), 2);
+    EXPECT_EQ(j.last_checkpoint().epoch, 1);
+    EXPECT_EQ(j.last_checkpoint().path, "ckpt/epoch1");
+    ASSERT_EQ(j.history().size(), 2u);
+    ASSERT_EQ(j.failures().size(), 2u);  // generation 0 left; the fallback
+    EXPECT_NE(j.failures()[1].find("cannot read the checkpoint of epoch 3 (ckpt/epoch2): " + why +
+                                   "; the job falls back to the checkpoint of epoch 2"),
+              std::string::npos)
+        << j.failures()[1];
+  });
+  // The old epoch's plan is now the job's; the epoch after the fallback is decided once, from
+  // the early-stopping state after epoch 1: one worse epoch does not stop a patience of 2 (the
+  // dropped decision of epoch 2 counted as well, it would).
+  for (auto& jc : next) ASSERT_TRUE(jc->PlanEpoch(2).ok());
+  auto d = EndEpochAll(next, {Metrics(2, 0, 0.95, 0.5), Metrics(2, 1, 0.95, 0.5)});
+  ASSERT_EQ(d.size(), 2u);
+  EXPECT_FALSE(d[0].stop) << d[0].reason;
+  EXPECT_EQ(d[0].best_epoch, 1);
+  // Once the launch has decided an epoch, a fallback is refused.
+  refused(next[0]->ResumedFromOlder("ckpt/epoch1", 0, "ckpt/epoch0", why),
+          "a fallback is only accepted before a launch's first epoch");
+  server->Inspect([](const Job& j) {
+    ASSERT_EQ(j.history().size(), 3u);
+    EXPECT_EQ(j.history()[2].generation, 1);
+  });
 }
 
 TEST(Coordinator, WatchJobStateStreamsChanges) {

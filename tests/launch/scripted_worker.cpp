@@ -4,7 +4,8 @@
 // are a fixed function of the epoch, so the tests check the control plane (restarts, resume,
 // generations, no epoch counted twice, elastic world sizes) in seconds; each rank traces its
 // shard per epoch to <out>/trace-rank<r>.log. Rank 0 writes a checkpoint file per epoch
-// atomically and commits it.
+// atomically and commits it. Like effnet-worker it reports an error it ends on to the coordinator
+// (JobControl::EndWithError) before it exits with code 1.
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -65,6 +66,11 @@ int Run(int argc, char** argv) {
     return 1;
   }
   auto jc = std::move(jc_or).value();
+  auto fail = [&jc](const std::string& what) {
+    log::Error(what);
+    jc->EndWithError(what);
+    return 1;
+  };
   const std::string ckpt_dir = out + "/checkpoints";  // where effnet-run lets commits lie
   std::filesystem::create_directories(ckpt_dir);
   int start = 0;
@@ -72,19 +78,13 @@ int Run(int argc, char** argv) {
   if (!resume.ok()) return 1;
   if (!resume->empty()) {
     auto text = ReadFile(*resume);
-    if (!text.ok()) {
-      log::Error("resume: " + text.status().ToString());
-      return 1;
-    }
+    if (!text.ok()) return fail("resume: " + text.status().ToString());
     start = std::stoi(*text) + 1;
-    log::Info("resuming from " + *resume + " at epoch " + std::to_string(start));
+    log::Info("resuming from " + *resume + ": next epoch " + std::to_string(start + 1));
   }
   for (int epoch = start;; ++epoch) {
     auto plan = jc->PlanEpoch(epoch);
-    if (!plan.ok()) {
-      log::Error(plan.status().ToString());
-      return 1;
-    }
+    if (!plan.ok()) return fail(plan.status().ToString());
     if (plan->stop) break;
     {
       std::ofstream trace(out + "/trace-rank" + std::to_string(c.rank) + ".log", std::ios::app);
@@ -109,18 +109,13 @@ int Run(int argc, char** argv) {
     m.step_time_ms = 1000 * epoch_seconds;
     m.image_size = plan->stage.image_size;
     auto d = jc->EndEpoch(m);
-    if (!d.ok()) {
-      log::Error(d.status().ToString());
-      return 1;
-    }
+    if (!d.ok()) return fail(d.status().ToString());
     if (c.rank == 0) {
       const std::string path = ckpt_dir + "/epoch-" + std::to_string(epoch) + ".txt";
       Status s = WriteFileAtomic(path, std::to_string(epoch) + "\n");
-      if (s.ok()) s = jc->CommitCheckpoint(epoch, path, d->is_best);
-      if (!s.ok()) {
-        log::Error(s.ToString());
-        return 1;
-      }
+      if (!s.ok()) return fail("cannot write checkpoint: " + s.ToString());
+      s = jc->CommitCheckpoint(epoch, path, d->is_best);
+      if (!s.ok()) return fail(s.ToString());
     }
     if (d->stop) break;
   }

@@ -3,6 +3,7 @@
 the `tiny` preset on generated photos must reach >= 90 % test accuracy - undisturbed, after a
 kill -9 of one worker mid-epoch (the dead rank is named, the workers are relaunched from the last
 committed checkpoint, no epoch is counted twice), and after the coordinator is killed mid-run.
+A smaller case resumes past an unreadable last checkpoint and names a worker's own error.
 ElasticEndToEnd: 3 real workers of which one is lost for good (its hostfile slot taken away)
 finish on 2 (a short run on a small store: the control plane is tested by test_elastic.py).
 
@@ -25,39 +26,26 @@ SRC = os.environ.get("EFFNET_SOURCE_DIR", "")
 MIN_ACCURACY = float(os.environ.get("EFFNET_E2E_MIN_ACCURACY", "0.90"))
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from job_state import JobStateMixin  # noqa: E402
 from synthetic_store import make_synthetic_store  # noqa: E402
 
 
-class Runs(unittest.TestCase):
-    """effnet-run on cls.data with cls.config (set by setUpClass) and how to watch it."""
+class Runs(JobStateMixin, unittest.TestCase):
+    """effnet-run on self.data with self.config (set by setUpClass) and how to finish it."""
 
     @classmethod
     def tearDownClass(cls):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
-    def launch(self, out, np=2, extra=()):
+    def launch(self, out, config=None, data=None, max_restarts=2, worker_args=(), np=2, extra=()):
         env = dict(os.environ, OMP_NUM_THREADS="1")
         cmd = [sys.executable, os.path.join(BIN, "effnet-run"), "--np", str(np), "--oversubscribe",
-               "--config", self.config, "--data", self.data, "--out", out,
-               "--heartbeat-timeout", "5", "--max-restarts", "2", *extra]
+               "--config", config or self.config, "--data", data or self.data, "--out", out,
+               "--heartbeat-timeout", "5", "--max-restarts", str(max_restarts), *extra]
+        if worker_args:
+            cmd += ["--", *worker_args]
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=env, start_new_session=True)
-
-    def state(self, out):
-        """The JobState as `effnet-coordinator state --json` prints it (as effnet-run reads it)."""
-        r = subprocess.run([os.path.join(BIN, "effnet-coordinator"), "state", "--state-dir",
-                            os.path.join(out, "coordinator"), "--json"],
-                           capture_output=True, text=True, timeout=30)
-        return json.loads(r.stdout) if r.returncode == 0 else None
-
-    def wait_for(self, out, proc, pred, timeout=240):
-        deadline = time.time() + timeout
-        while time.time() < deadline and proc.poll() is None:
-            s = self.state(out)
-            if s is not None and pred(s):
-                return s
-            time.sleep(0.05)
-        self.fail(f"condition not reached; state: {self.state(out)}")
 
     def finish(self, proc, timeout=600):
         try:
@@ -73,8 +61,15 @@ class EndToEnd(Runs):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="effnet-e2e-")
-        cls.data = make_synthetic_store(BIN, cls.tmp, per_class=400, size=64, seed=1)
         cls.config = os.path.join(SRC, "worker", "train", "presets", "tiny.yaml")
+        cls._data = None
+
+    @property
+    def data(self):
+        """The store of the accuracy cases, made once on first use."""
+        if EndToEnd._data is None:
+            EndToEnd._data = make_synthetic_store(BIN, self.tmp, per_class=400, size=64, seed=1)
+        return EndToEnd._data
 
     def check_result(self, out, rc, text):
         self.assertEqual(rc, 0, text[-5000:])
@@ -112,8 +107,9 @@ class EndToEnd(Runs):
         out = os.path.join(self.tmp, "kill-worker")
         proc = self.launch(out)
         # Mid-epoch, after at least one committed checkpoint.
-        s = self.wait_for(out, proc, lambda s: s["job"]["last_checkpoint"]["epoch"] >= 1
-                          and s["job"]["phase"] == "PHASE_RUNNING" and len(s["workers"]) == 2)
+        s = self.wait_for(out, lambda s: s["job"]["last_checkpoint"]["epoch"] >= 1
+                          and s["job"]["phase"] == "PHASE_RUNNING" and len(s["workers"]) == 2,
+                          proc=proc, timeout=240)
         time.sleep(0.5)
         victim = next(w for w in s["workers"] if w["rank"] == 1)
         os.kill(int(victim["pid"]), signal.SIGKILL)
@@ -127,14 +123,77 @@ class EndToEnd(Runs):
     def test_kill_coordinator(self):
         out = os.path.join(self.tmp, "kill-coordinator")
         proc = self.launch(out)
-        self.wait_for(out, proc,
-                      lambda s: len(s["history"]) >= 2 and s["job"]["phase"] == "PHASE_RUNNING")
+        self.wait_for(out, lambda s: len(s["history"]) >= 2
+                      and s["job"]["phase"] == "PHASE_RUNNING", proc=proc, timeout=240)
         with open(os.path.join(out, "coordinator.pid")) as f:
             os.kill(int(f.read()), signal.SIGKILL)
         rc, text = self.finish(proc)
         s = self.check_result(out, rc, text)
         self.assertEqual(int(s["job"]["generation"]), 0)
         self.assertIn("restarting the coordinator", text)
+
+    def test_resume_fallback(self):
+        """Note [resume fallback under a coordinator]: the last committed checkpoint is unreadable
+        at a relaunch; the workers fall back to the newest older one that verifies, the job rolls
+        back to its epoch and finishes. On the way, a worker's own error (resuming with another
+        variant) is the job's failure reason and in effnet-run's output (Note [failure causes])."""
+        work = os.path.join(self.tmp, "fallback")
+        os.makedirs(work)
+        data = make_synthetic_store(BIN, work, per_class=6, size=32, seed=4)
+        config = os.path.join(work, "config.yaml")
+        sets = ["job.epochs=3", "job.progressive.num_stages=1", "job.progressive.min_image_size=32",
+                "job.progressive.max_image_size=32", "data.eval_image_size=32",
+                "output.progress=false", "runtime.threads=1", "checkpoint.keep_last=3",
+                "job.early_stopping.patience=0"]
+        r = subprocess.run([os.path.join(BIN, "effnet-train"), "--preset", "tiny", "--print-config",
+                            *[x for kv in sets for x in ("--set", kv)]],
+                           capture_output=True, text=True, check=True)
+        with open(config, "w") as f:
+            f.write(r.stdout)
+        out = os.path.join(work, "run")
+        ckpts = os.path.join(out, "checkpoints")
+        # Generation 0 stops after the checkpoint of epoch 2 (0-based 1): the job is unfinished.
+        rc, text = self.finish(self.launch(out, config, data, max_restarts=0,
+                                           worker_args=["--stop-after-epoch", "1"]))
+        self.assertEqual(rc, 1, text[-5000:])
+        s = self.state(out)
+        self.assertEqual(s["job"]["last_checkpoint"]["path"], os.path.join(ckpts, "epoch-0001"))
+        with open(os.path.join(ckpts, "epoch-0001", "model.safetensors"), "r+b") as f:
+            f.seek(-10, os.SEEK_END)
+            c = f.read(1)
+            f.seek(-10, os.SEEK_END)
+            f.write(bytes([c[0] ^ 0x40]))
+        # Generation 1 asks for another variant: each rank refuses to resume and says why.
+        rc, text = self.finish(self.launch(out, config, data, max_restarts=0,
+                                           worker_args=["--set", "model.variant=b1"]))
+        self.assertEqual(rc, 1, text[-5000:])
+        s = self.state(out)
+        self.assertEqual(s["job"]["phase"], "PHASE_FAILED")
+        failed = [w for w in s["workers"] if w["failure"]]
+        self.assertTrue(failed, s["workers"])
+        w = failed[0]
+        self.assertIn("cannot resume from " + os.path.join(ckpts, "epoch-0001"), w["failure"])
+        self.assertIn("variant 'b1'", w["failure"])
+        self.assertIn(f"failed at epoch 3 of generation 1: {w['failure']}", s["failure_reason"])
+        self.assertIn(f"rank {w['rank']} on {w['host']} failed: {w['failure']}", text)
+        # Generation 2: epoch-0001 fails its checksum; the ranks fall back to epoch-0000 and the
+        # job trains epochs 2 and 3 again, each decided once.
+        rc, text = self.finish(self.launch(out, config, data, max_restarts=0))
+        self.assertEqual(rc, 0, text[-5000:])
+        s = self.state(out)
+        self.assertEqual(s["job"]["phase"], "PHASE_FINISHED")
+        self.assertEqual([r["epoch"] for r in s["history"]], [0, 1, 2])
+        self.assertEqual([int(r["generation"]) for r in s["history"]], [0, 2, 2])
+        fallback = [f for f in s["failures"] if "falls back" in f]
+        self.assertEqual(len(fallback), 1, s["failures"])
+        self.assertIn("cannot read the checkpoint of epoch 2 (" + os.path.join(ckpts, "epoch-0001")
+                      + ")", fallback[0])
+        self.assertIn("SHA-256 mismatch", fallback[0])
+        self.assertIn("falls back to the checkpoint of epoch 1 (" +
+                      os.path.join(ckpts, "epoch-0000") + ")", fallback[0])
+        self.assertIn("resuming from the newest valid one, " + os.path.join(ckpts, "epoch-0000"),
+                      text)
+        self.assertTrue(os.path.exists(os.path.join(out, "summary.json")))
 
 
 class ElasticEndToEnd(Runs):
@@ -166,8 +225,9 @@ class ElasticEndToEnd(Runs):
             f.write("localhost slots=3\n")
         proc = self.launch(out, np=3,
                            extra=("--hostfile", hostfile, "--min-np", "2", "--rejoin-timeout", "2"))
-        s = self.wait_for(out, proc, lambda s: s["job"]["last_checkpoint"]["epoch"] >= 0
-                          and s["job"]["phase"] == "PHASE_RUNNING" and len(s["workers"]) == 3)
+        s = self.wait_for(out, lambda s: s["job"]["last_checkpoint"]["epoch"] >= 0
+                          and s["job"]["phase"] == "PHASE_RUNNING" and len(s["workers"]) == 3,
+                          proc=proc, timeout=240)
         victim = next(w for w in s["workers"] if w["rank"] == 2)
         with open(hostfile, "w") as f:
             f.write("localhost slots=2\n")

@@ -12,8 +12,8 @@ Needs EFFNET_BIN_DIR (effnet-run, effnet-coordinator, effnet-synth, effnet-prepa
 EFFNET_SCRIPTED_WORKER.
 """
 
-import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,6 +23,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from job_state import JobStateMixin, job_state, state_tool  # noqa: E402
 from synthetic_store import make_synthetic_store  # noqa: E402
 
 BIN = os.environ.get("EFFNET_BIN_DIR", "")
@@ -30,19 +31,6 @@ WORKER = os.environ.get("EFFNET_SCRIPTED_WORKER", "")
 EPOCHS = 6
 FORMAT1_STATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "coordinator",
                              "testdata", "state-format1.json")
-
-
-def state_tool(*args):
-    """`effnet-coordinator state ARGS`: (exit code, stdout, stderr)."""
-    out = subprocess.run([os.path.join(BIN, "effnet-coordinator"), "state", *args],
-                         capture_output=True, text=True, timeout=30)
-    return out.returncode, out.stdout, out.stderr
-
-
-def job_state(*args):
-    """The JobState message as `effnet-coordinator state ARGS --json` prints it, or None."""
-    rc, text, _ = state_tool(*args, "--json")
-    return json.loads(text) if rc == 0 else None
 
 
 def phase(s):
@@ -66,7 +54,7 @@ def alive(pid):
         return False
 
 
-class EffnetRunTest(unittest.TestCase):
+class EffnetRunTest(JobStateMixin, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="effnet-run-test-")
@@ -87,18 +75,6 @@ class EffnetRunTest(unittest.TestCase):
                "--", "--epoch-seconds", str(epoch_seconds)]
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
-
-    def state(self, out):
-        return job_state("--state-dir", os.path.join(out, "coordinator"))
-
-    def wait_for(self, out, pred, timeout=60):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            s = self.state(out)
-            if s is not None and pred(s):
-                return s
-            time.sleep(0.05)
-        self.fail(f"condition not reached within {timeout} s; state: {self.state(out)}")
 
     def finish(self, proc, timeout=120):
         try:
@@ -214,6 +190,29 @@ class EffnetRunTest(unittest.TestCase):
         self.assertLessEqual(gen1[0], max(gen0) + 1)
         resumed = [r for r in s["history"] if int(r["generation"]) == 1]
         self.assertEqual(resumed[0]["epoch"], gen1[0])
+
+    def test_a_workers_error_reaches_the_coordinator_and_the_output(self):
+        # Note [failure causes]: rank 0 cannot write epoch 2's checkpoint (a non-empty directory
+        # stands where the file goes; root ignores a read-only folder). Its error, not "left
+        # before the job finished", is the job's failure reason and is printed by effnet-run.
+        out = os.path.join(self.tmp, "cannot-write")
+        os.makedirs(os.path.join(out, "checkpoints", "epoch-2.txt", "in-the-way"))
+        rc, text = self.finish(self.launch(out, 0.05, extra=("--max-restarts", "0")))
+        self.assertEqual(rc, 1, text)
+        s = self.state(out)
+        self.assertEqual(phase(s), "PHASE_FAILED")
+        w0 = next(w for w in s["workers"] if w["rank"] == 0)
+        self.assertTrue(w0["failure"].startswith("cannot write checkpoint: "), w0)
+        self.assertIn(os.path.join(out, "checkpoints", "epoch-2.txt"), w0["failure"])
+        who = f"rank 0 (host {w0['host']}, pid {w0['pid']}) failed at epoch"
+        self.assertTrue(s["failure_reason"].startswith(who), s["failure_reason"])
+        self.assertTrue(s["failure_reason"].endswith(": " + w0["failure"]), s["failure_reason"])
+        self.assertEqual(s["failures"], [s["failure_reason"]])
+        # Rank 1 only learnt that the job failed: it reports no cause of its own.
+        self.assertEqual([w["failure"] for w in s["workers"] if w["rank"] == 1], [""])
+        self.assertIn(f"rank 0 on {w0['host']} failed: {w0['failure']}", text)
+        self.assertRegex(text, r"generation 0 failed \(mpirun exit code \d+\): "
+                         + re.escape(s["failure_reason"]))
 
     def test_killed_coordinator_is_restarted_and_resumes(self):
         out = os.path.join(self.tmp, "kill-coordinator")

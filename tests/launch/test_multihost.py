@@ -50,6 +50,7 @@ GLOBAL_BATCH = 12
 SKIP = 77  # ctest SKIP_RETURN_CODE
 
 sys.path.insert(0, os.path.join(HERE, ".."))
+from job_state import JobStateMixin  # noqa: E402
 from synthetic_store import make_synthetic_store  # noqa: E402
 
 PREFIX = "effh"
@@ -174,7 +175,7 @@ def cleanup_all():
         shutil.rmtree(MultiHost.tmp, ignore_errors=True)
 
 
-class MultiHost(unittest.TestCase):
+class MultiHost(JobStateMixin, unittest.TestCase):
     cluster = None
     tmp = None
 
@@ -235,22 +236,6 @@ class MultiHost(unittest.TestCase):
         RUNNING.append(proc)
         self.addCleanup(stop, proc)
         return proc
-
-    def state(self, out):
-        r = subprocess.run([os.path.join(BIN, "effnet-coordinator"), "state", "--state-dir",
-                            os.path.join(out, "coordinator"), "--json"],
-                           capture_output=True, text=True, timeout=30)
-        return json.loads(r.stdout) if r.returncode == 0 else None
-
-    def wait_for(self, out, proc, pred, timeout=400):
-        deadline = time.time() + timeout
-        while time.time() < deadline and proc.poll() is None:
-            s = self.state(out)
-            if s is not None and pred(s):
-                return s
-            time.sleep(0.1)
-        self.fail(f"condition not reached; state: {self.state(out)}\n"
-                  + (proc.communicate()[0][-5000:] if proc.poll() is not None else ""))
 
     def finish(self, proc, timeout=900):
         try:
@@ -325,15 +310,16 @@ class MultiHost(unittest.TestCase):
             except ProcessLookupError:
                 pass
         print(f"\nhost b down: killed rank {victim['rank']} (pid {victim['pid']}) and {others} "
-              f"after the checkpoint of epoch {s['job']['last_checkpoint']['epoch']}",
+              f"after the checkpoint of epoch {s['job']['last_checkpoint']['epoch'] + 1}",
               file=sys.stderr, flush=True)
         return victim
 
     def test_kill_host(self):
         out = os.path.join(self.tmp, "kill-host-b")
         proc = self.launch(out, hosts=3)
-        s = self.wait_for(out, proc, lambda s: s["job"]["last_checkpoint"]["epoch"] >= 1
-                          and s["job"]["phase"] == "PHASE_RUNNING" and len(s["workers"]) == 3)
+        s = self.wait_for(out, lambda s: s["job"]["last_checkpoint"]["epoch"] >= 1
+                          and s["job"]["phase"] == "PHASE_RUNNING" and len(s["workers"]) == 3,
+                          proc=proc, timeout=400, poll=0.1)
         victim = self.take_host_b_down(s)
         rc, text = self.finish(proc)
         s, summary = self.check_result(out, rc, text, "3 hosts, b killed")
@@ -349,8 +335,9 @@ class MultiHost(unittest.TestCase):
         shutil.copy(self.hostfile, hostfile)
         proc = self.launch(out, hosts=3, hostfile=hostfile,
                            extra=("--min-np", "2", "--rejoin-timeout", "3"))
-        s = self.wait_for(out, proc, lambda s: s["job"]["last_checkpoint"]["epoch"] >= 1
-                          and s["job"]["phase"] == "PHASE_RUNNING" and len(s["workers"]) == 3)
+        s = self.wait_for(out, lambda s: s["job"]["last_checkpoint"]["epoch"] >= 1
+                          and s["job"]["phase"] == "PHASE_RUNNING" and len(s["workers"]) == 3,
+                          proc=proc, timeout=400, poll=0.1)
         # Gone for good: the operator (here the test) takes b out of the hostfile.
         with open(hostfile, "w") as f:
             f.writelines(f"{addr} slots=1\n" for h, addr in Cluster.HOSTS if h != "b")

@@ -126,8 +126,9 @@ class SlurmRequeue(unittest.TestCase):
                       text0)
         # The launch is stopped once a newer commit is recorded; epochs that end while mpirun
         # tears the ranks down commit too (a tiny run's epochs take a fraction of a second).
-        self.assertGreater(stopped_at, int(m.group(1)), "stopped without a newer commit")
-        self.assertIn(f"the last committed one is epoch {stopped_at};", text0)
+        # Messages count epochs from 1, the state from 0 (Note [epoch numbering]).
+        self.assertGreater(stopped_at, int(m.group(1)) - 1, "stopped without a newer commit")
+        self.assertIn(f"the last committed one is epoch {stopped_at + 1};", text0)
         self.assertGreater(stopped_at, at_signal, text0)
         self.assertLess(stopped_at, EPOCHS - 1, "the run finished before the stop; too fast?")
         self.assertNotEqual(s0["job"]["phase"], "PHASE_FINISHED")

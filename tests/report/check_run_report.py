@@ -96,7 +96,7 @@ def check_tensorboard(run_dir, world):
     # One step axis: epoch/* at the step that ended each epoch, test/* at the last step.
     val = ea.Scalars("epoch/val_accuracy")
     assert [s.step for s in val] == [r["step"] for r in epochs], (val, epochs)
-    assert [int(s.value) for s in ea.Scalars("epoch/epoch")] == [0, 1, 2]
+    assert [int(s.value) for s in ea.Scalars("epoch/epoch")] == [1, 2, 3]  # from 1
     steps = [s.step for s in ea.Scalars("train/step_loss")]
     assert steps and 0 < min(steps) and max(steps) <= last_step, steps
     acc = ea.Scalars("test/accuracy")

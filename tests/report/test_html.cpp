@@ -199,8 +199,11 @@ TEST(ReportHtml, AllSectionsEscapedAndSelfContained) {
   // 11 of 16 correct: 68.75 % with Wilson [44.4 %, 85.8 %].
   EXPECT_NE(html->find("68.75 %"), std::string::npos);
   EXPECT_NE(html->find("44.4 % – 85.8 %"), std::string::npos) << *html;
-  // Rank 1 at 20 of 60 img/s in epoch 1 is a straggler.
+  // Rank 1 at 20 of 60 img/s in epoch 2 (record 1) is a straggler; epochs are shown from 1.
   EXPECT_EQ(CountOf(*html, "class=\"num slow\">20.0 (0.1 s)</td>"), 1);
+  EXPECT_EQ(CountOf(*html, "<tr><td class=\"num\">1</td><td class=\"num\">32</td>"), 1);
+  EXPECT_EQ(CountOf(*html, "<tr><td class=\"num\">2</td><td class=\"num\">48</td>"), 1);
+  EXPECT_NE(html->find("Epochs count from 1."), std::string::npos);
   EXPECT_NE(html->find("Slowest rank: 1"), std::string::npos);
   EXPECT_NE(html->find("No explanations"), std::string::npos);
 

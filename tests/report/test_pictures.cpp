@@ -94,13 +94,13 @@ TEST(ConfusionMatrix, SvgHasGridNamesAndCounts) {
 
 constexpr const char* kMetrics =
     R"({"kind":"run_start","world_size":2}
-{"kind":"epoch","epoch":1,"train_loss":1.9,"train_accuracy":0.31,"val_loss":1.7,"val_accuracy":0.40,"lr":0.01,"image_size":128}
+{"kind":"epoch","epoch":0,"train_loss":1.9,"train_accuracy":0.31,"val_loss":1.7,"val_accuracy":0.40,"lr":0.01,"image_size":128}
 {"kind":"step","step":10,"loss":1.5}
-{"kind":"epoch","epoch":2,"train_loss":1.2,"train_accuracy":0.55,"val_loss":1.3,"val_accuracy":0.52,"lr":0.01,"image_size":128}
-{"kind":"epoch","epoch":3,"train_loss":0.9,"train_accuracy":0.68,"val_loss":null,"lr":0.01,"image_size":192}
+{"kind":"epoch","epoch":1,"train_loss":1.2,"train_accuracy":0.55,"val_loss":1.3,"val_accuracy":0.52,"lr":0.01,"image_size":128}
+{"kind":"epoch","epoch":2,"train_loss":0.9,"train_accuracy":0.68,"val_loss":null,"lr":0.01,"image_size":192}
 
-{"kind":"epoch","epoch":3,"train_loss":0.8,"train_accuracy":0.70,"val_loss":1.0,"val_accuracy":0.66,"lr":0.01,"image_size":192}
-{"kind":"epoch","epoch":4,"train_loss":0.6,"train_accuracy":0.79,"val_loss":0.9,"val_accuracy":0.71,"lr":0.005,"image_size":256}
+{"kind":"epoch","epoch":2,"train_loss":0.8,"train_accuracy":0.70,"val_loss":1.0,"val_accuracy":0.66,"lr":0.01,"image_size":192}
+{"kind":"epoch","epoch":3,"train_loss":0.6,"train_accuracy":0.79,"val_loss":0.9,"val_accuracy":0.71,"lr":0.005,"image_size":256}
 )";
 
 TEST(LearningCurves, TwoPanelsWithCurvesTicksAndLegend) {
@@ -117,13 +117,13 @@ TEST(LearningCurves, TwoPanelsWithCurvesTicksAndLegend) {
   EXPECT_EQ(CountOf(svg, ">train</text>"), 2);  // a legend per panel
   EXPECT_EQ(CountOf(svg, ">val</text>"), 2);
   EXPECT_EQ(CountOf(svg, "<polyline"), 4);  // train and val, two panels
-  // Epoch 3 appears once (the later record wins): 4 points per curve, 16 markers.
+  // Epoch 3 (record 2) appears once (the later record wins): 4 points per curve, 16 markers.
   EXPECT_EQ(CountOf(svg, "<circle"), 16);
   // Image size changes at epochs 3 and 4 are marked in both panels.
   EXPECT_EQ(CountOf(svg, ">128 px</text>"), 2);  // the first stage, named at its start
   EXPECT_EQ(CountOf(svg, ">192 px</text>"), 2);
   EXPECT_EQ(CountOf(svg, ">256 px</text>"), 2);
-  // Integer epoch ticks 1..4.
+  // Integer epoch ticks 1..4: the records' epochs 0..3 counted from 1 (Note [epoch numbering]).
   for (const char* tick : {">1</text>", ">2</text>", ">3</text>", ">4</text>"}) {
     EXPECT_GE(CountOf(svg, tick), 2) << tick;
   }

@@ -117,6 +117,13 @@ TEST(Utf8, Validation) {
   EXPECT_EQ(ToUtf8("\xff"), "\xc3\xbf");
   std::string out;
   EXPECT_FALSE(Utf8ToLatin1("\xe2\x82\xac", &out));  // the euro sign is not Latin-1
+  // Cut at a character boundary, never inside the euro sign's three bytes.
+  const std::string euros = "a\xe2\x82\xac\xe2\x82\xac";
+  EXPECT_EQ(TruncateUtf8(euros, 7), euros);
+  EXPECT_EQ(TruncateUtf8(euros, 6), "a\xe2\x82\xac");
+  EXPECT_EQ(TruncateUtf8(euros, 4), "a\xe2\x82\xac");
+  EXPECT_EQ(TruncateUtf8(euros, 3), "a");
+  EXPECT_EQ(TruncateUtf8(euros, 0), "");
 }
 
 }  // namespace

@@ -222,7 +222,8 @@ TEST_F(TrainerTest, NanLossStopsWithStepAndLastGoodCheckpoint) {
   auto c = Config();
   torch::manual_seed(1);
   TinyNet net(3, true);
-  net->nan_at_call = 9;  // epoch 0: 5 train steps + 2 val batches; call 9 = epoch 1, step 1
+  // The first epoch: 5 train steps + 2 val batches; call 9 = the second epoch (logged "epoch 2").
+  net->nan_at_call = 9;
   train::SingleProcess dp;
   const std::string run = (dir_ / "nan").string();
   train::LocalJobControl jc(c.job, reader_->info().IndicesOf(storage::Split::kTrain), 0, 1,
@@ -232,7 +233,7 @@ TEST_F(TrainerTest, NanLossStopsWithStepAndLastGoodCheckpoint) {
   auto fit = t.Fit();
   ASSERT_FALSE(fit.ok());
   const auto& m = fit.status().message();
-  EXPECT_NE(m.find("non-finite loss at epoch 1, step 6"), std::string::npos) << m;
+  EXPECT_NE(m.find("non-finite loss at epoch 2, step 6"), std::string::npos) << m;
   EXPECT_NE(m.find("last good checkpoint: " + run + "/checkpoints/epoch-0000"), std::string::npos)
       << m;
 }

@@ -349,65 +349,81 @@ int RunTraining(const TrainArgs& args, Runtime& rt) {
   } else {
     jc = std::make_unique<train::LocalJobControl>(cfg.job, train_idx, rank, world, ckpt_dir);
   }
-  if (auto pst = StartFromPretrained(cfg, model, *jc); !pst.ok()) {
-    return ReportFailure(pst.ToString());
-  }
-  train::Trainer trainer(cfg, model, *reader, *rt.dp, *jc, args.out);
-  std::unique_ptr<report::TensorBoardWriter> tb;
-  if (rank == 0 && cfg.output.tensorboard) {
-    auto tr = report::TensorBoardWriter::Create(args.out);
-    if (tr.ok()) {
-      tb = std::move(tr).value();
-      trainer.on_scalar = [&tb](const std::string& tag, double v, int64_t step) {
-        auto st = tb->AddScalar(tag, v, step);
-        if (!st.ok()) log::Warn("tensorboard: " + st.ToString());
-      };
-    } else {
-      log::Warn("tensorboard disabled: " + tr.status().ToString());
+  // Note [failure causes] (coordinator/job.h): from here on an error also goes to the
+  // JobControl, so a coordinator records it as this rank's failure, not only this log.
+  auto fail = [&jc](const std::string& what) {
+    const int rc = ReportFailure(what);
+    jc->EndWithError(what);
+    return rc;
+  };
+  auto train_and_report = [&]() -> int {
+    if (auto pst = StartFromPretrained(cfg, model, *jc); !pst.ok()) {
+      return fail(pst.ToString());
     }
-  }
-  auto st = trainer.Setup();
-  if (!st.ok()) return ReportFailure(st.ToString());
-  log::Info(model.name + ": " + std::to_string(model::CountParameters(*model.module)) +
-            " parameters, " + std::to_string(info.num_classes()) + " classes, " +
-            std::to_string(train_idx.size()) + " train images, world " + std::to_string(world) +
-            ", device " + trainer.device().str());
-  auto fit_r = trainer.Fit();
-  if (tb) (void)tb->Flush();
-  if (!fit_r.ok()) return ReportFailure(fit_r.status().ToString());
-  auto fit = std::move(fit_r).value();
-  if (fit.stopped_early_for_test) {
-    log::Info("stopped after epoch " + std::to_string(fit.last_epoch) +
-              " as asked; resume with "
-              "the same --out");
+    train::Trainer trainer(cfg, model, *reader, *rt.dp, *jc, args.out);
+    std::unique_ptr<report::TensorBoardWriter> tb;
+    if (rank == 0 && cfg.output.tensorboard) {
+      auto tr = report::TensorBoardWriter::Create(args.out);
+      if (tr.ok()) {
+        tb = std::move(tr).value();
+        trainer.on_scalar = [&tb](const std::string& tag, double v, int64_t step) {
+          auto st = tb->AddScalar(tag, v, step);
+          if (!st.ok()) log::Warn("tensorboard: " + st.ToString());
+        };
+      } else {
+        log::Warn("tensorboard disabled: " + tr.status().ToString());
+      }
+    }
+    auto st = trainer.Setup();
+    if (!st.ok()) return fail(st.ToString());
+    log::Info(model.name + ": " + std::to_string(model::CountParameters(*model.module)) +
+              " parameters, " + std::to_string(info.num_classes()) + " classes, " +
+              std::to_string(train_idx.size()) + " train images, world " + std::to_string(world) +
+              ", device " + trainer.device().str());
+    auto fit_r = trainer.Fit();
+    if (tb) (void)tb->Flush();
+    if (!fit_r.ok()) return fail(fit_r.status().ToString());
+    auto fit = std::move(fit_r).value();
+    if (fit.stopped_early_for_test) {
+      log::Info("stopped after epoch " + std::to_string(fit.last_epoch + 1) +
+                " as asked (output.stop_after_epoch " + std::to_string(fit.last_epoch) +
+                ", 0-based); resume with the same --out");
+      return 0;
+    }
+    // The TEST split is evaluated once, with the BEST checkpoint's weights only.
+    std::string best = fit.best_checkpoint;
+    if (best.empty()) best = fit.last_checkpoint;
+    if (best.empty()) return fail("no checkpoint to evaluate (no epoch finished)");
+    st = trainer.LoadWeights(best);
+    if (!st.ok()) return fail(st.ToString());
+    auto test_r = trainer.Evaluate(storage::Split::kTest);
+    if (!test_r.ok()) return fail(test_r.status().ToString());
+    const auto& test = *test_r;
+    if (test.count == 0) {
+      log::Warn("no test images in " + cfg.data.path + ": test metrics not computed (best epoch " +
+                std::to_string(fit.best_epoch + 1) + ", fit time " +
+                std::to_string(fit.fit_time_s) + " s)");
+    } else {
+      log::Info("test accuracy " + std::to_string(test.accuracy) + " on " +
+                std::to_string(test.count) + " images (best epoch " +
+                std::to_string(fit.best_epoch + 1) + "), fit time " +
+                std::to_string(fit.fit_time_s) + " s");
+    }
+    if (rank == 0) {
+      st = WriteReports(args.out, cfg, model, fit, test, info.class_names, world,
+                        trainer.device().is_cuda() ? "cuda" : "cpu", fit.best_epoch, tb.get(),
+                        trainer.global_step());
+      if (!st.ok()) return fail(st.ToString());
+    }
     return 0;
+  };
+  try {
+    return train_and_report();
+  } catch (const StatusError& e) {
+    return fail(e.status().ToString());
+  } catch (const std::exception& e) {
+    return fail(e.what());
   }
-  // The TEST split is evaluated once, with the BEST checkpoint's weights only.
-  std::string best = fit.best_checkpoint;
-  if (best.empty()) best = fit.last_checkpoint;
-  if (best.empty()) return ReportFailure("no checkpoint to evaluate (no epoch finished)");
-  st = trainer.LoadWeights(best);
-  if (!st.ok()) return ReportFailure(st.ToString());
-  auto test_r = trainer.Evaluate(storage::Split::kTest);
-  if (!test_r.ok()) return ReportFailure(test_r.status().ToString());
-  const auto& test = *test_r;
-  if (test.count == 0) {
-    log::Warn("no test images in " + cfg.data.path + ": test metrics not computed (best epoch " +
-              std::to_string(fit.best_epoch + 1) + ", fit time " + std::to_string(fit.fit_time_s) +
-              " s)");
-  } else {
-    log::Info("test accuracy " + std::to_string(test.accuracy) + " on " +
-              std::to_string(test.count) + " images (best epoch " +
-              std::to_string(fit.best_epoch + 1) + "), fit time " + std::to_string(fit.fit_time_s) +
-              " s");
-  }
-  if (rank == 0) {
-    st = WriteReports(args.out, cfg, model, fit, test, info.class_names, world,
-                      trainer.device().is_cuda() ? "cuda" : "cpu", fit.best_epoch, tb.get(),
-                      trainer.global_step());
-    if (!st.ok()) return ReportFailure(st.ToString());
-  }
-  return 0;
 }
 
 }  // namespace effnet::apps

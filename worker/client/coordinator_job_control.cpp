@@ -17,6 +17,7 @@
 #include "common/atomic_file.h"
 #include "common/log.h"
 #include "common/text.h"
+#include "common/utf8.h"
 #include "proto/convert.h"
 #include "proto/coordinator.grpc.pb.h"
 
@@ -92,7 +93,7 @@ class CoordinatorJobControl final : public train::JobControl {
         if (job_.phase() != v1::PHASE_WAITING_FOR_WORKERS) {
           log::Info("registered with coordinator " + config_.address + ": job " + job_.job_id() +
                     ", generation " + std::to_string(job_.generation()) + ", next epoch " +
-                    std::to_string(job_.next_epoch()) + ", resume from " +
+                    std::to_string(job_.next_epoch() + 1) + ", resume from " +
                     (job_.last_checkpoint().epoch() < 0 ? std::string("scratch")
                                                         : job_.last_checkpoint().path()));
           return Status::Ok();
@@ -123,7 +124,7 @@ class CoordinatorJobControl final : public train::JobControl {
     *req.mutable_worker() = identity_;
     req.set_epoch(epoch);
     v1::GetEpochPlanResponse resp;
-    const std::string call = "GetEpochPlan(epoch " + std::to_string(epoch) + ")";
+    const std::string call = "GetEpochPlan(epoch " + std::to_string(epoch + 1) + ")";
     EFFNET_RETURN_IF_ERROR(CallWithRetry(call, [&](grpc::ClientContext* ctx) {
       resp.Clear();
       return Stub()->GetEpochPlan(ctx, req, &resp);
@@ -151,7 +152,7 @@ class CoordinatorJobControl final : public train::JobControl {
     *req.mutable_worker() = identity_;
     req.set_wait_ms(LongPollMs());
     wire::ToProto(m, req.mutable_metrics());
-    const std::string call = "ReportMetrics(epoch " + std::to_string(m.epoch) + ")";
+    const std::string call = "ReportMetrics(epoch " + std::to_string(m.epoch + 1) + ")";
     const auto give_up = Clock::now() + Seconds(config_.timeouts.decision_timeout_s);
     v1::ReportMetricsResponse resp;
     while (true) {
@@ -179,8 +180,45 @@ class CoordinatorJobControl final : public train::JobControl {
     req.set_is_best(is_best);
     v1::CommitCheckpointResponse resp;
     return CallWithRetry(
-        "CommitCheckpoint(epoch " + std::to_string(epoch) + ", " + path + ")",
+        "CommitCheckpoint(epoch " + std::to_string(epoch + 1) + ", " + path + ")",
         [&](grpc::ClientContext* ctx) { return Stub()->CommitCheckpoint(ctx, req, &resp); });
+  }
+
+  void EndWithError(const std::string& cause) override {
+    // The report fails the job; the heartbeat thread then learns that the job failed and must
+    // not end the process with kExitJobFailed before the caller reports the error itself.
+    ending_with_error_ = true;
+    if (job_gone_) {  // the error is the coordinator's own refusal: it knows why already
+      StopHeartbeat();
+      return;
+    }
+    v1::ReportFailureRequest req;
+    *req.mutable_worker() = identity_;
+    req.set_cause(TruncateUtf8(ToUtf8(cause), job::kMaxFailureCauseBytes));
+    v1::ReportFailureResponse resp;
+    const Status st = CallWithRetry("ReportFailure", [&](grpc::ClientContext* ctx) {
+      return Stub()->ReportFailure(ctx, req, &resp);
+    });
+    if (!st.ok()) log::Warn("the coordinator did not learn this rank's error: " + st.ToString());
+    StopHeartbeat();  // the `leaving` beat comes after the cause
+  }
+
+  Status ResumedFromOlder(const std::string& unreadable, int epoch, const std::string& path,
+                          const std::string& why) override {
+    v1::FallBackCheckpointRequest req;
+    *req.mutable_worker() = identity_;
+    req.set_unreadable_path(unreadable);
+    req.set_reason(TruncateUtf8(ToUtf8(why), job::kMaxFailureCauseBytes));
+    wire::ToProto(job::CheckpointRef{epoch, path}, req.mutable_fallback());
+    v1::JobInfo resp;
+    EFFNET_RETURN_IF_ERROR(
+        CallWithRetry("FallBackCheckpoint(epoch " + std::to_string(epoch + 1) + ", " + path + ")",
+                      [&](grpc::ClientContext* ctx) {
+                        resp.Clear();
+                        return Stub()->FallBackCheckpoint(ctx, req, &resp);
+                      }));
+    job_ = resp;
+    return Status::Ok();
   }
 
   Result<std::string> ResumeCheckpoint() override {
@@ -231,6 +269,7 @@ class CoordinatorJobControl final : public train::JobControl {
       Prepare(&ctx, config_.timeouts.call_timeout_s);
       grpc::Status s = fn(&ctx);
       if (s.ok()) return Status::Ok();
+      if (JobGone(s)) job_gone_ = true;
       if (!Transient(s)) return Refused(call, s);
       if (Clock::now() + Seconds(backoff) > give_up) {
         return Status(StatusCode::kUnavailable,
@@ -315,12 +354,14 @@ class CoordinatorJobControl final : public train::JobControl {
   }
 
   void OnJobGone(const std::string& why) {
+    job_gone_ = true;
     // While this object is being destroyed the process is ending on its own (normally, or with an
     // error its caller is about to report): exiting here would hide that error.
-    if (config_.exit_on_job_failure && !stopping_) {
+    if (config_.exit_on_job_failure && !stopping_ && !ending_with_error_) {
       ExitJobFailed("rank " + std::to_string(config_.rank) + ": " + why);
     }
-    if (!job_gone_logged_.exchange(true)) log::Error(why);
+    // A rank ending on its own error has reported it; that the job failed is its consequence.
+    if (!ending_with_error_ && !job_gone_logged_.exchange(true)) log::Error(why);
   }
 
   void StopHeartbeat() {
@@ -348,6 +389,8 @@ class CoordinatorJobControl final : public train::JobControl {
   std::mutex mu_;
   std::condition_variable cv_;
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> ending_with_error_{false};
+  std::atomic<bool> job_gone_{false};  // the coordinator said the job failed or moved on
   std::atomic<bool> job_gone_logged_{false};
   bool heartbeat_done_ = false;
   grpc::ClientContext* active_ctx_ = nullptr;

@@ -47,7 +47,8 @@ inline constexpr char kCheckpointTrainStateFile[] = "train_state.pt";
 inline constexpr char kCheckpointMetaFile[] = "meta.json";
 inline constexpr char kBestCheckpointName[] = "best";
 
-// "epoch-0003" for epoch 3 (0-based): the directory name of an epoch's checkpoint.
+// "epoch-0003" for epoch 3 (0-based; logs call it epoch 4): the directory name of an epoch's
+// checkpoint (Note [epoch numbering] in common/job/types.h).
 std::string EpochCheckpointName(int epoch);
 
 // meta.json.

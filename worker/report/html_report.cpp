@@ -268,7 +268,8 @@ std::string AccuracySection(const std::vector<RunView>& runs) {
          "</td><td class=\"num\">" +
          (n > 0 ? Percent(ci.lo, 1) + " – " + Percent(ci.hi, 1) : std::string("unknown (n = 0)")) +
          "</td><td class=\"num\">" + std::to_string(k) + " / " + std::to_string(n) +
-         "</td><td class=\"num\">" + (v.summary.test_loss ? svg::Num(*v.summary.test_loss, 4) : std::string("-")) +
+         "</td><td class=\"num\">" +
+         (v.summary.test_loss ? svg::Num(*v.summary.test_loss, 4) : std::string("-")) +
          "</td></tr>\n";
   }
   h += "</table>\n<p class=\"note\">Test split, best checkpoint. The interval is the Wilson score "
@@ -341,7 +342,7 @@ Result<std::string> CurvesSection(const std::vector<RunView>& runs) {
   return Section("curves", "Learning curves",
                  "Dotted grey lines: a new progressive-learning stage (its training image size). "
                  "Dashed green line: the best epoch, whose checkpoint was tested. Epochs count "
-                 "from 0.",
+                 "from 1.",
                  cards);
 }
 
@@ -367,7 +368,8 @@ Result<std::string> ThroughputSection(const std::vector<RunView>& runs) {
     std::vector<double> share_sum(ranks, 0.0);
     int share_epochs = 0;
     for (const auto& e : v.epochs) {
-      t += "<tr><td class=\"num\">" + svg::Num(e.epoch, 0) + "</td><td class=\"num\">" +
+      // Note [epoch numbering]: shown from 1.
+      t += "<tr><td class=\"num\">" + svg::Num(e.epoch + 1, 0) + "</td><td class=\"num\">" +
            (e.image_size ? std::to_string(*e.image_size) : std::string("-")) +
            "</td><td class=\"num\">" + (e.epoch_time_s ? svg::Num(*e.epoch_time_s, 1) : "-") +
            "</td><td class=\"num\">" +

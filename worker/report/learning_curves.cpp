@@ -123,9 +123,11 @@ void DrawPanel(svg::Document* doc, const Panel& pn, const std::vector<EpochRecor
     for (const auto& [e, v] : s.points) ylo = std::min(ylo, v), yhi = std::max(yhi, v);
   }
   const svg::Ticks yt = svg::NiceTicks(ylo, yhi, 5);
+  // Note [epoch numbering] (common/job/types.h): the records count from 0, the axis from 1.
   const svg::Ticks xt =
-      svg::NiceTicks(pts.front().epoch, pts.back().epoch, 8, /*integer_steps=*/true);
-  auto X = [&](double e) { return pn.x0 + (e - xt.lo) / (xt.hi - xt.lo) * pn.w; };
+      svg::NiceTicks(pts.front().epoch + 1, pts.back().epoch + 1, 8, /*integer_steps=*/true);
+  auto XAxis = [&](double shown) { return pn.x0 + (shown - xt.lo) / (xt.hi - xt.lo) * pn.w; };
+  auto X = [&](double e) { return XAxis(e + 1); };
   auto Y = [&](double v) { return pn.y0 + pn.h - (v - yt.lo) / (yt.hi - yt.lo) * pn.h; };
 
   doc->Text(pn.x0, pn.y0 - 14, pn.name, 14, "start", "font-weight=\"bold\"");
@@ -144,9 +146,9 @@ void DrawPanel(svg::Document* doc, const Panel& pn, const std::vector<EpochRecor
     doc->Line(pn.x0 - 5, Y(v), pn.x0, Y(v), "#333", 1);
     doc->Text(pn.x0 - 8, Y(v) + 4, svg::Num(v, yt.decimals), 11, "end");
   }
-  for (double e : xt.values) {
-    doc->Line(X(e), pn.y0 + pn.h, X(e), pn.y0 + pn.h + 5, "#333", 1);
-    doc->Text(X(e), pn.y0 + pn.h + 18, svg::Num(e, 0), 11, "middle");
+  for (double shown : xt.values) {
+    doc->Line(XAxis(shown), pn.y0 + pn.h, XAxis(shown), pn.y0 + pn.h + 5, "#333", 1);
+    doc->Text(XAxis(shown), pn.y0 + pn.h + 18, svg::Num(shown, 0), 11, "middle");
   }
   // Progressive learning: mark where the stage or the training image size changes, with the new
   // size, and name the first size.

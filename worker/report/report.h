@@ -98,7 +98,7 @@ Interval WilsonInterval(int64_t successes, int64_t n, double z = 1.9599639845400
 // One "kind":"epoch" record of metrics.jsonl (written by the trainer, rank 0). Optional fields
 // are absent in older files or null.
 struct EpochRecord {
-  double epoch = 0;  // 0-based as the trainer writes it
+  double epoch = 0;  // 0-based as the trainer writes it (Note [epoch numbering])
   std::optional<int64_t> step, stage, image_size, best_epoch;
   std::optional<int64_t> world_size;  // ranks that trained the epoch
   std::optional<double> train_loss, train_accuracy, val_loss, val_accuracy;
@@ -115,7 +115,7 @@ Result<std::vector<EpochRecord>> ReadEpochRecords(const std::string& metrics_jso
 
 // Loss and accuracy curves (train and val) from the epoch records: progressive-stage changes
 // (stage or image size) are marked with the new size, and the best epoch (the last record's
-// best_epoch) with a vertical line. Missing metrics are skipped.
+// best_epoch) with a vertical line. Missing metrics are skipped. The axis counts from 1.
 Result<std::string> LearningCurvesSvg(const std::vector<EpochRecord>& epochs,
                                       const std::string& title);
 // Reads metrics.jsonl and writes LearningCurvesSvg atomically.

@@ -24,11 +24,23 @@ class JobControl {
   virtual Status CommitCheckpoint(int epoch, const std::string& path, bool is_best) = 0;
   // Last committed checkpoint directory to resume from ("" when none).
   virtual Result<std::string> ResumeCheckpoint() = 0;
+  // The checkpoint ResumeCheckpoint() named, `unreadable`, failed verification (`why`); this rank
+  // resumed from the older checkpoint `path` of `epoch` instead, and the job's decisions must
+  // roll back to that epoch. Local runs keep their decisions in the checkpoint (nothing to do);
+  // the coordinator is told (Note [resume fallback under a coordinator] in coordinator/job.h).
+  virtual Status ResumedFromOlder(const std::string& /*unreadable*/, int /*epoch*/,
+                                  const std::string& /*path*/, const std::string& /*why*/) {
+    return Status::Ok();
+  }
   // Decision state (early stopping) to keep inside checkpoints, and to restore from one when a
   // run resumes. Implementations that keep this state elsewhere (the coordinator's state file)
   // keep the defaults: nothing to save, nothing to restore.
   virtual std::string SaveDecisionState() const { return ""; }
   virtual Status RestoreDecisionState(const std::string& /*state*/) { return Status::Ok(); }
+  // This rank ends on `cause`, an error it caught: whoever runs the job learns why (the
+  // coordinator records it: Note [failure causes] in coordinator/job.h). Called at most once, as
+  // the last call; the process logs the error itself. Best effort: never fails.
+  virtual void EndWithError(const std::string& /*cause*/) {}
 };
 
 }  // namespace effnet::train

@@ -43,7 +43,7 @@ Status LocalJobControl::CommitCheckpoint(int epoch, const std::string& path, boo
                       {"path", std::filesystem::path(path).filename().string()},
                       {"is_best", is_best}};
   return WriteFileAtomic(checkpoint_dir_ + "/LATEST", j.dump() + "\n")
-      .WithContext("committing checkpoint of epoch " + std::to_string(epoch));
+      .WithContext("committing checkpoint of epoch " + std::to_string(epoch + 1));
 }
 
 Result<std::string> LocalJobControl::ResumeCheckpoint() {

@@ -268,8 +268,8 @@ Status Trainer::ResumeFrom(const std::string& path) {
     }
   }
   EFFNET_RETURN_IF_ERROR(LoadCheckpoint(path, /*weights_only=*/false));
-  log::Info("resumed from " + path + " at epoch " + std::to_string(start_epoch_) + ", step " +
-            std::to_string(global_step_));
+  log::Info("resumed from " + path + ": next epoch " + std::to_string(start_epoch_ + 1) +
+            ", step " + std::to_string(global_step_));
   return Status::Ok();
 }
 
@@ -277,9 +277,9 @@ Status Trainer::ResumeFrom(const std::string& path) {
 // error, a truncated copy, a flipped bit: DataLoss or NotFound from the checksums of
 // worker/formats/checkpoint.h). With checkpoint.resume=auto the run then resumes from the newest
 // checkpoint of an earlier epoch in checkpoints/ that verifies (epoch-NNNN/ or best/), and says
-// which and why. Any other error (another variant, another format) is not a fallback case. With a
-// coordinator the fallback epoch is older than the job's, which the coordinator refuses by name
-// (coordinator/job.cpp, Job::Plan): that job restarts from a readable checkpoint by hand.
+// which and why. Any other error (another variant, another format) is not a fallback case. The
+// JobControl learns of the fallback (ResumedFromOlder): a coordinator rolls the job back to the
+// fallback's epoch (Note [resume fallback under a coordinator] in coordinator/job.h).
 Status Trainer::Resume(const std::string& committed) {
   const Status st = ResumeFrom(committed);
   const bool unreadable = st.code() == StatusCode::kDataLoss || st.code() == StatusCode::kNotFound;
@@ -320,7 +320,8 @@ Status Trainer::Resume(const std::string& committed) {
   }
   log::Warn("checkpoint " + committed + " is unreadable (" + st.ToString() +
             "); resuming from the newest valid one, " + fallback);
-  return ResumeFrom(fallback);
+  EFFNET_RETURN_IF_ERROR(ResumeFrom(fallback));
+  return jc_.ResumedFromOlder(committed, start_epoch_ - 1, fallback, st.ToString());
 }
 
 void Trainer::AppendMetrics(const std::string& line) {
@@ -369,7 +370,7 @@ Result<FitResult> Trainer::Fit() {
     EFFNET_ASSIGN_OR_RETURN(job::EpochPlan plan, jc_.PlanEpoch(epoch));
     if (plan.stop) {
       if (result.stop_reason.empty())
-        result.stop_reason = "job over before epoch " + std::to_string(epoch);
+        result.stop_reason = "job over before epoch " + std::to_string(epoch + 1);
       break;
     }
     const double epoch_start = Now();
@@ -389,7 +390,8 @@ Result<FitResult> Trainer::Fit() {
         epoch >= config_.transfer.unfreeze_epoch) {
       EFFNET_RETURN_IF_ERROR(model_.set_frozen(false));
       frozen_ = false;
-      log::Info("epoch " + std::to_string(epoch) + ": model unfrozen (model.unfreeze_epoch)");
+      log::Info("epoch " + std::to_string(epoch + 1) + ": model unfrozen (model.unfreeze_epoch " +
+                std::to_string(config_.transfer.unfreeze_epoch) + ", 0-based)");
     }
     model_.module->train();
     // Note [per-epoch seeds]: every random stream of an epoch is seeded from (seed, epoch, rank),
@@ -523,7 +525,7 @@ Result<FitResult> Trainer::Fit() {
         if (bad > 0) {
           const int64_t first = global_step_ - (s - acc_first);
           return FailedPrecondition(
-              "non-finite loss at epoch " + std::to_string(epoch) + ", step " +
+              "non-finite loss at epoch " + std::to_string(epoch + 1) + ", step " +
               (first == global_step_
                    ? std::to_string(global_step_)
                    : "in " + std::to_string(first) + "-" + std::to_string(global_step_)) +
@@ -657,9 +659,9 @@ Result<FitResult> Trainer::Fit() {
     AppendMetrics(ej.dump());
     // Note [TensorBoard step axis]: every series (train/* per logged step, epoch/* per epoch,
     // test/* once) uses the global optimizer step; epoch/* sits at the step that ended the epoch,
-    // and epoch/epoch (0-based) maps steps back to epochs.
+    // and epoch/epoch maps steps back to epochs, counted from 1 (Note [epoch numbering]).
     if (on_scalar && rank == 0) {
-      on_scalar("epoch/epoch", epoch, global_step_);
+      on_scalar("epoch/epoch", epoch + 1, global_step_);
       on_scalar("epoch/train_loss", m.train_loss, global_step_);
       on_scalar("epoch/train_accuracy", m.train_accuracy, global_step_);
       on_scalar("epoch/val_loss", m.val_loss, global_step_);
