@@ -63,7 +63,9 @@ struct EpochDecision {
   bool is_best = false;  // save this epoch's weights as the best checkpoint
   bool stop = false;     // early stopping triggered, or the last epoch
   int best_epoch = -1;
-  std::string reason;  // "early stop: val_loss did not improve for 2 epochs (lowest at epoch 3, counted from 1)"
+  // e.g. "early stop: val_loss did not improve for 2 epochs (lowest at epoch 3)", epochs counted
+  // from 1 (Note [epoch numbering]).
+  std::string reason;
 };
 
 }  // namespace effnet::job
