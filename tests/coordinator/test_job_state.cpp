@@ -309,7 +309,7 @@ TEST(JobElastic, LaunchesOfAnotherSizeShardTheWholeSplitAndAreRecorded) {
   EXPECT_EQ(job.phase(), Phase::kRunning);
   EXPECT_EQ(job.launch_world_size(), 2);
   ASSERT_EQ(job.world_size_changes().size(), 1u);
-  EXPECT_NE(job.world_size_changes()[0].find("generation 1 from epoch 1: 2 of 3 ranks (was 3; "
+  EXPECT_NE(job.world_size_changes()[0].find("generation 1 from epoch 2: 2 of 3 ranks (was 3; "
                                              "after: rank 2 (host host2, pid 102) left"),
             std::string::npos)
       << job.world_size_changes()[0];
@@ -325,7 +325,7 @@ TEST(JobElastic, LaunchesOfAnotherSizeShardTheWholeSplitAndAreRecorded) {
   ASSERT_TRUE(decided);
   st = job.Resize(3, "slot back");
   EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition);
-  EXPECT_NE(st.message().find("epoch 3 is decided but its checkpoint is not committed"),
+  EXPECT_NE(st.message().find("epoch 4 is decided but its checkpoint is not committed"),
             std::string::npos)
       << st.message();
   EXPECT_EQ(job.Resize(1, "too small").code(), StatusCode::kInvalidArgument);
@@ -339,7 +339,7 @@ TEST(JobElastic, LaunchesOfAnotherSizeShardTheWholeSplitAndAreRecorded) {
   for (int r = 0; r < 3; ++r) ASSERT_TRUE(job.Register(worker(r, 3, 2), now).ok());
   train(2, 3, 4);
   ASSERT_EQ(job.world_size_changes().size(), 2u);
-  EXPECT_NE(job.world_size_changes()[1].find("generation 2 from epoch 4: 3 of 3 ranks (was 2; "
+  EXPECT_NE(job.world_size_changes()[1].find("generation 2 from epoch 5: 3 of 3 ranks (was 2; "
                                              "slot back)"),
             std::string::npos)
       << job.world_size_changes()[1];

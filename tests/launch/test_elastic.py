@@ -144,7 +144,8 @@ class ElasticTest(unittest.TestCase):
         self.assertEqual(len(s["failures"]), 1, s["failures"])
         self.assertIn(f"pid {victim['pid']}", s["failures"][0])
         self.assertEqual(len(s["world_size_changes"]), 1, s["world_size_changes"])
-        self.assertIn(f"from epoch {k}: 2 of 3 ranks (was 3; after: rank 2",
+        # Messages count epochs from 1 (Note [epoch numbering]): 0-based epoch k is epoch k + 1.
+        self.assertIn(f"from epoch {k + 1}: 2 of 3 ranks (was 3; after: rank 2",
                       s["world_size_changes"][0])
         self.assertIn("waiting up to 2 s (--rejoin-timeout)", text)
         self.assertIn("continuing with 2 of 3 ranks", text)
