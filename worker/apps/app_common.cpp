@@ -4,6 +4,7 @@
 #include <torch/utils.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -306,7 +307,20 @@ int RunTraining(const TrainArgs& args, Runtime& rt) {
       log::Warn("no per-rank log file: " + error);
     }
   }
-  if (cfg.runtime.threads > 0) at::set_num_threads(cfg.runtime.threads);
+  // Note [threads per rank]: runtime.threads 0 shares this host's default intra-op threads (its
+  // cores, or OMP_NUM_THREADS) among the ranks mpirun started on it (OMPI_COMM_WORLD_LOCAL_SIZE),
+  // so N ranks on one CPU machine do not run N x cores threads; measured on 2 cores (docs/
+  // training.md), 2 ranks x 1 thread train as fast as 1 rank x 2 threads.
+  if (cfg.runtime.threads > 0) {
+    at::set_num_threads(cfg.runtime.threads);
+  } else if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE")) {
+    const int ranks_here = std::max(1, std::atoi(local));
+    if (ranks_here > 1) at::set_num_threads(std::max(1, at::get_num_threads() / ranks_here));
+  }
+  if (world > 1) {
+    log::Info("rank " + std::to_string(rank) + ": " + std::to_string(at::get_num_threads()) +
+              " intra-op threads (runtime.threads " + std::to_string(cfg.runtime.threads) + ")");
+  }
 
   auto reader_r = storage::DatasetReader::Open(cfg.data.path);
   if (!reader_r.ok()) return ReportFailure(reader_r.status().ToString());

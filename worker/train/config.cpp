@@ -396,7 +396,13 @@ std::vector<Field> Fields(TrainConfig& c) {
        "faster setting there), fp32 elsewhere; on = required (refused on a CPU without them); off "
        "= fp32",
        {"auto", "on", "off"}},
-      {"runtime.threads", &rt.threads, "intra-op CPU threads; 0 = LibTorch default", {}, 0, 1024},
+      {"runtime.threads",
+       &rt.threads,
+       "intra-op CPU threads; 0 = LibTorch's default (the cores), shared among the ranks mpirun "
+       "starts on one host",
+       {},
+       0,
+       1024},
       {"runtime.channels_last",
        &rt.channels_last,
        "NHWC memory format of weights and inputs: auto = on wherever bf16 autocast is on (with "
