@@ -118,9 +118,11 @@ output: {progress: false, tensorboard: false, log_every_steps: 2}
     return *c;
   }
 
-  // Runs a full (or stopped) training in `run`; returns the final parameters and buffers.
+  // Runs a full (or stopped) training in `run`; returns the final parameters and buffers (on the
+  // CPU) and, when asked, the forward calls the model saw.
   std::vector<torch::Tensor> Run(const train::TrainConfig& c, const std::string& run,
-                                 train::FitResult* fit_out = nullptr, Status* error = nullptr) {
+                                 train::FitResult* fit_out = nullptr, Status* error = nullptr,
+                                 int64_t* forward_calls = nullptr) {
     torch::manual_seed(11);
     TinyNet net(3, true);
     train::SingleProcess dp;
@@ -133,10 +135,21 @@ output: {progress: false, tensorboard: false, log_every_steps: 2}
     if (error) *error = fit.ok() ? Status::Ok() : fit.status();
     if (fit.ok() && fit_out) *fit_out = *fit;
     if (!error) EXPECT_TRUE(fit.ok()) << fit.status().ToString();
+    if (forward_calls) *forward_calls = net->calls;
     std::vector<torch::Tensor> out;
-    for (auto& p : net->parameters()) out.push_back(p.detach().clone());
-    for (auto& b : net->buffers()) out.push_back(b.detach().clone());
+    for (auto& p : net->parameters()) out.push_back(p.detach().cpu().clone());
+    for (auto& b : net->buffers()) out.push_back(b.detach().cpu().clone());
     return out;
+  }
+
+  // Setup of a fresh single-process trainer with `c` (for the refusals Setup makes).
+  Status SetupStatus(const train::TrainConfig& c) {
+    torch::manual_seed(11);
+    TinyNet net(3, true);
+    train::SingleProcess dp;
+    train::LocalJobControl jc(c.job, reader_->info().IndicesOf(storage::Split::kTrain), 0, 1, "");
+    train::Trainer t(c, Handle(net, 3), *reader_, dp, jc, "");
+    return t.Setup();
   }
 
   fs::path dir_;
@@ -198,12 +211,7 @@ TEST_F(TrainerTest, CpuBf16OnlyWhereTheHardwareHasIt) {
   auto fp32 = Run(c, (dir_ / "fp32").string());
   c.runtime.bf16 = "on";
   if (!train::CpuHasBf16()) {
-    torch::manual_seed(11);
-    TinyNet net(3, true);
-    train::SingleProcess dp;
-    train::LocalJobControl jc(c.job, reader_->info().IndicesOf(storage::Split::kTrain), 0, 1, "");
-    train::Trainer t(c, Handle(net, 3), *reader_, dp, jc, "");
-    const Status st = t.Setup();
+    const Status st = SetupStatus(c);
     ASSERT_FALSE(st.ok());
     EXPECT_NE(st.message().find("runtime.bf16 is on"), std::string::npos) << st.ToString();
     GTEST_SKIP() << "this CPU has no AVX512-BF16/AMX: only the refusal was checked";
@@ -243,11 +251,7 @@ TEST_F(TrainerTest, CudaGraphsOnIsRefusedWhereTheyCannotRun) {
   auto c = Config();
   c.runtime.device = "cpu";
   c.runtime.cuda_graphs = "on";
-  TinyNet net(3, true);
-  train::SingleProcess dp;
-  train::LocalJobControl jc(c.job, reader_->info().IndicesOf(storage::Split::kTrain), 0, 1, "");
-  train::Trainer t(c, Handle(net, 3), *reader_, dp, jc, "");
-  const Status st = t.Setup();
+  const Status st = SetupStatus(c);
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.message().find("runtime.cuda_graphs is on but the device is cpu"), std::string::npos)
       << st.ToString();
@@ -265,21 +269,7 @@ class TrainerCudaTest : public TrainerTest {
                                      const std::string& run, int64_t* forward_calls) {
     c.runtime.device = "cuda";
     c.runtime.cuda_graphs = graphs;
-    torch::manual_seed(11);
-    TinyNet net(3, true);
-    train::SingleProcess dp;
-    train::LocalJobControl jc(c.job, reader_->info().IndicesOf(storage::Split::kTrain), 0, 1,
-                              run + "/checkpoints");
-    train::Trainer t(c, Handle(net, 3), *reader_, dp, jc, run);
-    const Status st = t.Setup();
-    EXPECT_TRUE(st.ok()) << st.ToString();
-    auto fit = t.Fit();
-    EXPECT_TRUE(fit.ok()) << fit.status().ToString();
-    *forward_calls = net->calls;
-    std::vector<torch::Tensor> out;
-    for (auto& p : net->parameters()) out.push_back(p.detach().cpu().clone());
-    for (auto& b : net->buffers()) out.push_back(b.detach().cpu().clone());
-    return out;
+    return Run(c, run, nullptr, nullptr, forward_calls);
   }
 };
 

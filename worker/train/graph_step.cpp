@@ -24,11 +24,6 @@ struct GraphedStep::Impl {
 
 namespace {
 
-bool SameLayout(const torch::Tensor& a, const torch::Tensor& b) {
-  return a.sizes() == b.sizes() && a.strides() == b.strides() && a.dtype() == b.dtype() &&
-         a.device() == b.device();
-}
-
 // Restores autocast's weight cache setting when capture ends (the cache would keep casts made
 // during capture, which the graph's pool owns).
 class AutocastCacheOff {
@@ -96,7 +91,6 @@ Result<StepOutputs> GraphedStep::Replay(const StepInputs& in) {
                              std::string(c10::str(to->sizes())) + ", got " +
                              std::string(c10::str(from->sizes())));
     }
-    if (SameLayout(*from, *to) && from->data_ptr() == to->data_ptr()) continue;
     to->copy_(*from, /*non_blocking=*/true);
   }
   for (size_t i = 0; i < impl_->params.size(); ++i) {
