@@ -30,16 +30,19 @@ from synthetic_store import make_synthetic_store  # noqa: E402
 BIN = os.environ.get("EFFNET_BIN_DIR", "")
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 SBATCH = os.path.join(SOURCE, "launch", "slurm", "effnet.sbatch")
-EPOCHS = 12
+# Epochs must outlast effnet-run's poll and mpirun's teardown (about 1 s, during which epochs still
+# commit), or the whole run ends before the stop on a fast machine: 96 px images, not 32.
+EPOCHS = 10
+SIZE = 96
 JOB_ID = "4242"
 
 CONFIG = f"""job:
   epochs: {EPOCHS}
   seed: 7
-  progressive: {{num_stages: 1, min_image_size: 32, max_image_size: 32}}
+  progressive: {{num_stages: 1, min_image_size: {SIZE}, max_image_size: {SIZE}}}
   early_stopping: {{patience: 0}}
 model: {{variant: b0, extra_width: 0.25, extra_depth: 0.25}}
-data: {{batch_size: 8, eval_image_size: 32}}
+data: {{batch_size: 8, eval_image_size: {SIZE}}}
 runtime: {{threads: 1}}
 """
 
@@ -72,7 +75,7 @@ def committed(state):
 class SlurmRequeue(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="effnet-slurm-")
-        self.data = make_synthetic_store(BIN, self.dir, per_class=20, size=32, seed=3)
+        self.data = make_synthetic_store(BIN, self.dir, per_class=40, size=SIZE, seed=3)
         self.config = os.path.join(self.dir, "config.yaml")
         with open(self.config, "w") as f:
             f.write(CONFIG)
