@@ -197,6 +197,44 @@ TEST(Checkpoint, ReplacesAnExistingCheckpointAndLeavesNoTemporaries) {
   EXPECT_EQ(Slurp(dir.path + "/best/meta.json").find(".tmp."), std::string::npos);
 }
 
+TEST(Checkpoint, CopyInstallsTheSameCheckpointThatOutlivesItsSource) {
+  const TempDir dir;
+  Trained a(1);
+  ASSERT_TRUE(WriteCheckpoint(dir / "epoch-0000", Meta(0), a.Source()).ok());
+  ASSERT_TRUE(CopyCheckpoint(dir / "epoch-0000", dir / "best").ok());
+  a.Step();
+  ASSERT_TRUE(WriteCheckpoint(dir / "epoch-0001", Meta(1), a.Source()).ok());
+  // Replacing an existing best/ with a newer epoch.
+  Status st = CopyCheckpoint(dir / "epoch-0001", dir / "best");
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  ASSERT_TRUE(PruneCheckpoints(dir.path, 1).ok());  // removes epoch-0000, best's first source
+  EXPECT_FALSE(Exists(dir / "epoch-0000"));
+  {  // and the newer source goes too, as when it falls out of keep_last
+    DIR* src = ::opendir((dir / "epoch-0001").c_str());
+    while (const dirent* de = ::readdir(src)) {
+      if (de->d_name[0] != '.') ::unlink((dir / "epoch-0001/" + std::string(de->d_name)).c_str());
+    }
+    ::closedir(src);
+    ASSERT_EQ(::rmdir((dir / "epoch-0001").c_str()), 0);
+  }
+  auto meta = VerifyCheckpoint(dir / "best");
+  ASSERT_TRUE(meta.ok()) << meta.status().ToString();
+  EXPECT_EQ(meta->epoch, 1);
+  auto w = ReadCheckpointWeights(dir / "best");
+  ASSERT_TRUE(w.ok());
+  EXPECT_TRUE(SameStateDict(*w, GetStateDict(*a.net)));
+  int entries = 0;
+  DIR* d = ::opendir(dir.path.c_str());
+  while (const dirent* de = ::readdir(d)) entries += de->d_name[0] != '.';
+  ::closedir(d);
+  EXPECT_EQ(entries, 1);  // best only: no temporary, no swapped-out old best
+  // A missing source is an error naming it; nothing is installed.
+  st = CopyCheckpoint(dir / "epoch-0007", dir / "other");
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.ToString().find("epoch-0007"), std::string::npos) << st.ToString();
+  EXPECT_FALSE(Exists(dir / "other"));
+}
+
 TEST(Checkpoint, FlippedByteIsRefusedNamingTheFile) {
   const TempDir dir;
   const std::string ck = dir / "epoch-0000";

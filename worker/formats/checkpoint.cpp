@@ -350,6 +350,40 @@ Status WriteCheckpoint(const std::string& dir_in, CheckpointMeta meta,
   }
 }
 
+Status CopyCheckpoint(const std::string& from_in, const std::string& dir_in) {
+  const std::string from = StripSlashes(from_in), dir = StripSlashes(dir_in);
+  auto ctx = [&](const Status& s) {
+    return s.WithContext("copying checkpoint " + from + " to " + dir);
+  };
+  if (KindOf(from) != PathKind::kDirectory) return ctx(NotFound(from + " is not a directory"));
+  std::vector<std::string> names;
+  {
+    std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(from.c_str()), ::closedir);
+    if (!d) return ctx(Internal("opendir " + from + ": " + Errno()));
+    while (const dirent* e = ::readdir(d.get())) {
+      const std::string name = e->d_name;
+      if (name == "." || name == "..") continue;
+      if (KindOf(from + "/" + name) != PathKind::kFile) {
+        return ctx(InvalidArgument(from + "/" + name + " is not a regular file"));
+      }
+      names.push_back(name);
+    }
+  }
+  const std::string tmp = Parent(dir) + "/." + BaseName(dir) + ".tmp." + std::to_string(::getpid());
+  EFFNET_RETURN_IF_ERROR(ctx(RemoveTree(tmp)));
+  if (::mkdir(tmp.c_str(), 0755) != 0) return ctx(Internal("mkdir " + tmp + ": " + Errno()));
+  for (const auto& name : names) {
+    const std::string src = from + "/" + name, dst = tmp + "/" + name;
+    if (::link(src.c_str(), dst.c_str()) == 0) continue;
+    // EXDEV, EPERM, EMLINK...: a byte copy, synced like WriteCheckpoint's files.
+    auto bytes = ReadFile(src);
+    if (!bytes.ok()) return ctx(bytes.status());
+    EFFNET_RETURN_IF_ERROR(ctx(WriteSynced(dst, *bytes)));
+  }
+  EFFNET_RETURN_IF_ERROR(ctx(FsyncPath(tmp, O_RDONLY | O_DIRECTORY)));
+  return ctx(Install(tmp, dir));
+}
+
 Result<CheckpointMeta> ReadCheckpointMeta(const std::string& dir_in) {
   const std::string dir = StripSlashes(dir_in);
   const std::string path = dir + "/" + kCheckpointMetaFile;

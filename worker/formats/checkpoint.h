@@ -103,6 +103,13 @@ struct CheckpointTarget {
 // has_ema, ema_num_updates, sha256 and format_version are filled here.
 Status WriteCheckpoint(const std::string& dir, CheckpointMeta meta, const CheckpointSource& source);
 
+// Installs a copy of the complete checkpoint `from` as `dir` (atomic as WriteCheckpoint, an
+// existing `dir` replaced): its files are hard-linked, or copied where the file system refuses
+// links. Checkpoint files are never written in place, so the two names share bytes safely, and
+// pruning one keeps the other. This is how the trainer writes best/ beside the epoch's checkpoint
+// without serialising and hashing the model a second time.
+Status CopyCheckpoint(const std::string& from, const std::string& dir);
+
 // meta.json of `dir`, its own checksum verified (not the other files'; LoadCheckpoint and
 // VerifyCheckpoint check those). A pre-v2 `.pt` file is refused with the reason.
 Result<CheckpointMeta> ReadCheckpointMeta(const std::string& dir);
