@@ -218,4 +218,64 @@ TEST(MakeOptimizer, NoWeightDecayOnOneDimensionalParams) {
   EXPECT_NE(bad.status().message().find("rmsproptf"), std::string::npos);
 }
 
+// Note [fused Adam]: the fused step equals torch::optim's per-tensor step (same formulas, float
+// rounding apart), for Adam and AdamW, with two param groups, a channels_last weight and a
+// parameter without a gradient; the state one saves loads into the other.
+template <typename Fused, typename Plain, typename Options, typename State>
+void ExpectFusedMatchesPlain() {
+  torch::manual_seed(3);
+  std::vector<torch::Tensor> a = {
+      torch::randn({8, 4, 3, 3}).contiguous(at::MemoryFormat::ChannelsLast).requires_grad_(),
+      torch::randn({7, 5}).requires_grad_(), torch::randn({5}).requires_grad_(),
+      torch::randn({3}).requires_grad_()};
+  std::vector<torch::Tensor> b;
+  for (auto& p : a) b.push_back(p.detach().clone().requires_grad_());
+  auto groups = [](const std::vector<torch::Tensor>& ps) {
+    auto with = Options(1e-2).betas({0.9, 0.999}).eps(1e-7).weight_decay(0.05);
+    auto without = with;
+    without.weight_decay(0.0);
+    std::vector<torch::optim::OptimizerParamGroup> g;
+    g.emplace_back(std::vector<torch::Tensor>{ps[0], ps[1]}, std::make_unique<Options>(with));
+    g.emplace_back(std::vector<torch::Tensor>{ps[2], ps[3]}, std::make_unique<Options>(without));
+    return g;
+  };
+  Fused fused(groups(a), Options(1e-2));
+  Plain plain(groups(b), Options(1e-2));
+  for (int step = 0; step < 6; ++step) {
+    for (size_t i = 0; i + 1 < a.size(); ++i) {  // the last parameter never gets a gradient
+      auto g = torch::randn_like(a[i]);
+      a[i].mutable_grad() = g.clone();
+      b[i].mutable_grad() = g.clone();
+    }
+    fused.step();
+    plain.step();
+  }
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(a[i], b[i], 1e-5, 1e-6)) << "param " << i;
+  }
+  EXPECT_TRUE(torch::equal(a.back(), b.back()));  // no gradient: untouched
+  torch::serialize::OutputArchive out;
+  fused.save(out);
+  std::ostringstream os;
+  out.save_to(os);
+  std::istringstream is(os.str());
+  torch::serialize::InputArchive in;
+  in.load_from(is);
+  Plain reloaded(groups(b), Options(1e-2));
+  reloaded.load(in);
+  const auto& st = static_cast<const State&>(*reloaded.state().at(b[0].unsafeGetTensorImpl()));
+  EXPECT_EQ(st.step(), 6);
+  EXPECT_TRUE(torch::allclose(
+      st.exp_avg_sq(),
+      static_cast<const State&>(*plain.state().at(b[0].unsafeGetTensorImpl())).exp_avg_sq(), 1e-5,
+      1e-9));
+}
+
+TEST(FusedAdam, MatchesThePerTensorStepAndSharesItsState) {
+  ExpectFusedMatchesPlain<torch::optim::FusedAdam, torch::optim::Adam, torch::optim::AdamOptions,
+                          torch::optim::AdamParamState>();
+  ExpectFusedMatchesPlain<torch::optim::FusedAdamW, torch::optim::AdamW, torch::optim::AdamWOptions,
+                          torch::optim::AdamWParamState>();
+}
+
 }  // namespace

@@ -118,6 +118,65 @@ void RMSpropTF::save(serialize::OutputArchive& archive) const { serialize(*this,
 
 void RMSpropTF::load(serialize::InputArchive& archive) { serialize(*this, archive); }
 
+template <typename Base, typename Options, typename State, bool kDecoupled>
+torch::Tensor FusedAdamT<Base, Options, State, kDecoupled>::step(Optimizer::LossClosure closure) {
+  // The per-tensor step where the fused kernel does not apply (Note [fused Adam]).
+  for (const auto& group : this->param_groups()) {
+    const auto& o = static_cast<const Options&>(group.options());
+    if (o.amsgrad()) return Base::step(std::move(closure));
+    for (const auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      if (p.grad().is_sparse() || p.scalar_type() != group.params()[0].scalar_type() ||
+          p.grad().scalar_type() != p.scalar_type()) {
+        return Base::step(std::move(closure));
+      }
+    }
+  }
+  NoGradGuard no_grad;
+  Tensor loss = {};
+  if (closure != nullptr) {
+    at::AutoGradMode enable_grad(true);
+    loss = closure();
+  }
+  for (auto& group : this->param_groups()) {
+    const auto& o = static_cast<const Options&>(group.options());
+    std::vector<Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
+    for (auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      auto it = this->state_.find(p.unsafeGetTensorImpl());
+      if (it == this->state_.end()) {
+        auto fresh = std::make_unique<State>();
+        fresh->step(0);
+        fresh->exp_avg(torch::zeros_like(p, MemoryFormat::Preserve));
+        fresh->exp_avg_sq(torch::zeros_like(p, MemoryFormat::Preserve));
+        it = this->state_.emplace(p.unsafeGetTensorImpl(), std::move(fresh)).first;
+      }
+      auto& st = static_cast<State&>(*it->second);
+      st.step(st.step() + 1);
+      params.push_back(p);
+      grads.push_back(p.grad());
+      exp_avgs.push_back(st.exp_avg());
+      exp_avg_sqs.push_back(st.exp_avg_sq());
+      // The kernel reads the step (already incremented) from a float tensor per parameter.
+      steps.push_back(torch::full({}, static_cast<double>(st.step()),
+                                  TensorOptions().dtype(kFloat).device(p.device())));
+    }
+    if (params.empty()) continue;
+    const auto [beta1, beta2] = o.betas();
+    if constexpr (kDecoupled) {
+      at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, {}, steps, o.lr(), beta1, beta2,
+                        o.weight_decay(), o.eps(), /*amsgrad=*/false, /*maximize=*/false);
+    } else {
+      at::_fused_adam_(params, grads, exp_avgs, exp_avg_sqs, {}, steps, o.lr(), beta1, beta2,
+                       o.weight_decay(), o.eps(), /*amsgrad=*/false, /*maximize=*/false);
+    }
+  }
+  return loss;
+}
+
+template class FusedAdamT<Adam, AdamOptions, AdamParamState, false>;
+template class FusedAdamT<AdamW, AdamWOptions, AdamWParamState, true>;
+
 }  // namespace torch::optim
 
 namespace effnet::train {
@@ -148,10 +207,10 @@ Result<std::unique_ptr<torch::optim::Optimizer>> MakeOptimizer(torch::nn::Module
   if (c.name == "adam" || c.name == "adamw") {
     if (c.name == "adam") {
       auto o = torch::optim::AdamOptions(c.lr).betas({c.beta1, c.beta2}).eps(c.eps);
-      opt = std::make_unique<torch::optim::Adam>(groups(o), o);
+      opt = std::make_unique<torch::optim::FusedAdam>(groups(o), o);
     } else {
       auto o = torch::optim::AdamWOptions(c.lr).betas({c.beta1, c.beta2}).eps(c.eps);
-      opt = std::make_unique<torch::optim::AdamW>(groups(o), o);
+      opt = std::make_unique<torch::optim::FusedAdamW>(groups(o), o);
     }
   } else if (c.name == "sgd") {
     auto o =

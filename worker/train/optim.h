@@ -4,6 +4,8 @@
 #pragma once
 
 #include <torch/nn/module.h>
+#include <torch/optim/adam.h>
+#include <torch/optim/adamw.h>
 #include <torch/optim/optimizer.h>
 #include <torch/optim/serialize.h>
 #include <torch/serialize/archive.h>
@@ -67,6 +69,22 @@ class RMSpropTF : public Optimizer {
     _TORCH_OPTIM_SERIALIZE_WITH_TEMPLATE_ARG(RMSpropTF);
   }
 };
+
+// Note [fused Adam]: Adam and AdamW with the same options, state (AdamParamState /
+// AdamWParamState) and serialisation as torch::optim's, so checkpoints are interchangeable, whose
+// step() updates each param group with one at::_fused_adam_ / _fused_adamw_ call (the kernel
+// behind torch.optim.Adam(fused=True), on CPU and CUDA) instead of about ten kernels per tensor.
+// On the study's B0 (243 tensors) a CPU step took 6.4 ms instead of 21 (1 thread). The same
+// formulas; results agree with the per-tensor loop to float rounding (tests/train/test_optim_ema).
+// amsgrad, sparse gradients and mixed dtypes fall back to the per-tensor step.
+template <typename Base, typename Options, typename State, bool kDecoupled>
+class FusedAdamT : public Base {
+ public:
+  using Base::Base;
+  torch::Tensor step(Optimizer::LossClosure closure = nullptr) override;
+};
+using FusedAdam = FusedAdamT<Adam, AdamOptions, AdamParamState, false>;
+using FusedAdamW = FusedAdamT<AdamW, AdamWOptions, AdamWParamState, true>;
 
 }  // namespace torch::optim
 
