@@ -119,6 +119,13 @@ def check_tensorboard(run_dir, world):
     assert hp["model.variant"].string_value == "b0", hp
     assert hp["world_size"].number_value == world, hp
     assert hp["global_batch_size"].number_value == summary["batch_size"], hp
+    # The lr the run used: optimizer.lr scaled to the global batch where lr_base_batch says so.
+    import yaml
+    with open(os.path.join(run_dir, "config.yaml")) as f:
+        config = yaml.safe_load(f)
+    base = config["optimizer"].get("lr_base_batch", 0)
+    lr = config["optimizer"]["lr"] * (summary["batch_size"] / base if base else 1)
+    assert abs(hp["peak_lr"].number_value - lr) < 1e-12, (hp, lr)
     end = plugin_data_pb2.HParamsPluginData.FromString(
         content["_hparams_/session_end_info"]).session_end_info
     assert end.status == 1, end  # STATUS_SUCCESS

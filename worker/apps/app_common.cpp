@@ -168,6 +168,7 @@ Status WriteTensorBoardResults(report::TensorBoardWriter& tb, const train::Train
       {"global_batch_size", static_cast<double>(c.data.batch_size)},  // Note [global batch]
       {"optimizer.name", c.optimizer.name},
       {"optimizer.lr", c.optimizer.lr},
+      {"peak_lr", train::PeakLr(c)},  // optimizer.lr scaled to the global batch (lr_base_batch)
       {"optimizer.weight_decay", c.optimizer.weight_decay},
       {"schedule.name", c.schedule.name},
       {"job.epochs", static_cast<double>(c.job.epochs)},
