@@ -479,7 +479,9 @@ Result<job::EpochPlan> Job::Plan(const WorkerInfo& w, int epoch) {
     return FailedPrecondition("the job is not running yet: " + std::to_string(registered()) + "/" +
                               std::to_string(ExpectedWorldSize()) + " ranks registered");
   }
-  if (epoch < 0) return InvalidArgument("epoch " + std::to_string(epoch) + " < 0");
+  if (epoch < 0) {  // a malformed request: name the raw wire field (Note [epoch numbering])
+    return InvalidArgument("epoch index " + std::to_string(epoch) + " < 0 (0-based on the wire)");
+  }
   job::EpochPlan out;
   out.epoch = epoch;
   out.num_train_samples = static_cast<int64_t>(setup_.train_indices.size());
@@ -670,9 +672,9 @@ Status Job::Beat(const WorkerInfo& w, int epoch, int64_t step, Clock::time_point
   if (auto st = CheckMember(w, true); !st.ok()) return st;
   // Note [reports are checked]: the live view shows these; -1 = before the first epoch.
   if (epoch < -1 || epoch > setup_.config.epochs || step < 0) {
-    return InvalidArgument(w.Describe() + " heartbeat: epoch " + std::to_string(epoch) +
-                           " outside [-1, " + std::to_string(setup_.config.epochs) + "] or step " +
-                           std::to_string(step) + " < 0");
+    return InvalidArgument(w.Describe() + " heartbeat: epoch index " + std::to_string(epoch) +
+                           " outside [-1, " + std::to_string(setup_.config.epochs) +
+                           "] (0-based on the wire) or step " + std::to_string(step) + " < 0");
   }
   WorkerRecord& rec = workers_.at(w.rank);
   rec.last_seen = now;
