@@ -219,8 +219,9 @@ TEST(MakeOptimizer, NoWeightDecayOnOneDimensionalParams) {
 }
 
 // Note [fused Adam]: the fused step equals torch::optim's per-tensor step (same formulas, float
-// rounding apart), for Adam and AdamW, with two param groups, a channels_last weight and a
-// parameter without a gradient; the state one saves loads into the other.
+// rounding apart), for Adam and AdamW, with two param groups, a channels_last weight whose
+// gradient has NCHW strides, and a parameter without a gradient; the state one saves loads into
+// the other.
 template <typename Fused, typename Plain, typename Options, typename State>
 void ExpectFusedMatchesPlain() {
   torch::manual_seed(3);
@@ -244,7 +245,8 @@ void ExpectFusedMatchesPlain() {
   for (int step = 0; step < 6; ++step) {
     for (size_t i = 0; i + 1 < a.size(); ++i) {  // the last parameter never gets a gradient
       auto g = torch::randn_like(a[i]);
-      a[i].mutable_grad() = g.clone();
+      // As a data-parallel bucket view: NCHW strides beside the channels_last weight.
+      a[i].mutable_grad() = i == 0 ? g.contiguous() : g.clone();
       b[i].mutable_grad() = g.clone();
     }
     fused.step();
@@ -269,6 +271,29 @@ void ExpectFusedMatchesPlain() {
       st.exp_avg_sq(),
       static_cast<const State&>(*plain.state().at(b[0].unsafeGetTensorImpl())).exp_avg_sq(), 1e-5,
       1e-9));
+  // And back: the per-tensor state (loaded contiguous) continues in a fused optimiser.
+  std::vector<torch::Tensor> c;
+  for (auto& p : b) c.push_back(p.detach().clone().requires_grad_());
+  c[0] = c[0].detach().contiguous(at::MemoryFormat::ChannelsLast).requires_grad_();
+  torch::serialize::OutputArchive out2;
+  plain.save(out2);
+  std::ostringstream os2;
+  out2.save_to(os2);
+  std::istringstream is2(os2.str());
+  torch::serialize::InputArchive in2;
+  in2.load_from(is2);
+  Fused continued(groups(c), Options(1e-2));
+  continued.load(in2);
+  for (size_t i = 0; i + 1 < c.size(); ++i) {
+    auto g = torch::randn_like(b[i]);
+    b[i].mutable_grad() = g.clone();
+    c[i].mutable_grad() = g.clone();
+  }
+  plain.step();
+  continued.step();
+  for (size_t i = 0; i < c.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(c[i], b[i], 1e-5, 1e-6)) << "param " << i << " after reload";
+  }
 }
 
 TEST(FusedAdam, MatchesThePerTensorStepAndSharesItsState) {

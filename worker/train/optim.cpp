@@ -153,8 +153,16 @@ torch::Tensor FusedAdamT<Base, Options, State, kDecoupled>::step(Optimizer::Loss
       }
       auto& st = static_cast<State&>(*it->second);
       st.step(st.step() + 1);
+      // The kernel walks every tensor of a parameter in memory order, so all must have its strides:
+      // a gradient can be a view into a data-parallel bucket in NCHW order beside a channels_last
+      // weight, and a state loaded from a checkpoint is contiguous.
+      auto like_param = [&p](const Tensor& t) {
+        return t.strides() == p.strides() ? t : at::empty_like(p).copy_(t);
+      };
+      if (st.exp_avg().strides() != p.strides()) st.exp_avg(like_param(st.exp_avg()));
+      if (st.exp_avg_sq().strides() != p.strides()) st.exp_avg_sq(like_param(st.exp_avg_sq()));
       params.push_back(p);
-      grads.push_back(p.grad());
+      grads.push_back(like_param(p.grad()));
       exp_avgs.push_back(st.exp_avg());
       exp_avg_sqs.push_back(st.exp_avg_sq());
       // The kernel reads the step (already incremented) from a float tensor per parameter.

@@ -76,6 +76,9 @@ class RMSpropTF : public Optimizer {
 // behind torch.optim.Adam(fused=True), on CPU and CUDA) instead of about ten kernels per tensor.
 // On the study's B0 (243 tensors) a CPU step took 6.4 ms instead of 21 (1 thread). The same
 // formulas; results agree with the per-tensor loop to float rounding (tests/train/test_optim_ema).
+// The kernel pairs elements by memory order, so a gradient or state whose strides differ from its
+// parameter's (an NCHW bucket view beside a channels_last weight) is laid out like the parameter
+// first; without that, 2-rank training silently diverged (tests/launch test_e2e_plain: 0.79).
 // amsgrad, sparse gradients and mixed dtypes fall back to the per-tensor step.
 template <typename Base, typename Options, typename State, bool kDecoupled>
 class FusedAdamT : public Base {
