@@ -82,7 +82,8 @@ class Trainer {
   Status Setup();
   Result<FitResult> Fit();
   // Evaluates `split` (each rank a shard; sums reduced). EMA weights when enabled and configured.
-  Result<EvalResult> Evaluate(storage::Split split, int image_size = 0);
+  // fp32 unless `validation` (Fit's per-epoch validation, Note [validation precision]).
+  Result<EvalResult> Evaluate(storage::Split split, int image_size = 0, bool validation = false);
   // Loads the weights (and EMA) of a checkpoint directory only, e.g. checkpoints/best before the
   // test evaluation (worker/formats/checkpoint.h).
   Status LoadWeights(const std::string& path);
