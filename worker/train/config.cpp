@@ -392,9 +392,10 @@ std::vector<Field> Fields(TrainConfig& c) {
       {"runtime.device", &rt.device, "auto | cpu | cuda | cuda:N"},
       {"runtime.bf16",
        &rt.bf16,
-       "bf16 autocast of the forward pass: auto = on CUDA and on CPUs with AVX512-BF16 or AMX (the "
-       "faster setting there), fp32 elsewhere; on = required (refused on a CPU without them); off "
-       "= fp32",
+       "bf16 autocast of the training forward pass and the per-epoch validation (test metrics, "
+       "effnet-evaluate and effnet-predict stay fp32): auto = on CUDA and on CPUs with "
+       "AVX512-BF16 or AMX (the faster setting there), fp32 elsewhere; on = required (refused on "
+       "a CPU without them); off = fp32",
        {"auto", "on", "off"}},
       {"runtime.threads",
        &rt.threads,
