@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "common/host_memory.h"
 #include "common/status.h"
 #include "worker/model/efficientnet.h"
 #include "worker/train/graph_step.h"
@@ -24,6 +25,7 @@ int main(int argc, char** argv) {
   cfg.num_classes = 1000;
   int image = 128, batch = 16, threads = 0, warmup = 3, iters = 10;
   std::string device = "cpu";
+  bool malloc_default = false;
   bool bf16 = false, channels_last = false, optimizer = false, json = false, cudnn_bench = false,
        graph = false;
   app.add_option("--variant", cfg.variant)->capture_default_str();
@@ -40,10 +42,15 @@ int main(int argc, char** argv) {
   app.add_flag("--cudnn-benchmark", cudnn_bench, "cuDNN autotuning (both twins alike)");
   app.add_flag("--cuda-graph", graph, "capture forward + loss + backward as a CUDA graph");
   app.add_flag("--json", json);
+  app.add_flag("--malloc-default", malloc_default,
+               "leave glibc malloc's thresholds as they are (Note [host allocator])");
   CLI11_PARSE(app, argc, argv);
   try {
     effnet::ThrowIfError(ValidateConfig(cfg));
     if (threads > 0) torch::set_num_threads(threads);
+    // The trainer's host allocator setting (Note [host allocator]); --malloc-default measures
+    // without it.
+    if (!malloc_default) effnet::KeepFreedHostMemory();
     const torch::Device dev(device);
     const bool cuda = dev.is_cuda();
     at::globalContext().setBenchmarkCuDNN(cudnn_bench);

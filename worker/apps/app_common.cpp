@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/atomic_file.h"
+#include "common/host_memory.h"
 #include "common/log.h"
 #include "common/utf8.h"
 #include "storage/dataset_reader.h"
@@ -317,6 +318,9 @@ int RunTraining(const TrainArgs& args, Runtime& rt) {
   } else if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE")) {
     const int ranks_here = std::max(1, std::atoi(local));
     if (ranks_here > 1) at::set_num_threads(std::max(1, at::get_num_threads() / ranks_here));
+  }
+  if (const std::string why = KeepFreedHostMemory(); !why.empty()) {
+    log::Info("host allocator left as it is: " + why);
   }
   if (world > 1) {
     log::Info("rank " + std::to_string(rank) + ": " + std::to_string(at::get_num_threads()) +
