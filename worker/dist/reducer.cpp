@@ -38,10 +38,14 @@ int64_t Bytes(const at::Tensor& t) { return t.numel() * static_cast<int64_t>(t.e
 
 // A tensor aliasing `numel` elements of `flat` from `offset`, shaped like `like`, that is NOT an
 // autograd view: LibTorch's Optimizer::zero_grad() calls grad.detach_(), which refuses views.
+// It has `like`'s strides where `like` is dense (a channels_last weight gets a channels_last
+// gradient slot, as DDP's bucket views do), so copying the gradient in is a plain copy and the
+// optimiser sees the parameter's layout (Note [fused Adam] in worker/train/optim.h).
 at::Tensor SlotAlias(const at::Tensor& flat, int64_t offset, const at::Tensor& like) {
   at::Tensor t = at::empty({0}, flat.options());
-  t.set_(flat.storage(), flat.storage_offset() + offset, like.sizes(),
-         c10::contiguous_strides(like.sizes()));
+  t.set_(
+      flat.storage(), flat.storage_offset() + offset, like.sizes(),
+      like.is_non_overlapping_and_dense() ? like.strides() : c10::contiguous_strides(like.sizes()));
   return t;
 }
 
@@ -213,8 +217,7 @@ void Reducer::OnGrad(int64_t index, const at::Tensor& grad) {
   at::NoGradGuard no_grad;
   const auto [b, k] = loc_[index];
   Bucket& bucket = buckets_[b];
-  at::Tensor slot =
-      bucket.flat.narrow(0, bucket.offsets[k], params_[index].numel()).view(params_[index].sizes());
+  at::Tensor slot = SlotAlias(bucket.flat, bucket.offsets[k], params_[index]);
   slot.copy_(grad);
   if (comm_->world_size() > 1) slot.mul_(1.0 / comm_->world_size());
   ready_[index] = 1;

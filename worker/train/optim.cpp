@@ -153,9 +153,8 @@ torch::Tensor FusedAdamT<Base, Options, State, kDecoupled>::step(Optimizer::Loss
       }
       auto& st = static_cast<State&>(*it->second);
       st.step(st.step() + 1);
-      // The kernel walks every tensor of a parameter in memory order, so all must have its strides:
-      // a gradient can be a view into a data-parallel bucket in NCHW order beside a channels_last
-      // weight, and a state loaded from a checkpoint is contiguous.
+      // The kernel walks every tensor of a parameter in memory order, so all must have its strides
+      // (a gradient set by other code, or a state loaded from a checkpoint, may not).
       auto like_param = [&p](const Tensor& t) {
         return t.strides() == p.strides() ? t : at::empty_like(p).copy_(t);
       };

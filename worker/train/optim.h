@@ -77,8 +77,9 @@ class RMSpropTF : public Optimizer {
 // On the study's B0 (243 tensors) a CPU step took 6.4 ms instead of 21 (1 thread). The same
 // formulas; results agree with the per-tensor loop to float rounding (tests/train/test_optim_ema).
 // The kernel pairs elements by memory order, so a gradient or state whose strides differ from its
-// parameter's (an NCHW bucket view beside a channels_last weight) is laid out like the parameter
-// first; without that, 2-rank training silently diverged (tests/launch test_e2e_plain: 0.79).
+// parameter's is laid out like the parameter first. The reducer's bucket slots had NCHW strides
+// beside channels_last weights, and 2-rank training silently diverged (test_e2e_plain: 0.79);
+// they now take the parameter's strides (worker/dist/reducer.cpp), and this stays as the guard.
 // amsgrad, sparse gradients and mixed dtypes fall back to the per-tensor step.
 template <typename Base, typename Options, typename State, bool kDecoupled>
 class FusedAdamT : public Base {
