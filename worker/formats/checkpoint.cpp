@@ -235,9 +235,22 @@ Result<std::map<std::string, std::string>> ReadVerifiedFiles(const std::string& 
   return files;
 }
 
-// Puts the finished temporary directory `tmp` in place of `dir` (Note [checkpoint directory is
-// atomic]).
+// The hidden sibling a checkpoint `dir` is built in, which PruneCheckpoints recognises.
+std::string TempSibling(const std::string& dir) {
+  return Parent(dir) + "/." + BaseName(dir) + ".tmp." + std::to_string(::getpid());
+}
+
+// Creates `tmp` empty, removing what an interrupted writer with this pid left there.
+Status MakeFreshDir(const std::string& tmp) {
+  EFFNET_RETURN_IF_ERROR(RemoveTree(tmp));
+  if (::mkdir(tmp.c_str(), 0755) != 0) return Internal("mkdir " + tmp + ": " + Errno());
+  return Status::Ok();
+}
+
+// Syncs the finished temporary directory `tmp` (its files are synced by the writer) and puts it in
+// place of `dir` (Note [checkpoint directory is atomic]).
 Status Install(const std::string& tmp, const std::string& dir) {
+  EFFNET_RETURN_IF_ERROR(FsyncPath(tmp, O_RDONLY | O_DIRECTORY));
   const std::string parent = Parent(dir);
   if (KindOf(dir) == PathKind::kMissing) {
     if (std::rename(tmp.c_str(), dir.c_str()) != 0) {
@@ -298,7 +311,7 @@ Status WriteCheckpoint(const std::string& dir_in, CheckpointMeta meta,
   const std::string dir = StripSlashes(dir_in);
   auto ctx = [&](const Status& s) { return s.WithContext("writing checkpoint " + dir); };
   if (!source.model) return ctx(InvalidArgument("no model"));
-  const std::string tmp = Parent(dir) + "/." + BaseName(dir) + ".tmp." + std::to_string(::getpid());
+  const std::string tmp = TempSibling(dir);
   try {
     // Serialise everything in memory first: a failure here leaves nothing on disk.
     std::map<std::string, std::string> files;
@@ -336,12 +349,10 @@ Status WriteCheckpoint(const std::string& dir_in, CheckpointMeta meta,
     files[kCheckpointMetaFile] = j.dump(2) + "\n";
 
     EFFNET_RETURN_IF_ERROR(ctx(MakeDirs(Parent(dir))));
-    EFFNET_RETURN_IF_ERROR(ctx(RemoveTree(tmp)));
-    if (::mkdir(tmp.c_str(), 0755) != 0) return ctx(Internal("mkdir " + tmp + ": " + Errno()));
+    EFFNET_RETURN_IF_ERROR(ctx(MakeFreshDir(tmp)));
     for (const auto& [name, bytes] : files) {
       EFFNET_RETURN_IF_ERROR(ctx(WriteSynced(tmp + "/" + name, bytes)));
     }
-    EFFNET_RETURN_IF_ERROR(ctx(FsyncPath(tmp, O_RDONLY | O_DIRECTORY)));
     return ctx(Install(tmp, dir));
   } catch (const StatusError& e) {
     return ctx(e.status());
@@ -369,9 +380,8 @@ Status CopyCheckpoint(const std::string& from_in, const std::string& dir_in) {
       names.push_back(name);
     }
   }
-  const std::string tmp = Parent(dir) + "/." + BaseName(dir) + ".tmp." + std::to_string(::getpid());
-  EFFNET_RETURN_IF_ERROR(ctx(RemoveTree(tmp)));
-  if (::mkdir(tmp.c_str(), 0755) != 0) return ctx(Internal("mkdir " + tmp + ": " + Errno()));
+  const std::string tmp = TempSibling(dir);
+  EFFNET_RETURN_IF_ERROR(ctx(MakeFreshDir(tmp)));
   for (const auto& name : names) {
     const std::string src = from + "/" + name, dst = tmp + "/" + name;
     if (::link(src.c_str(), dst.c_str()) == 0) continue;
@@ -380,7 +390,6 @@ Status CopyCheckpoint(const std::string& from_in, const std::string& dir_in) {
     if (!bytes.ok()) return ctx(bytes.status());
     EFFNET_RETURN_IF_ERROR(ctx(WriteSynced(dst, *bytes)));
   }
-  EFFNET_RETURN_IF_ERROR(ctx(FsyncPath(tmp, O_RDONLY | O_DIRECTORY)));
   return ctx(Install(tmp, dir));
 }
 
