@@ -161,22 +161,28 @@ TEST(InProcessCommunicator, DivergedCollectivesFailOnEveryRank) {
   });
 }
 
-TEST(Reducer, ThreeRanksAverageGradientsInEqualBuckets) {
-  constexpr int kWorld = 3;
-  constexpr int64_t kB = 4;
-  const Batch global = GlobalBatch(0, kWorld * kB);
-  // Reference: the mean over ranks of each rank's local gradient (local BN statistics).
+// Reference: the mean over `world` ranks of each rank's local gradient of SmallConvNet(3) on its
+// slice of `global` (local BN statistics), per parameter.
+std::vector<at::Tensor> MeanOfLocalGradients(const Batch& global, int world, int64_t b) {
   std::vector<at::Tensor> mean;
-  for (int r = 0; r < kWorld; ++r) {
+  for (int r = 0; r < world; ++r) {
     auto ref = SmallConvNet(3);
-    const Batch local = Slice(global, r, kB);
+    const Batch local = Slice(global, r, b);
     torch::nn::functional::cross_entropy(ref->forward(local.x), local.y).backward();
     auto ps = ref->parameters();
     for (size_t i = 0; i < ps.size(); ++i) {
       if (r == 0) mean.push_back(torch::zeros_like(ps[i]));
-      mean[i] += ps[i].grad() / kWorld;
+      mean[i] += ps[i].grad() / world;
     }
   }
+  return mean;
+}
+
+TEST(Reducer, ThreeRanksAverageGradientsInEqualBuckets) {
+  constexpr int kWorld = 3;
+  constexpr int64_t kB = 4;
+  const Batch global = GlobalBatch(0, kWorld * kB);
+  const std::vector<at::Tensor> mean = MeanOfLocalGradients(global, kWorld, kB);
   std::vector<torch::nn::Sequential> models;
   for (int r = 0; r < kWorld; ++r) models.push_back(SmallConvNet(r == 0 ? 3 : 30 + r));
   auto comms = Group(kWorld);
@@ -213,17 +219,7 @@ TEST(Reducer, ChannelsLastWeightsGetGradientsInTheirOwnLayout) {
   constexpr int kWorld = 2;
   constexpr int64_t kB = 4;
   const Batch global = GlobalBatch(0, kWorld * kB);
-  std::vector<at::Tensor> mean;
-  for (int r = 0; r < kWorld; ++r) {
-    auto ref = SmallConvNet(3);
-    const Batch local = Slice(global, r, kB);
-    torch::nn::functional::cross_entropy(ref->forward(local.x), local.y).backward();
-    auto ps = ref->parameters();
-    for (size_t i = 0; i < ps.size(); ++i) {
-      if (r == 0) mean.push_back(torch::zeros_like(ps[i]));
-      mean[i] += ps[i].grad() / kWorld;
-    }
-  }
+  const std::vector<at::Tensor> mean = MeanOfLocalGradients(global, kWorld, kB);
   std::vector<torch::nn::Sequential> models;
   for (int r = 0; r < kWorld; ++r) {
     models.push_back(SmallConvNet(3));

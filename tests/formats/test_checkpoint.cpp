@@ -28,6 +28,15 @@ bool Exists(const std::string& p) {
   return ::stat(p.c_str(), &st) == 0;
 }
 
+// Entries of `dir` other than hidden ones (temporaries are hidden).
+int VisibleEntries(const std::string& dir) {
+  int n = 0;
+  DIR* d = ::opendir(dir.c_str());
+  while (const dirent* de = ::readdir(d)) n += de->d_name[0] != '.';
+  ::closedir(d);
+  return n;
+}
+
 std::string Slurp(const std::string& p) {
   std::ifstream f(p, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(f), {});
@@ -189,11 +198,7 @@ TEST(Checkpoint, ReplacesAnExistingCheckpointAndLeavesNoTemporaries) {
   EXPECT_TRUE(SameStateDict(*w, GetStateDict(*a.net)));
   // Only "best" in the parent: the temporary and the swapped-out old checkpoint are gone.
   ASSERT_TRUE(PruneCheckpoints(dir.path, 1).ok());
-  int entries = 0;
-  DIR* d = ::opendir(dir.path.c_str());
-  while (const dirent* de = ::readdir(d)) entries += de->d_name[0] != '.';
-  ::closedir(d);
-  EXPECT_EQ(entries, 1);
+  EXPECT_EQ(VisibleEntries(dir.path), 1);
   EXPECT_EQ(Slurp(dir.path + "/best/meta.json").find(".tmp."), std::string::npos);
 }
 
@@ -209,25 +214,15 @@ TEST(Checkpoint, CopyInstallsTheSameCheckpointThatOutlivesItsSource) {
   ASSERT_TRUE(st.ok()) << st.ToString();
   ASSERT_TRUE(PruneCheckpoints(dir.path, 1).ok());  // removes epoch-0000, best's first source
   EXPECT_FALSE(Exists(dir / "epoch-0000"));
-  {  // and the newer source goes too, as when it falls out of keep_last
-    DIR* src = ::opendir((dir / "epoch-0001").c_str());
-    while (const dirent* de = ::readdir(src)) {
-      if (de->d_name[0] != '.') ::unlink((dir / "epoch-0001/" + std::string(de->d_name)).c_str());
-    }
-    ::closedir(src);
-    ASSERT_EQ(::rmdir((dir / "epoch-0001").c_str()), 0);
-  }
+  TempDir::RemoveAll(dir / "epoch-0001");  // the newer source goes too, out of keep_last
+  ASSERT_FALSE(Exists(dir / "epoch-0001"));
   auto meta = VerifyCheckpoint(dir / "best");
   ASSERT_TRUE(meta.ok()) << meta.status().ToString();
   EXPECT_EQ(meta->epoch, 1);
   auto w = ReadCheckpointWeights(dir / "best");
   ASSERT_TRUE(w.ok());
   EXPECT_TRUE(SameStateDict(*w, GetStateDict(*a.net)));
-  int entries = 0;
-  DIR* d = ::opendir(dir.path.c_str());
-  while (const dirent* de = ::readdir(d)) entries += de->d_name[0] != '.';
-  ::closedir(d);
-  EXPECT_EQ(entries, 1);  // best only: no temporary, no swapped-out old best
+  EXPECT_EQ(VisibleEntries(dir.path), 1);  // best only: no temporary, no swapped-out old best
   // A missing source is an error naming it; nothing is installed.
   st = CopyCheckpoint(dir / "epoch-0007", dir / "other");
   EXPECT_FALSE(st.ok());

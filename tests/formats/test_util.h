@@ -23,11 +23,12 @@ struct TempDir {
     if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
     path = tmpl;
   }
-  ~TempDir() {
+  ~TempDir() { RemoveAll(path); }
+  // Removes `p` and everything under it.
+  static void RemoveAll(const std::string& p) {
     ::nftw(
-        path.c_str(),
-        [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); }, 16,
-        FTW_DEPTH | FTW_PHYS);
+        p.c_str(), [](const char* f, const struct stat*, int, struct FTW*) { return ::remove(f); },
+        16, FTW_DEPTH | FTW_PHYS);
   }
   std::string operator/(const std::string& name) const { return path + "/" + name; }
   std::string path;

@@ -218,6 +218,18 @@ TEST(MakeOptimizer, NoWeightDecayOnOneDimensionalParams) {
   EXPECT_NE(bad.status().message().find("rmsproptf"), std::string::npos);
 }
 
+// Saves `from`'s state through a serialised archive and loads it into `to`, as a checkpoint does.
+void CopyOptimizerState(const torch::optim::Optimizer& from, torch::optim::Optimizer& to) {
+  torch::serialize::OutputArchive out;
+  from.save(out);
+  std::ostringstream os;
+  out.save_to(os);
+  std::istringstream is(os.str());
+  torch::serialize::InputArchive in;
+  in.load_from(is);
+  to.load(in);
+}
+
 // Note [fused Adam]: the fused step equals torch::optim's per-tensor step (same formulas, float
 // rounding apart), for Adam and AdamW, with two param groups, a channels_last weight whose
 // gradient has NCHW strides, and a parameter without a gradient; the state one saves loads into
@@ -256,15 +268,8 @@ void ExpectFusedMatchesPlain() {
     EXPECT_TRUE(torch::allclose(a[i], b[i], 1e-5, 1e-6)) << "param " << i;
   }
   EXPECT_TRUE(torch::equal(a.back(), b.back()));  // no gradient: untouched
-  torch::serialize::OutputArchive out;
-  fused.save(out);
-  std::ostringstream os;
-  out.save_to(os);
-  std::istringstream is(os.str());
-  torch::serialize::InputArchive in;
-  in.load_from(is);
   Plain reloaded(groups(b), Options(1e-2));
-  reloaded.load(in);
+  CopyOptimizerState(fused, reloaded);
   const auto& st = static_cast<const State&>(*reloaded.state().at(b[0].unsafeGetTensorImpl()));
   EXPECT_EQ(st.step(), 6);
   EXPECT_TRUE(torch::allclose(
@@ -275,15 +280,8 @@ void ExpectFusedMatchesPlain() {
   std::vector<torch::Tensor> c;
   for (auto& p : b) c.push_back(p.detach().clone().requires_grad_());
   c[0] = c[0].detach().contiguous(at::MemoryFormat::ChannelsLast).requires_grad_();
-  torch::serialize::OutputArchive out2;
-  plain.save(out2);
-  std::ostringstream os2;
-  out2.save_to(os2);
-  std::istringstream is2(os2.str());
-  torch::serialize::InputArchive in2;
-  in2.load_from(is2);
   Fused continued(groups(c), Options(1e-2));
-  continued.load(in2);
+  CopyOptimizerState(plain, continued);
   for (size_t i = 0; i + 1 < c.size(); ++i) {
     auto g = torch::randn_like(b[i]);
     b[i].mutable_grad() = g.clone();
