@@ -394,6 +394,14 @@ TEST_F(AppTest, ResumeFallsBackFromAnUnreadableCheckpointAndRefusesAnotherVarian
                       "variant 'b0' with 3 classes"),
             std::string::npos)
       << text;
+  // best/ as a byte copy of epoch-0001 (as where hard links are refused) survives the damage
+  // below, but must not outlive the fall-back (Note [best after a roll-back]).
+  effnet::testing::RemoveTree(ckpts + "/best");
+  fs::create_directory(ckpts + "/best");
+  for (const auto& e : fs::directory_iterator(ckpts + "/epoch-0001")) {
+    std::ofstream(ckpts + "/best/" + e.path().filename().string(), std::ios::binary)
+        << Slurp(e.path().string());
+  }
   // Flip one byte of the committed checkpoint's weights: the resume falls back to epoch-0000.
   {
     std::fstream f(ckpts + "/epoch-0001/model.safetensors",
@@ -414,8 +422,14 @@ TEST_F(AppTest, ResumeFallsBackFromAnUnreadableCheckpointAndRefusesAnotherVarian
       << text;
   EXPECT_NE(text.find("resumed from " + ckpts + "/epoch-0000: next epoch 2"), std::string::npos)
       << text;
+  EXPECT_NE(text.find(ckpts + "/best holds epoch 2, after the resumed epoch 1: removed"),
+            std::string::npos)
+      << text;
   auto summary = nlohmann::json::parse(Slurp(run + "/summary.json"));
   EXPECT_FALSE(summary.at("test_accuracy").is_null());
+  // best/ was written again by this attempt, for the epoch it reports as best.
+  EXPECT_EQ(nlohmann::json::parse(Slurp(ckpts + "/best/meta.json")).at("epoch"),
+            summary.at("best_epoch"));
   // Epochs 1 and 2 were trained again (the second time for epoch 1).
   EXPECT_TRUE(fs::exists(ckpts + "/epoch-0002/meta.json"));
   EXPECT_NE(text.find("epoch 2/3"), std::string::npos) << text;

@@ -541,6 +541,8 @@ Result<StateDict> ReadCheckpointWeights(const std::string& dir_in, bool ema) {
   }
 }
 
+Status RemoveCheckpoint(const std::string& dir) { return RemoveTree(dir); }
+
 Status PruneCheckpoints(const std::string& checkpoints_dir, int keep_last) {
   DIR* d = ::opendir(checkpoints_dir.c_str());
   if (!d) return Internal("listing " + checkpoints_dir + ": " + Errno());

@@ -128,4 +128,8 @@ Result<StateDict> ReadCheckpointWeights(const std::string& dir, bool ema = false
 // (>= 1) and hidden temporaries left by interrupted writers. best/ is never touched.
 Status PruneCheckpoints(const std::string& checkpoints_dir, int keep_last);
 
+// Removes a checkpoint directory (a best/ that no longer belongs to the run: Note [best after a
+// roll-back] in worker/train/trainer.cpp). A missing one is not an error.
+Status RemoveCheckpoint(const std::string& dir);
+
 }  // namespace effnet::formats

@@ -623,13 +623,13 @@ Result<FitResult> Trainer::Fit() {
     lap("decision");
 
     std::string epoch_path, best_path;
-    EFFNET_RETURN_IF_ERROR(SaveCheckpoint(epoch, decision.is_best, stage, &epoch_path, &best_path));
+    EFFNET_RETURN_IF_ERROR(SaveCheckpoint(epoch, decision, stage, &epoch_path, &best_path));
     if (rank == 0) {
       EFFNET_RETURN_IF_ERROR(jc_.CommitCheckpoint(epoch, epoch_path, decision.is_best));
     }
     EFFNET_RETURN_IF_ERROR(dp_.Barrier());
     last_good_checkpoint_ = epoch_path;
-    if (decision.is_best && !best_path.empty()) best_checkpoint_ = best_path;
+    if (!best_path.empty()) best_checkpoint_ = best_path;
     lap("checkpoint");
     const double epoch_time = Now() - epoch_start;
     nlohmann::json ej = {{"kind", "epoch"},
@@ -782,11 +782,24 @@ Result<EvalResult> Trainer::Evaluate(storage::Split split, int image_size, bool 
   return r;
 }
 
-Status Trainer::SaveCheckpoint(int epoch, bool is_best, const job::Stage& stage,
-                               std::string* epoch_path, std::string* best_path) {
+Status Trainer::SaveCheckpoint(int epoch, const job::EpochDecision& decision,
+                               const job::Stage& stage, std::string* epoch_path,
+                               std::string* best_path) {
   *epoch_path = ckpt_dir_ + "/" + formats::EpochCheckpointName(epoch);
-  *best_path =
-      is_best && config_.checkpoint.save_best ? ckpt_dir_ + "/" + formats::kBestCheckpointName : "";
+  // best/ comes from this epoch, or from the best epoch's directory when a resume removed a
+  // stale best/ (Note [best after a roll-back]).
+  std::string best_source;
+  std::error_code ec;
+  if (!ckpt_dir_.empty() && config_.checkpoint.save_best) {
+    if (decision.is_best) {
+      best_source = *epoch_path;
+    } else if (best_checkpoint_.empty() && decision.best_epoch >= 0 &&
+               decision.best_epoch < epoch) {
+      const std::string from = ckpt_dir_ + "/" + formats::EpochCheckpointName(decision.best_epoch);
+      if (fs::is_directory(from, ec)) best_source = from;
+    }
+  }
+  *best_path = best_source.empty() ? "" : ckpt_dir_ + "/" + formats::kBestCheckpointName;
   if (ckpt_dir_.empty() || dp_.rank() != 0) return Status::Ok();
   formats::CheckpointMeta meta;
   meta.model_name = model_.name;
@@ -813,7 +826,7 @@ Status Trainer::SaveCheckpoint(int epoch, bool is_best, const job::Stage& stage,
   }
   EFFNET_RETURN_IF_ERROR(formats::WriteCheckpoint(*epoch_path, meta, source));
   // best/ shares the epoch checkpoint's files (hard links): no second serialisation and hash.
-  if (!best_path->empty()) EFFNET_RETURN_IF_ERROR(formats::CopyCheckpoint(*epoch_path, *best_path));
+  if (!best_path->empty()) EFFNET_RETURN_IF_ERROR(formats::CopyCheckpoint(best_source, *best_path));
   return formats::PruneCheckpoints(ckpt_dir_, config_.checkpoint.keep_last);
 }
 
@@ -839,12 +852,29 @@ Status Trainer::LoadCheckpoint(const std::string& path, bool weights_only) {
   global_step_ = meta.global_step;
   fit_time_before_ = meta.fit_time_s;
   last_good_checkpoint_ = path;
+  // Note [best after a roll-back]: best/ holds the best epoch so far. A resume from an older
+  // checkpoint (Note [resume fallback], or a coordinator's roll-back) can find a best/ of an epoch
+  // after the resumed one: it belongs to the abandoned attempt (a byte copy, where hard links were
+  // refused, survives damage to its epoch's directory). Evaluating the test split with it would
+  // report another run's weights, so it is removed; the next epoch's decision names the best
+  // epoch, and best/ is written again from that epoch's directory (SaveCheckpoint) if keep_last
+  // left it, else the test split uses the last checkpoint, as a run without best/ does.
   const std::string best = ckpt_dir_ + "/" + formats::kBestCheckpointName;
   std::error_code ec;
+  best_checkpoint_.clear();
   if (!ckpt_dir_.empty() && fs::is_directory(best, ec)) {
-    best_checkpoint_ = best;
-    // A rerun that trains no further epoch still reports the right best epoch.
-    if (auto bm = formats::ReadCheckpointMeta(best); bm.ok()) best_epoch_ = bm->epoch;
+    auto bm = formats::ReadCheckpointMeta(best);
+    if (bm.ok() && bm->epoch <= meta.epoch) {
+      best_checkpoint_ = best;
+      best_epoch_ = bm->epoch;  // a rerun that trains no further epoch still reports it
+    } else {
+      log::Warn(best +
+                (bm.ok() ? " holds epoch " + std::to_string(bm->epoch + 1) +
+                               ", after the resumed epoch " + std::to_string(meta.epoch + 1)
+                         : " is unreadable (" + bm.status().ToString() + ")") +
+                ": removed; the best epoch's checkpoint takes its place at the next epoch's end");
+      if (dp_.rank() == 0) EFFNET_RETURN_IF_ERROR(formats::RemoveCheckpoint(best));
+    }
   }
   return jc_.RestoreDecisionState(meta.decision_state).WithContext("resuming from " + path);
 }

@@ -109,8 +109,8 @@ class Trainer {
   Status Resume(const std::string& committed);
   Status ResumeFrom(const std::string& path);
   Status LoadCheckpoint(const std::string& path, bool weights_only);
-  Status SaveCheckpoint(int epoch, bool is_best, const job::Stage& stage, std::string* epoch_path,
-                        std::string* best_path);
+  Status SaveCheckpoint(int epoch, const job::EpochDecision& decision, const job::Stage& stage,
+                        std::string* epoch_path, std::string* best_path);
   void AppendMetrics(const std::string& json_line);
   // A full batch's step where the step is captured (Note [CUDA graph step], graph_step.h): eager
   // for the first steps of a shape key, then captured once and replayed.
