@@ -7,7 +7,8 @@ curves and a table of smoothness measures, and writes JSON.
                         [--arms ours ours-fp32 keras] [--jobs 2] [--out bench/results/curves.json]
 
 Arms: ours (effnet-train --preset study-b0, the default runtime: bf16 + channels_last where the
-CPU has bf16), ours-fp32 (runtime.bf16=off, channels_last=off), keras (bench/study/peers.py keras:
+CPU has bf16), ours-fp32 (runtime.bf16=off, channels_last=off), ours-torch-eps (Adam's epsilon
+added as torch adds it, not as Keras does: Note [Keras epsilon] in worker/train/optim.h), keras (bench/study/peers.py keras:
 EfficientNetV2B0 + GlobalAveragePooling + Dropout + Dense, Adam 1e-3, fp32). Runs are independent,
 so --jobs of them run at once with 1 thread each: this measures curves, not speed.
 
@@ -31,16 +32,16 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def ours(store, epochs, seed, fp32, work):
-    out = os.path.join(work, f"ours{'-fp32' if fp32 else ''}-{seed}")
+def ours(store, epochs, seed, arm, work):
+    out = os.path.join(work, f"{arm}-{seed}")
     cmd = [os.path.join(os.environ.get("BUILD_DIR", os.path.join(ROOT, "build")), "bin",
                         "effnet-train"),
            "--preset", "study-b0", "--data", store, "--out", out,
            "--set", f"job.epochs={epochs}", "--set", f"job.seed={seed}",
            "--set", "job.early_stopping.patience=0", "--set", "runtime.threads=1",
            "--set", "output.progress=false", "--set", "output.tensorboard=false"]
-    if fp32:
-        cmd += ["--set", "runtime.bf16=off", "--set", "runtime.channels_last=off"]
+    for setting in OURS[arm]:
+        cmd += ["--set", setting]
     subprocess.run(cmd, check=True, capture_output=True)
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
     return [{"loss": r["train_loss"], "val_loss": r["val_loss"],
@@ -56,8 +57,9 @@ def keras(store, epochs, seed, _work):
     return [{k: r[k] for k in ("loss", "val_loss", "val_accuracy")} for r in rows]
 
 
-ARMS = {"ours": lambda s, e, seed, w: ours(s, e, seed, False, w),
-        "ours-fp32": lambda s, e, seed, w: ours(s, e, seed, True, w),
+OURS = {"ours": [], "ours-fp32": ["runtime.bf16=off", "runtime.channels_last=off"],
+        "ours-torch-eps": ["optimizer.eps_form=torch"]}
+ARMS = {**{arm: (lambda s, e, seed, w, arm=arm: ours(s, e, seed, arm, w)) for arm in OURS},
         "keras": keras}
 
 

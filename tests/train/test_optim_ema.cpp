@@ -6,6 +6,7 @@
 #include <torch/types.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -302,3 +303,51 @@ TEST(FusedAdam, MatchesThePerTensorStepAndSharesItsState) {
 }
 
 }  // namespace
+
+// Note [Keras epsilon]: with UseKerasEpsilon the fused step follows keras/src/optimizers/adam.py
+// (eps added to sqrt(v), the step size bias-corrected), written out here per tensor, for a
+// parameter that trains from the start and one that gets gradients only from step 4 (as after an
+// unfreeze: its own step count). With torch's form the same run differs measurably.
+TEST(FusedAdam, KerasEpsilonFollowsKerasAdam) {
+  torch::manual_seed(5);
+  const double lr = 1e-3, b1 = 0.9, b2 = 0.999, eps = 1e-7;
+  // Small gradients, where the two forms differ (sqrt(v) is near eps).
+  std::vector<torch::Tensor> init = {torch::randn({6, 3}), torch::randn({4})};
+  auto make = [&] {
+    std::vector<torch::Tensor> ps;
+    for (auto& t : init) ps.push_back(t.clone().requires_grad_());
+    return ps;
+  };
+  auto keras = make(), torch_form = make();
+  auto opts = torch::optim::AdamOptions(lr).betas({b1, b2}).eps(eps);
+  torch::optim::FusedAdam fused(keras, opts), plain_eps(torch_form, opts);
+  fused.UseKerasEpsilon(true);
+  std::vector<torch::Tensor> ref, m, v;
+  std::vector<int> t(init.size(), 0);
+  for (auto& x : init) {
+    ref.push_back(x.clone());
+    m.push_back(torch::zeros_like(x));
+    v.push_back(torch::zeros_like(x));
+  }
+  for (int step = 0; step < 8; ++step) {
+    for (size_t i = 0; i < init.size(); ++i) {
+      const bool has_grad = i == 0 || step >= 4;
+      auto g = torch::randn_like(init[i]) * 1e-6;
+      keras[i].mutable_grad() = has_grad ? g.clone() : torch::Tensor();
+      torch_form[i].mutable_grad() = has_grad ? g.clone() : torch::Tensor();
+      if (!has_grad) continue;
+      ++t[i];
+      m[i] += (g - m[i]) * (1 - b1);
+      v[i] += (g * g - v[i]) * (1 - b2);
+      const double alpha = lr * std::sqrt(1 - std::pow(b2, t[i])) / (1 - std::pow(b1, t[i]));
+      ref[i] -= m[i] * alpha / (v[i].sqrt() + eps);
+    }
+    fused.step();
+    plain_eps.step();
+  }
+  for (size_t i = 0; i < init.size(); ++i) {
+    const auto moved = (ref[i] - init[i]).abs().max().item<double>();
+    EXPECT_LT((keras[i].detach() - ref[i]).abs().max().item<double>(), 1e-3 * moved) << i;
+    EXPECT_GT((torch_form[i].detach() - ref[i]).abs().max().item<double>(), 0.05 * moved) << i;
+  }
+}

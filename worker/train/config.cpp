@@ -244,6 +244,12 @@ std::vector<Field> Fields(TrainConfig& c) {
       {"optimizer.beta1", &o.beta1, "Adam beta1", {}, 0, 1},
       {"optimizer.beta2", &o.beta2, "Adam beta2", {}, 0, 1},
       {"optimizer.eps", &o.eps, "epsilon (adam: outside the sqrt; rmsproptf: inside)", {}, 0, 1},
+      {"optimizer.eps_form",
+       &o.eps_form,
+       "adam/adamw: where eps enters; torch = sqrt(v_hat) + eps (PyTorch, timm); keras = sqrt(v) "
+       "+ eps before the bias correction (TF/Keras's epsilon hat: torch's eps / sqrt(1 - "
+       "beta2^step))",
+       {"torch", "keras"}},
       {"optimizer.rmsprop_decay", &o.rmsprop_decay, "RMSpropTF rho", {}, 0, 1},
       {"optimizer.label_smoothing", &o.label_smoothing, "label smoothing of the targets", {}, 0, 1},
       {"optimizer.clip_grad_norm",

@@ -52,6 +52,7 @@ struct OptimizerSection {
   bool nesterov = true;            // sgd
   double beta1 = 0.9, beta2 = 0.999;  // adam, adamw
   double eps = 1e-7;                  // adam/adamw (Keras default 1e-7); rmsproptf (official 1e-3)
+  std::string eps_form = "torch";     // adam/adamw: torch | keras (Note [Keras epsilon])
   double rmsprop_decay = 0.9;         // rmsproptf rho
   double label_smoothing = 0.0;       // cross-entropy label smoothing
   double clip_grad_norm = 0.0;        // 0: off

@@ -4,6 +4,9 @@
 #include <torch/optim/adamw.h>
 #include <torch/optim/sgd.h>
 
+#include <cmath>
+#include <map>
+
 namespace torch::optim {
 
 RMSpropTFOptions::RMSpropTFOptions(double lr) : lr_(lr) {}
@@ -121,14 +124,20 @@ void RMSpropTF::load(serialize::InputArchive& archive) { serialize(*this, archiv
 template <typename Base, typename Options, typename State, bool kDecoupled>
 torch::Tensor FusedAdamT<Base, Options, State, kDecoupled>::step(Optimizer::LossClosure closure) {
   // The per-tensor step where the fused kernel does not apply (Note [fused Adam]).
+  auto per_tensor = [&] {
+    TORCH_CHECK(!keras_epsilon_,
+                "Adam with Keras's epsilon runs only the fused step: amsgrad, sparse gradients and "
+                "mixed dtypes need optimizer.eps_form: torch");
+    return Base::step(std::move(closure));
+  };
   for (const auto& group : this->param_groups()) {
     const auto& o = static_cast<const Options&>(group.options());
-    if (o.amsgrad()) return Base::step(std::move(closure));
+    if (o.amsgrad()) return per_tensor();
     for (const auto& p : group.params()) {
       if (!p.grad().defined()) continue;
       if (p.grad().is_sparse() || p.scalar_type() != group.params()[0].scalar_type() ||
           p.grad().scalar_type() != p.scalar_type()) {
-        return Base::step(std::move(closure));
+        return per_tensor();
       }
     }
   }
@@ -140,7 +149,11 @@ torch::Tensor FusedAdamT<Base, Options, State, kDecoupled>::step(Optimizer::Loss
   }
   for (auto& group : this->param_groups()) {
     const auto& o = static_cast<const Options&>(group.options());
-    std::vector<Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
+    struct Call {
+      std::vector<Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
+      Tensor step;  // the kernel only reads it, so one tensor serves every parameter
+    };
+    std::map<int64_t, Call> by_step;  // Note [Keras epsilon]
     for (auto& p : group.params()) {
       if (!p.grad().defined()) continue;
       auto it = this->state_.find(p.unsafeGetTensorImpl());
@@ -160,22 +173,30 @@ torch::Tensor FusedAdamT<Base, Options, State, kDecoupled>::step(Optimizer::Loss
       };
       if (st.exp_avg().strides() != p.strides()) st.exp_avg(like_param(st.exp_avg()));
       if (st.exp_avg_sq().strides() != p.strides()) st.exp_avg_sq(like_param(st.exp_avg_sq()));
-      params.push_back(p);
-      grads.push_back(like_param(p.grad()));
-      exp_avgs.push_back(st.exp_avg());
-      exp_avg_sqs.push_back(st.exp_avg_sq());
-      // The kernel reads the step (already incremented) from a float tensor per parameter.
-      steps.push_back(torch::full({}, static_cast<double>(st.step()),
-                                  TensorOptions().dtype(kFloat).device(p.device())));
+      auto& call = by_step[st.step()];
+      if (!call.step.defined()) {
+        // The kernel reads the step (already incremented) from a float tensor.
+        call.step = torch::full({}, static_cast<double>(st.step()),
+                                TensorOptions().dtype(kFloat).device(p.device()));
+      }
+      call.params.push_back(p);
+      call.grads.push_back(like_param(p.grad()));
+      call.exp_avgs.push_back(st.exp_avg());
+      call.exp_avg_sqs.push_back(st.exp_avg_sq());
+      call.steps.push_back(call.step);
     }
-    if (params.empty()) continue;
     const auto [beta1, beta2] = o.betas();
-    if constexpr (kDecoupled) {
-      at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, {}, steps, o.lr(), beta1, beta2,
-                        o.weight_decay(), o.eps(), /*amsgrad=*/false, /*maximize=*/false);
-    } else {
-      at::_fused_adam_(params, grads, exp_avgs, exp_avg_sqs, {}, steps, o.lr(), beta1, beta2,
-                       o.weight_decay(), o.eps(), /*amsgrad=*/false, /*maximize=*/false);
+    for (auto& [step, c] : by_step) {
+      const double eps = keras_epsilon_
+                             ? o.eps() / std::sqrt(1.0 - std::pow(beta2, static_cast<double>(step)))
+                             : o.eps();
+      if constexpr (kDecoupled) {
+        at::_fused_adamw_(c.params, c.grads, c.exp_avgs, c.exp_avg_sqs, {}, c.steps, o.lr(), beta1,
+                          beta2, o.weight_decay(), eps, /*amsgrad=*/false, /*maximize=*/false);
+      } else {
+        at::_fused_adam_(c.params, c.grads, c.exp_avgs, c.exp_avg_sqs, {}, c.steps, o.lr(), beta1,
+                         beta2, o.weight_decay(), eps, /*amsgrad=*/false, /*maximize=*/false);
+      }
     }
   }
   return loss;
@@ -214,10 +235,14 @@ Result<std::unique_ptr<torch::optim::Optimizer>> MakeOptimizer(torch::nn::Module
   if (c.name == "adam" || c.name == "adamw") {
     if (c.name == "adam") {
       auto o = torch::optim::AdamOptions(c.lr).betas({c.beta1, c.beta2}).eps(c.eps);
-      opt = std::make_unique<torch::optim::FusedAdam>(groups(o), o);
+      auto adam = std::make_unique<torch::optim::FusedAdam>(groups(o), o);
+      adam->UseKerasEpsilon(c.eps_form == "keras");
+      opt = std::move(adam);
     } else {
       auto o = torch::optim::AdamWOptions(c.lr).betas({c.beta1, c.beta2}).eps(c.eps);
-      opt = std::make_unique<torch::optim::FusedAdamW>(groups(o), o);
+      auto adamw = std::make_unique<torch::optim::FusedAdamW>(groups(o), o);
+      adamw->UseKerasEpsilon(c.eps_form == "keras");
+      opt = std::move(adamw);
     }
   } else if (c.name == "sgd") {
     auto o =

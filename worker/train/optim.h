@@ -81,11 +81,23 @@ class RMSpropTF : public Optimizer {
 // beside channels_last weights, and 2-rank training silently diverged (test_e2e_plain: 0.79);
 // they now take the parameter's strides (worker/dist/reducer.cpp), and this stays as the guard.
 // amsgrad, sparse gradients and mixed dtypes fall back to the per-tensor step.
+//
+// Note [Keras epsilon]: torch adds eps to the bias-corrected sqrt(v_hat); TF/Keras add it to
+// sqrt(v) and bias-correct the step size instead (Kingma & Ba's "epsilon hat", keras/src/
+// optimizers/adam.py). The two agree when torch's eps is Keras's eps / sqrt(1 - beta2^t), so
+// UseKerasEpsilon(true) passes that eps per step count. In the first steps Keras's 1e-7 is
+// then 3e-6 (t = 1) and still 1.7e-7 at t = 420: a parameter whose gradients are tiny takes
+// a smaller step than torch's form gives it. Parameters unfrozen later have fewer steps, so the
+// kernel is called once per distinct step count of a group.
 template <typename Base, typename Options, typename State, bool kDecoupled>
 class FusedAdamT : public Base {
  public:
   using Base::Base;
   torch::Tensor step(Optimizer::LossClosure closure = nullptr) override;
+  void UseKerasEpsilon(bool on) { keras_epsilon_ = on; }
+
+ private:
+  bool keras_epsilon_ = false;
 };
 using FusedAdam = FusedAdamT<Adam, AdamOptions, AdamParamState, false>;
 using FusedAdamW = FusedAdamT<AdamW, AdamWOptions, AdamWParamState, true>;
