@@ -54,27 +54,23 @@ def alive(pid):
         return False
 
 
-class EffnetRunTest(JobStateMixin, unittest.TestCase):
+class ScriptedRunTestBase(JobStateMixin, unittest.TestCase):
+    """A small store and the class's job config (JOB_YAML) in a temporary folder shared by its
+    tests, and waiting for effnet-run to end. Holds no tests itself."""
+    JOB_YAML = ""
+    TMP_PREFIX = "effnet-run-test-"
+
     @classmethod
     def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="effnet-run-test-")
+        cls.tmp = tempfile.mkdtemp(prefix=cls.TMP_PREFIX)
         cls.data = make_synthetic_store(BIN, cls.tmp, per_class=6, size=32, seed=3)
         cls.config = os.path.join(cls.tmp, "job.yaml")
         with open(cls.config, "w") as f:
-            f.write(f"job:\n  epochs: {EPOCHS}\n  seed: 5\n"
-                    "  early_stopping: {patience: 0}\n")
+            f.write(cls.JOB_YAML)
 
     @classmethod
     def tearDownClass(cls):
         shutil.rmtree(cls.tmp, ignore_errors=True)
-
-    def launch(self, out, epoch_seconds, extra=()):
-        cmd = [sys.executable, os.path.join(BIN, "effnet-run"), "--np", "2", "--oversubscribe",
-               "--worker-bin", WORKER, "--config", self.config, "--data", self.data,
-               "--out", out, "--heartbeat-timeout", "3", "--max-restarts", "2", *extra,
-               "--", "--epoch-seconds", str(epoch_seconds)]
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
 
     def finish(self, proc, timeout=120):
         try:
@@ -84,6 +80,18 @@ class EffnetRunTest(JobStateMixin, unittest.TestCase):
             text, _ = proc.communicate()
             self.fail("effnet-run did not finish:\n" + text)
         return proc.returncode, text
+
+
+class EffnetRunTest(ScriptedRunTestBase):
+    JOB_YAML = f"job:\n  epochs: {EPOCHS}\n  seed: 5\n  early_stopping: {{patience: 0}}\n"
+
+    def launch(self, out, epoch_seconds, extra=()):
+        cmd = [sys.executable, os.path.join(BIN, "effnet-run"), "--np", "2", "--oversubscribe",
+               "--worker-bin", WORKER, "--config", self.config, "--data", self.data,
+               "--out", out, "--heartbeat-timeout", "3", "--max-restarts", "2", *extra,
+               "--", "--epoch-seconds", str(epoch_seconds)]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
 
     def assert_each_epoch_once(self, state):
         self.assertEqual(phase(state), "PHASE_FINISHED")

@@ -15,35 +15,23 @@ EFFNET_SCRIPTED_WORKER.
 """
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from synthetic_store import make_synthetic_store  # noqa: E402
-from test_effnet_run import BIN, WORKER, generation, job_state, phase  # noqa: E402
+from test_effnet_run import (BIN, WORKER, ScriptedRunTestBase, generation,  # noqa: E402
+                             phase)
 
 EPOCHS = 8
 
 
-class ElasticTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="effnet-elastic-test-")
-        cls.data = make_synthetic_store(BIN, cls.tmp, per_class=6, size=32, seed=3)
-        cls.config = os.path.join(cls.tmp, "job.yaml")
-        with open(cls.config, "w") as f:
-            # A global batch of 6 splits over 2 and over 3 ranks.
-            f.write(f"job:\n  epochs: {EPOCHS}\n  seed: 5\n  early_stopping: {{patience: 0}}\n"
-                    "data:\n  batch_size: 6\n")
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.tmp, ignore_errors=True)
+class ElasticTest(ScriptedRunTestBase):
+    # A global batch of 6 splits over 2 and over 3 ranks.
+    JOB_YAML = (f"job:\n  epochs: {EPOCHS}\n  seed: 5\n  early_stopping: {{patience: 0}}\n"
+                "data:\n  batch_size: 6\n")
+    TMP_PREFIX = "effnet-elastic-test-"
 
     def set_slots(self, out, n):
         with open(os.path.join(out, "hostfile"), "w") as f:
@@ -60,32 +48,15 @@ class ElasticTest(unittest.TestCase):
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
 
-    def state(self, out):
-        return job_state("--state-dir", os.path.join(out, "coordinator"))
-
-    def wait_for(self, out, pred, timeout=90):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            s = self.state(out)
-            if s is not None and pred(s):
-                return s
-            time.sleep(0.05)
-        self.fail(f"condition not reached within {timeout} s; state: {self.state(out)}")
-
     def finish(self, proc, timeout=150):
-        try:
-            text, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            text, _ = proc.communicate()
-            self.fail("effnet-run did not finish:\n" + text)
-        return proc.returncode, text
+        return super().finish(proc, timeout)
 
     def kill_rank2_for_good(self, out):
         """Mid-run with 3 ranks, after the checkpoint of epoch 1: slot 3 leaves the hostfile and
         rank 2 is killed."""
         s = self.wait_for(out, lambda s: s["job"]["last_checkpoint"]["epoch"] >= 1
-                          and phase(s) == "PHASE_RUNNING" and len(s["workers"]) == 3)
+                          and phase(s) == "PHASE_RUNNING" and len(s["workers"]) == 3,
+                          timeout=90)
         victim = next(w for w in s["workers"] if w["rank"] == 2)
         self.set_slots(out, 2)
         os.kill(int(victim["pid"]), signal.SIGKILL)
@@ -159,7 +130,7 @@ class ElasticTest(unittest.TestCase):
         self.kill_rank2_for_good(out)
         # One epoch decided on 2 ranks, then the slot is back.
         self.wait_for(out, lambda s: any(r["world_size"] == 2 for r in s["history"])
-                      and phase(s) == "PHASE_RUNNING")
+                      and phase(s) == "PHASE_RUNNING", timeout=90)
         self.set_slots(out, 3)
         rc, text = self.finish(proc)
         self.assertEqual(rc, 0, text)
