@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 
@@ -311,34 +312,47 @@ std::string PerClassSection(const std::vector<RunView>& runs) {
                  cards);
 }
 
-Result<std::string> ConfusionSection(const std::vector<RunView>& runs) {
+// One card per run: the figure `draw` makes from the run's `file` (its errors name that file),
+// then what `below` adds; or, where the run lacks it (`has`), the note `missing`.
+Result<std::string> FigureCards(const std::vector<RunView>& runs, const char* file,
+                                const std::string& missing,
+                                const std::function<bool(const RunView&)>& has,
+                                const std::function<Result<std::string>(const RunView&)>& draw,
+                                const std::function<std::string(const RunView&)>& below = nullptr) {
   std::string cards;
   for (const auto& v : runs) {
-    if (!v.cm) {
-      cards += Card(v, Missing(std::string("no ") + kConfusionMatrixCsv));
+    if (!has(v)) {
+      cards += Card(v, Missing(missing));
       continue;
     }
-    EFFNET_ASSIGN_OR_RETURN(std::string doc,
-                            In(ConfusionMatrixSvg(*v.cm, v.summary.model + " test split"),
-                               v.dir + "/" + kConfusionMatrixCsv));
-    cards += Card(v, "<div class=\"figure\">" + InlineSvg(doc) + "</div>");
+    EFFNET_ASSIGN_OR_RETURN(std::string doc, In(draw(v), v.dir + "/" + file));
+    cards +=
+        Card(v, "<div class=\"figure\">" + InlineSvg(doc) + "</div>" + (below ? below(v) : ""));
   }
+  return cards;
+}
+
+Result<std::string> ConfusionSection(const std::vector<RunView>& runs) {
+  EFFNET_ASSIGN_OR_RETURN(std::string cards,
+                          FigureCards(
+                              runs, kConfusionMatrixCsv, std::string("no ") + kConfusionMatrixCsv,
+                              [](const RunView& v) { return v.cm.has_value(); },
+                              [](const RunView& v) {
+                                return ConfusionMatrixSvg(*v.cm, v.summary.model + " test split");
+                              }));
   return Section("confusion", "Confusion matrix", "Rows: true class; columns: predicted class.",
                  cards);
 }
 
 Result<std::string> CurvesSection(const std::vector<RunView>& runs) {
-  std::string cards;
-  for (const auto& v : runs) {
-    if (v.epochs.empty()) {
-      cards += Card(v, Missing(std::string("no epoch records in ") + kMetricsJsonl));
-      continue;
-    }
-    EFFNET_ASSIGN_OR_RETURN(std::string doc,
-                            In(LearningCurvesSvg(v.epochs, v.summary.model + " learning curves"),
-                               v.dir + "/" + kMetricsJsonl));
-    cards += Card(v, "<div class=\"figure\">" + InlineSvg(doc) + "</div>");
-  }
+  EFFNET_ASSIGN_OR_RETURN(
+      std::string cards,
+      FigureCards(
+          runs, kMetricsJsonl, std::string("no epoch records in ") + kMetricsJsonl,
+          [](const RunView& v) { return !v.epochs.empty(); },
+          [](const RunView& v) {
+            return LearningCurvesSvg(v.epochs, v.summary.model + " learning curves");
+          }));
   return Section("curves", "Learning curves",
                  "Dotted grey lines: a new progressive-learning stage (its training image size). "
                  "Dashed green line: the best epoch, whose checkpoint was tested. Epochs count "
@@ -346,71 +360,72 @@ Result<std::string> CurvesSection(const std::vector<RunView>& runs) {
                  cards);
 }
 
-Result<std::string> ThroughputSection(const std::vector<RunView>& runs) {
-  std::string cards;
-  for (const auto& v : runs) {
-    if (v.epochs.empty()) {
-      cards += Card(v, Missing(std::string("no epoch records in ") + kMetricsJsonl));
-      continue;
-    }
-    EFFNET_ASSIGN_OR_RETURN(std::string doc,
-                            In(ThroughputSvg(v.epochs, v.summary.model + " training throughput"),
-                               v.dir + "/" + kMetricsJsonl));
-    size_t ranks = 0;
-    for (const auto& e : v.epochs) ranks = std::max(ranks, e.rank_img_per_s.size());
-    std::string t =
-        "<table><tr><th>Epoch</th><th>Size</th><th>Epoch time (s)</th>"
-        "<th>All ranks (img/s)</th>";
+// Per-epoch and per-rank throughput of one run, and which rank was the slowest.
+std::string ThroughputTable(const RunView& v) {
+  size_t ranks = 0;
+  for (const auto& e : v.epochs) ranks = std::max(ranks, e.rank_img_per_s.size());
+  std::string t =
+      "<table><tr><th>Epoch</th><th>Size</th><th>Epoch time (s)</th>"
+      "<th>All ranks (img/s)</th>";
+  for (size_t r = 0; r < ranks; ++r) {
+    t += "<th>Rank " + std::to_string(r) + " (wait)</th>";
+  }
+  t += "</tr>\n";
+  std::vector<double> share_sum(ranks, 0.0);
+  int share_epochs = 0;
+  for (const auto& e : v.epochs) {
+    // Note [epoch numbering]: shown from 1.
+    t += "<tr><td class=\"num\">" + svg::Num(e.epoch + 1, 0) + "</td><td class=\"num\">" +
+         (e.image_size ? std::to_string(*e.image_size) : std::string("-")) +
+         "</td><td class=\"num\">" + (e.epoch_time_s ? svg::Num(*e.epoch_time_s, 1) : "-") +
+         "</td><td class=\"num\">" + (e.img_per_s_global ? svg::Num(*e.img_per_s_global, 1) : "-") +
+         "</td>";
+    const double fastest = e.rank_img_per_s.empty() ? 0
+                                                    : *std::max_element(e.rank_img_per_s.begin(),
+                                                                        e.rank_img_per_s.end());
     for (size_t r = 0; r < ranks; ++r) {
-      t += "<th>Rank " + std::to_string(r) + " (wait)</th>";
+      if (r >= e.rank_img_per_s.size()) {
+        t += "<td class=\"num\">-</td>";
+        continue;
+      }
+      const double x = e.rank_img_per_s[r];
+      const bool slow = fastest > 0 && x < kStragglerShare * fastest;
+      t += std::string("<td class=\"num") + (slow ? " slow" : "") + "\">" + svg::Num(x, 1) +
+           (r < e.rank_wait_s.size() ? " (" + svg::Num(e.rank_wait_s[r], 1) + " s)" : "") + "</td>";
+    }
+    if (fastest > 0 && e.rank_img_per_s.size() == ranks) {
+      for (size_t r = 0; r < ranks; ++r) share_sum[r] += e.rank_img_per_s[r] / fastest;
+      ++share_epochs;
     }
     t += "</tr>\n";
-    std::vector<double> share_sum(ranks, 0.0);
-    int share_epochs = 0;
-    for (const auto& e : v.epochs) {
-      // Note [epoch numbering]: shown from 1.
-      t += "<tr><td class=\"num\">" + svg::Num(e.epoch + 1, 0) + "</td><td class=\"num\">" +
-           (e.image_size ? std::to_string(*e.image_size) : std::string("-")) +
-           "</td><td class=\"num\">" + (e.epoch_time_s ? svg::Num(*e.epoch_time_s, 1) : "-") +
-           "</td><td class=\"num\">" +
-           (e.img_per_s_global ? svg::Num(*e.img_per_s_global, 1) : "-") + "</td>";
-      const double fastest = e.rank_img_per_s.empty() ? 0
-                                                      : *std::max_element(e.rank_img_per_s.begin(),
-                                                                          e.rank_img_per_s.end());
-      for (size_t r = 0; r < ranks; ++r) {
-        if (r >= e.rank_img_per_s.size()) {
-          t += "<td class=\"num\">-</td>";
-          continue;
-        }
-        const double x = e.rank_img_per_s[r];
-        const bool slow = fastest > 0 && x < kStragglerShare * fastest;
-        t += std::string("<td class=\"num") + (slow ? " slow" : "") + "\">" + svg::Num(x, 1) +
-             (r < e.rank_wait_s.size() ? " (" + svg::Num(e.rank_wait_s[r], 1) + " s)" : "") +
-             "</td>";
-      }
-      if (fastest > 0 && e.rank_img_per_s.size() == ranks) {
-        for (size_t r = 0; r < ranks; ++r) share_sum[r] += e.rank_img_per_s[r] / fastest;
-        ++share_epochs;
-      }
-      t += "</tr>\n";
-    }
-    t += "</table>\n";
-    std::string verdict;
-    if (ranks > 1 && share_epochs > 0) {
-      const size_t slowest =
-          std::min_element(share_sum.begin(), share_sum.end()) - share_sum.begin();
-      const double share = share_sum[slowest] / share_epochs;
-      verdict = "<p>Slowest rank: " + std::to_string(slowest) + ", on average " +
-                Percent(share, 0) + " of the epoch's fastest rank" +
-                (share < kStragglerShare ? " — a straggler: the others wait for it at every "
-                                           "all-reduce."
-                                         : " (no straggler).") +
-                "</p>\n";
-    } else if (ranks <= 1) {
-      verdict = "<p class=\"note\">One rank (or per-rank throughput not recorded).</p>\n";
-    }
-    cards += Card(v, "<div class=\"figure\">" + InlineSvg(doc) + "</div>" + verdict + t);
   }
+  t += "</table>\n";
+  std::string verdict;
+  if (ranks > 1 && share_epochs > 0) {
+    const size_t slowest = std::min_element(share_sum.begin(), share_sum.end()) - share_sum.begin();
+    const double share = share_sum[slowest] / share_epochs;
+    verdict = "<p>Slowest rank: " + std::to_string(slowest) + ", on average " + Percent(share, 0) +
+              " of the epoch's fastest rank" +
+              (share < kStragglerShare ? " — a straggler: the others wait for it at every "
+                                         "all-reduce."
+                                       : " (no straggler).") +
+              "</p>\n";
+  } else if (ranks <= 1) {
+    verdict = "<p class=\"note\">One rank (or per-rank throughput not recorded).</p>\n";
+  }
+  return verdict + t;
+}
+
+Result<std::string> ThroughputSection(const std::vector<RunView>& runs) {
+  EFFNET_ASSIGN_OR_RETURN(
+      std::string cards,
+      FigureCards(
+          runs, kMetricsJsonl, std::string("no epoch records in ") + kMetricsJsonl,
+          [](const RunView& v) { return !v.epochs.empty(); },
+          [](const RunView& v) {
+            return ThroughputSvg(v.epochs, v.summary.model + " training throughput");
+          },
+          ThroughputTable));
   return Section("throughput", "Throughput per epoch and per rank",
                  "Training images per second (validation excluded). The whole job's is wall "
                  "clock; a rank's is its own pace, its images over its training time minus the "
