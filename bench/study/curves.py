@@ -8,7 +8,9 @@ curves and a table of smoothness measures, and writes JSON.
 
 Arms: ours (effnet-train --preset study-b0, the default runtime: bf16 + channels_last where the
 CPU has bf16), ours-fp32 (runtime.bf16=off, channels_last=off), ours-torch-eps (Adam's epsilon
-added as torch adds it, not as Keras does: Note [Keras epsilon] in worker/train/optim.h), keras (bench/study/peers.py keras:
+added as torch adds it, not as Keras does: Note [Keras epsilon] in worker/train/optim.h),
+ours-reference-init (convolutions drawn as timm does, not as Keras does: Note [conv init] in
+worker/model/architecture.h), keras (bench/study/peers.py keras:
 EfficientNetV2B0 + GlobalAveragePooling + Dropout + Dense, Adam 1e-3, fp32). Runs are independent,
 so --jobs of them run at once with 1 thread each: this measures curves, not speed.
 
@@ -58,7 +60,8 @@ def keras(store, epochs, seed, _work):
 
 
 OURS = {"ours": [], "ours-fp32": ["runtime.bf16=off", "runtime.channels_last=off"],
-        "ours-torch-eps": ["optimizer.eps_form=torch"]}
+        "ours-torch-eps": ["optimizer.eps_form=torch"],
+        "ours-reference-init": ["model.conv_init=reference"]}
 ARMS = {**{arm: (lambda s, e, seed, w, arm=arm: ours(s, e, seed, arm, w)) for arm in OURS},
         "keras": keras}
 

@@ -173,6 +173,35 @@ TEST(Architecture, ReferenceInit) {
   EXPECT_GT(w7.abs().max().item<double>(), 0.9 * std::sqrt(6.0 / (1280 + 7)));
 }
 
+// Note [conv init]: keras draws the reference variance from a normal cut at 2 of its standard
+// deviations; the reference's tails reach past that bound.
+TEST(Architecture, KerasConvInitIsATruncatedNormalOfTheSameVariance) {
+  ModelConfig c;
+  c.num_classes = 7;
+  for (const auto init : {effnet::model::ConvInit::kKeras, effnet::model::ConvInit::kReference}) {
+    c.conv_init = init;
+    torch::manual_seed(3);
+    EfficientNetV2 m(c);
+    const StateDict sd = GetStateDict(*m);
+    const bool keras = init == effnet::model::ConvInit::kKeras;
+    for (const auto& [key, fan_out] : std::vector<std::pair<std::string, double>>{
+             {"conv_head.weight", 1280}, {"blocks.5.0.conv_dw.weight", 9}}) {
+      const auto w = sd[key];
+      const double sd_ref = std::sqrt(2.0 / fan_out), bound = 2.0 * sd_ref / 0.87962566103423978;
+      EXPECT_NEAR(w.std().item<double>(), sd_ref, 0.03 * sd_ref) << key;
+      EXPECT_NEAR(w.mean().item<double>(), 0.0, 0.03 * sd_ref) << key;
+      const auto beyond = w.abs().gt(bound).sum().item<int64_t>();
+      if (keras) {
+        EXPECT_EQ(beyond, 0) << key;
+        EXPECT_GT(w.abs().max().item<double>(), 0.98 * bound) << key;
+      } else {
+        EXPECT_GT(beyond, 0) << key;  // about 2.3 % of a normal lies beyond
+      }
+    }
+    EXPECT_EQ(sd["blocks.3.0.se.conv_reduce.bias"].abs().sum().item<double>(), 0.0);
+  }
+}
+
 TEST(Forward, TfSameShapesEvenAndOdd) {
   torch::manual_seed(0);
   EfficientNetV2 m(Tiny());

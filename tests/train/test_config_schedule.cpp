@@ -94,7 +94,10 @@ TEST(Config, EveryPresetParsesAndDocumentsItself) {
   EXPECT_EQ(study->augment.hflip_prob, 0);
   EXPECT_EQ(study->augment.vflip_prob, 0);
   EXPECT_FALSE(study->augment.rot90);
+  // Keras's initialisers and Adam epsilon (Note [conv init], Note [Keras epsilon]).
   EXPECT_EQ(study->model.head_init, effnet::model::HeadInit::kGlorot);
+  EXPECT_EQ(study->model.conv_init, effnet::model::ConvInit::kKeras);
+  EXPECT_EQ(study->optimizer.eps_form, "keras");
   auto tiny = ParseTrainConfig(effnet::train::PresetText("tiny").value());
   ASSERT_TRUE(tiny.ok());
   EXPECT_EQ(tiny->job.progressive.num_stages, 3);

@@ -143,6 +143,11 @@ const std::vector<std::string>& HeadInitNames() {
   return names;
 }
 
+const std::vector<std::string>& ConvInitNames() {
+  static const std::vector<std::string> names = {"reference", "keras"};
+  return names;
+}
+
 const std::vector<std::string>& KnownVariants() {
   static const std::vector<std::string> v = [] {
     std::vector<std::string> names;

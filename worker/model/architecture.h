@@ -25,6 +25,16 @@ enum class HeadInit { kGlorot, kReference };
 // The spellings of HeadInit in configs, in enum order: "glorot", "reference".
 const std::vector<std::string>& HeadInitNames();
 
+// Note [conv init]: how convolution kernels are drawn from scratch. kReference is the official
+// EfficientNetV2's and timm's Normal(0, sqrt(2 / fan_out)), fan_out = k*k*out/groups. kKeras is
+// keras.applications' VarianceScaling(2.0, "fan_out", "truncated_normal"): the same variance,
+// from a normal cut at 2 of its standard deviations (sd = sqrt(2 / fan_out) / 0.8796, so no
+// weight is beyond 2.27 sqrt(2 / fan_out)), as the study's Keras models started. Pretrained
+// weights replace either; biases (squeeze-excite) start at 0.
+enum class ConvInit { kReference, kKeras };
+// The spellings of ConvInit in configs, in enum order: "reference", "keras".
+const std::vector<std::string>& ConvInitNames();
+
 // Defaults reproduce timm's tf_efficientnetv2_* (with the reference dropout of the variant when
 // dropout < 0). Also the `model:` section of the training config (worker/train/config.cpp), which
 // documents each field; training sets dropout per progressive stage.
@@ -36,7 +46,8 @@ struct ModelConfig {
   double bn_momentum = 0.1;    // PyTorch convention
   double bn_eps = 1e-3;
   Padding padding = Padding::kTfSame;
-  HeadInit head_init = HeadInit::kGlorot;  // Note [head init]
+  HeadInit head_init = HeadInit::kGlorot;     // Note [head init]
+  ConvInit conv_init = ConvInit::kReference;  // Note [conv init]
   // Extra multipliers on top of the variant's, for reduced models in tests (1.0 = exact).
   double extra_width = 1.0;
   double extra_depth = 1.0;

@@ -36,11 +36,20 @@ class ConvImpl : public torch::nn::Module {
     reset_parameters();
   }
 
-  void reset_parameters() {
+  // Note [conv init] (worker/model/architecture.h); reference 1.6.
+  void reset_parameters(ConvInit init = ConvInit::kReference) {
     torch::NoGradGuard no_grad;
-    // Reference 1.6: Normal(0, sqrt(2/fan_out)), fan_out = k*k*out/groups.
     const double fan_out = static_cast<double>(kernel_) * kernel_ * weight.size(0) / groups_;
-    weight.normal_(0.0, std::sqrt(2.0 / fan_out));
+    const double sd = std::sqrt(2.0 / fan_out);
+    if (init == ConvInit::kReference) {
+      weight.normal_(0.0, sd);
+    } else {
+      // Inverse CDF: uniform between Phi(-2) and Phi(2), then sqrt(2) erfinv(2u - 1) is a
+      // standard normal cut at +-2; 0.8796 is its standard deviation.
+      constexpr double kPhiMinus2 = 0.022750131948179195, kCutSd = 0.87962566103423978;
+      weight.uniform_(kPhiMinus2, 1.0 - kPhiMinus2).mul_(2.0).sub_(1.0).erfinv_();
+      weight.mul_(std::sqrt(2.0) * sd / kCutSd);
+    }
     if (bias.defined()) bias.zero_();
   }
 
@@ -262,7 +271,7 @@ void EfficientNetV2Impl::reset_parameters() {
   torch::NoGradGuard no_grad;
   for (auto& m : modules(/*include_self=*/false)) {
     if (auto* conv = m->as<ConvImpl>()) {
-      conv->reset_parameters();
+      conv->reset_parameters(config_.conv_init);
     } else if (auto* bn = m->as<torch::nn::BatchNorm2dImpl>()) {
       bn->reset_parameters();  // gamma 1, beta 0, running stats reset
     }

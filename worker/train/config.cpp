@@ -168,6 +168,11 @@ std::vector<Field> Fields(TrainConfig& c) {
            "init of a new classifier (from scratch, or a new head on pretrained weights): glorot = "
            "a Keras Dense layer, reference = official/timm U(+-1/sqrt(classes)); Note [head init]",
            model::HeadInitNames()),
+      Enum("model.conv_init", &m.conv_init,
+           "init of convolution kernels from scratch: reference = official/timm Normal(0, "
+           "sqrt(2/fan_out)), keras = keras.applications' truncated normal of the same variance; "
+           "Note [conv init]",
+           model::ConvInitNames()),
       {"model.drop_path", &m.drop_path, "stochastic depth rate (last block)", {}, 0, 0.95},
       {"model.bn_momentum", &m.bn_momentum, "BatchNorm momentum (PyTorch convention)", {}, 0, 1},
       {"model.bn_eps", &m.bn_eps, "BatchNorm epsilon", {}, 0, 1},
