@@ -14,6 +14,7 @@
 
 #include "common/status.h"
 #include "storage/writer.h"
+#include "tests/train/synthetic_data.h"
 
 namespace effnet::testing {
 
@@ -76,13 +77,8 @@ inline Status WriteLocatedShapesStore(const std::string& path, const LocatedShap
             }
           }
         }
-        EFFNET_RETURN_IF_ERROR((*w)->Append(img.data()));
-        meta.labels.push_back(c);
-        meta.splits.push_back(split);
-        meta.source_paths.push_back("located/" + std::to_string(index) + ".png");
-        meta.content_hash.push_back(static_cast<uint64_t>(index) * 0x9E3779B97F4A7C15ULL + 1);
-        meta.perceptual_hash.push_back(static_cast<uint64_t>(index));
-        ++index;
+        EFFNET_RETURN_IF_ERROR(
+            AppendGenerated(**w, meta, img.data(), c, split, "located", index++));
       }
     }
   }

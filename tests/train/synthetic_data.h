@@ -37,6 +37,20 @@ struct SyntheticSpec {
   std::string name_prefix = "class_";
 };
 
+// Appends one generated image and its metadata (label, split, a made-up source path
+// "<folder>/<index>.png" and distinct hashes, so no two images look like duplicates).
+inline Status AppendGenerated(storage::DatasetWriter& w, storage::StoreMetadata& meta,
+                              const uint8_t* img, int label, storage::Split split,
+                              const std::string& folder, int64_t index) {
+  EFFNET_RETURN_IF_ERROR(w.Append(img));
+  meta.labels.push_back(label);
+  meta.splits.push_back(split);
+  meta.source_paths.push_back(folder + "/" + std::to_string(index) + ".png");
+  meta.content_hash.push_back(static_cast<uint64_t>(index) * 0x9E3779B97F4A7C15ULL + 1);
+  meta.perceptual_hash.push_back(static_cast<uint64_t>(index));
+  return Status::Ok();
+}
+
 inline Status WriteSyntheticStore(const std::string& path, const SyntheticSpec& s) {
   static const uint8_t kColors[][3] = {{230, 30, 30},   {30, 200, 30},  {40, 40, 230},
                                        {230, 220, 30},  {220, 30, 220}, {30, 220, 220},
@@ -79,13 +93,8 @@ inline Status WriteSyntheticStore(const std::string& path, const SyntheticSpec& 
             }
           }
         }
-        EFFNET_RETURN_IF_ERROR((*w)->Append(img.data()));
-        meta.labels.push_back(stored(c));
-        meta.splits.push_back(split);
-        meta.source_paths.push_back("synthetic/" + std::to_string(index) + ".png");
-        meta.content_hash.push_back(static_cast<uint64_t>(index) * 0x9E3779B97F4A7C15ULL + 1);
-        meta.perceptual_hash.push_back(static_cast<uint64_t>(index));
-        ++index;
+        EFFNET_RETURN_IF_ERROR(
+            AppendGenerated(**w, meta, img.data(), stored(c), split, "synthetic", index++));
       }
     }
   }
