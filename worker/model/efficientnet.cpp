@@ -89,20 +89,25 @@ nn::BatchNorm2d MakeBn(int channels, const ModelConfig& c) {
       torch::nn::BatchNorm2dOptions(channels).eps(c.bn_eps).momentum(c.bn_momentum));
 }
 
-torch::Tensor BnAct(nn::BatchNorm2d& bn, const torch::Tensor& x) {
-  // The BN output is a fresh tensor, so the in-place SiLU is safe for autograd (BN's backward
-  // needs its input, not its output).
-  torch::Tensor y = bn->forward(x);
-  at::silu_(y);
-  return y;
+// Note [SiLU in place]: SiLU's backward needs its input, so under autograd an in-place silu_
+// first clones the input to save it (a whole extra read and write of the activation, as timm's
+// SiLU(inplace=True) pays). Where a gradient will be taken the SiLU makes a new tensor instead;
+// without one (evaluation, frozen layers) it works in place.
+torch::Tensor Silu(torch::Tensor x) {
+  if (x.requires_grad()) return at::silu(x);
+  return at::silu_(x);
 }
 
-// Stochastic depth on the residual branch: per-sample keep mask scaled by 1/keep.
-torch::Tensor DropPath(const torch::Tensor& x, double rate, bool training) {
-  if (!training || rate <= 0.0) return x;
+torch::Tensor BnAct(nn::BatchNorm2d& bn, const torch::Tensor& x) { return Silu(bn->forward(x)); }
+
+// Stochastic depth on the residual branch (per-sample keep mask scaled by 1/keep), added to the
+// shortcut in one kernel.
+torch::Tensor DropPathAdd(const torch::Tensor& branch, const torch::Tensor& shortcut, double rate,
+                          bool training) {
+  if (!training || rate <= 0.0) return branch + shortcut;
   const double keep = 1.0 - rate;
-  auto mask = at::empty({x.size(0), 1, 1, 1}, x.options()).bernoulli_(keep).div_(keep);
-  return x * mask;
+  auto mask = at::empty({branch.size(0), 1, 1, 1}, branch.options()).bernoulli_(keep).div_(keep);
+  return at::addcmul(shortcut, branch, mask);
 }
 
 class BlockImpl : public torch::nn::Module {
@@ -112,7 +117,7 @@ class BlockImpl : public torch::nn::Module {
   // timm and the official code.
   torch::Tensor Finish(const torch::Tensor& shortcut, const torch::Tensor& branch) {
     if (!has_skip) return branch;
-    return DropPath(branch, drop_path, is_training()) + shortcut;
+    return DropPathAdd(branch, shortcut, drop_path, is_training());
   }
   bool has_skip = false;
   double drop_path = 0.0;
@@ -159,8 +164,7 @@ class SqueezeExciteImpl : public torch::nn::Module {
   }
   torch::Tensor forward(const torch::Tensor& x) {
     auto s = x.mean({2, 3}, /*keepdim=*/true);
-    s = conv_reduce(s);
-    at::silu_(s);
+    s = Silu(conv_reduce(s));
     return x * at::sigmoid(conv_expand(s));
   }
   Conv conv_reduce{nullptr}, conv_expand{nullptr};
