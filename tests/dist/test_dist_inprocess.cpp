@@ -178,6 +178,26 @@ std::vector<at::Tensor> MeanOfLocalGradients(const Batch& global, int world, int
   return mean;
 }
 
+// One data-parallel step of `model` on `local`: forward, loss, backward, gradient average.
+void LocalStep(DistDataParallel& dp, torch::nn::Sequential& model, const Batch& local) {
+  auto loss = torch::nn::functional::cross_entropy(model->forward(local.x), local.y);
+  ASSERT_TRUE(dp.BeforeBackward().ok());
+  loss.backward();
+  const Status s = dp.AfterBackward();
+  ASSERT_TRUE(s.ok()) << s.ToString();
+}
+
+// Each parameter's gradient equals `mean` (1e-6, relative to the larger of 1 and its size).
+void ExpectGradientsAre(torch::nn::Sequential& model, const std::vector<at::Tensor>& mean,
+                        const std::string& where) {
+  auto ps = model->parameters();
+  for (size_t i = 0; i < ps.size(); ++i) {
+    const double scale = std::max(1.0, mean[i].abs().max().item<double>());
+    EXPECT_LE((ps[i].grad() - mean[i]).abs().max().item<double>(), 1e-6 * scale)
+        << where << " param " << i;
+  }
+}
+
 TEST(Reducer, ThreeRanksAverageGradientsInEqualBuckets) {
   constexpr int kWorld = 3;
   constexpr int64_t kB = 4;
@@ -193,18 +213,8 @@ TEST(Reducer, ThreeRanksAverageGradientsInEqualBuckets) {
     cfg.reducer.bucket_cap_mb = 0.002;
     DistDataParallel dp(cfg, comms[r]);
     ASSERT_TRUE(dp.Attach(*models[r]).ok());  // ranks 1, 2 get rank 0's weights
-    const Batch local = Slice(global, r, kB);
-    auto loss = torch::nn::functional::cross_entropy(models[r]->forward(local.x), local.y);
-    ASSERT_TRUE(dp.BeforeBackward().ok());
-    loss.backward();
-    const Status s = dp.AfterBackward();
-    ASSERT_TRUE(s.ok()) << s.ToString();
-    auto ps = models[r]->parameters();
-    for (size_t i = 0; i < ps.size(); ++i) {
-      const double scale = std::max(1.0, mean[i].abs().max().item<double>());
-      EXPECT_LE((ps[i].grad() - mean[i]).abs().max().item<double>(), 1e-6 * scale)
-          << "rank " << r << " param " << i;
-    }
+    ASSERT_NO_FATAL_FAILURE(LocalStep(dp, models[r], Slice(global, r, kB)));
+    ExpectGradientsAre(models[r], mean, "rank " + std::to_string(r));
     EXPECT_TRUE(dp.reducer()->rebuilt());
     layouts[r] = dp.reducer()->layout();
   });
@@ -233,19 +243,14 @@ TEST(Reducer, ChannelsLastWeightsGetGradientsInTheirOwnLayout) {
     ASSERT_TRUE(dp.Attach(*models[r]).ok());
     const Batch local = Slice(global, r, kB);
     for (int step = 0; step < 2; ++step) {  // step 1 runs in the rebuilt buckets
-      auto loss = torch::nn::functional::cross_entropy(models[r]->forward(local.x), local.y);
-      ASSERT_TRUE(dp.BeforeBackward().ok());
-      loss.backward();
-      const Status s = dp.AfterBackward();
-      ASSERT_TRUE(s.ok()) << s.ToString();
+      ASSERT_NO_FATAL_FAILURE(LocalStep(dp, models[r], local));
+      ExpectGradientsAre(models[r], mean,
+                         "rank " + std::to_string(r) + " step " + std::to_string(step));
       auto ps = models[r]->parameters();
       int channels_last = 0;
       for (size_t i = 0; i < ps.size(); ++i) {
         EXPECT_EQ(ps[i].grad().strides(), ps[i].strides()) << "step " << step << " param " << i;
         channels_last += ps[i].dim() == 4 && !ps[i].is_contiguous();
-        EXPECT_LE((ps[i].grad() - mean[i]).abs().max().item<double>(),
-                  1e-6 * std::max(1.0, mean[i].abs().max().item<double>()))
-            << "rank " << r << " step " << step << " param " << i;
       }
       EXPECT_GT(channels_last, 0);
     }

@@ -332,6 +332,16 @@ Result<std::string> FigureCards(const std::vector<RunView>& runs, const char* fi
   return cards;
 }
 
+// FigureCards for a figure drawn from the run's epoch records (metrics.jsonl).
+Result<std::string> EpochFigureCards(
+    const std::vector<RunView>& runs,
+    const std::function<Result<std::string>(const RunView&)>& draw,
+    const std::function<std::string(const RunView&)>& below = nullptr) {
+  return FigureCards(
+      runs, kMetricsJsonl, std::string("no epoch records in ") + kMetricsJsonl,
+      [](const RunView& v) { return !v.epochs.empty(); }, draw, below);
+}
+
 Result<std::string> ConfusionSection(const std::vector<RunView>& runs) {
   EFFNET_ASSIGN_OR_RETURN(std::string cards,
                           FigureCards(
@@ -345,14 +355,10 @@ Result<std::string> ConfusionSection(const std::vector<RunView>& runs) {
 }
 
 Result<std::string> CurvesSection(const std::vector<RunView>& runs) {
-  EFFNET_ASSIGN_OR_RETURN(
-      std::string cards,
-      FigureCards(
-          runs, kMetricsJsonl, std::string("no epoch records in ") + kMetricsJsonl,
-          [](const RunView& v) { return !v.epochs.empty(); },
-          [](const RunView& v) {
-            return LearningCurvesSvg(v.epochs, v.summary.model + " learning curves");
-          }));
+  EFFNET_ASSIGN_OR_RETURN(std::string cards, EpochFigureCards(runs, [](const RunView& v) {
+                            return LearningCurvesSvg(v.epochs,
+                                                     v.summary.model + " learning curves");
+                          }));
   return Section("curves", "Learning curves",
                  "Dotted grey lines: a new progressive-learning stage (its training image size). "
                  "Dashed green line: the best epoch, whose checkpoint was tested. Epochs count "
@@ -417,15 +423,14 @@ std::string ThroughputTable(const RunView& v) {
 }
 
 Result<std::string> ThroughputSection(const std::vector<RunView>& runs) {
-  EFFNET_ASSIGN_OR_RETURN(
-      std::string cards,
-      FigureCards(
-          runs, kMetricsJsonl, std::string("no epoch records in ") + kMetricsJsonl,
-          [](const RunView& v) { return !v.epochs.empty(); },
-          [](const RunView& v) {
-            return ThroughputSvg(v.epochs, v.summary.model + " training throughput");
-          },
-          ThroughputTable));
+  EFFNET_ASSIGN_OR_RETURN(std::string cards, EpochFigureCards(
+                                                 runs,
+                                                 [](const RunView& v) {
+                                                   return ThroughputSvg(
+                                                       v.epochs,
+                                                       v.summary.model + " training throughput");
+                                                 },
+                                                 ThroughputTable));
   return Section("throughput", "Throughput per epoch and per rank",
                  "Training images per second (validation excluded). The whole job's is wall "
                  "clock; a rank's is its own pace, its images over its training time minus the "
