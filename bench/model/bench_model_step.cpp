@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
   cfg.num_classes = 1000;
   int image = 128, batch = 16, threads = 0, warmup = 3, iters = 10;
   std::string device = "cpu";
-  bool malloc_default = false;
+  bool malloc_default = false, unfused = false;
   bool bf16 = false, channels_last = false, optimizer = false, json = false, cudnn_bench = false,
        graph = false;
   app.add_option("--variant", cfg.variant)->capture_default_str();
@@ -44,6 +44,8 @@ int main(int argc, char** argv) {
   app.add_flag("--json", json);
   app.add_flag("--malloc-default", malloc_default,
                "leave glibc malloc's thresholds as they are (Note [host allocator])");
+  app.add_flag("--unfused", unfused,
+               "BN and SiLU as two LibTorch ops (runtime.fused_kernels off, Note [fused BN+SiLU])");
   CLI11_PARSE(app, argc, argv);
   try {
     effnet::ThrowIfError(ValidateConfig(cfg));
@@ -59,6 +61,7 @@ int main(int argc, char** argv) {
     model->to(dev);
     const auto fmt = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
     if (channels_last) model->set_memory_format(fmt);
+    model->set_fused_kernels(!unfused);
     model->train();
     torch::optim::SGD sgd(model->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
     auto x =
@@ -127,11 +130,11 @@ int main(int argc, char** argv) {
       std::printf(
           "{\"impl\": \"effnet\", \"variant\": \"%s\", \"image\": %d, \"batch\": %d, "
           "\"threads\": %d, \"device\": \"%s\", \"bf16\": %s, \"channels_last\": %s, "
-          "\"optimizer\": %s, \"cuda_graph\": %s, \"median_ms\": %.3f, \"min_ms\": %.3f, "
-          "\"img_per_s\": %.2f}\n",
+          "\"optimizer\": %s, \"cuda_graph\": %s, \"fused_kernels\": %s, \"median_ms\": %.3f, "
+          "\"min_ms\": %.3f, \"img_per_s\": %.2f}\n",
           cfg.variant.c_str(), image, batch, torch::get_num_threads(), device.c_str(),
           bf16 ? "true" : "false", channels_last ? "true" : "false", optimizer ? "true" : "false",
-          graph ? "true" : "false", median, ms.front(), img_s);
+          graph ? "true" : "false", unfused ? "false" : "true", median, ms.front(), img_s);
     } else {
       std::printf("effnet %s %dpx batch %d on %s: median %.1f ms/step, %.1f img/s\n",
                   cfg.variant.c_str(), image, batch, device.c_str(), median, img_s);

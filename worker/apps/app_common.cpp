@@ -68,6 +68,7 @@ Result<train::ModelHandle> BuildModel(const train::TrainConfig& c, int num_class
   train::ModelHandle h;
   try {
     auto net = model::EfficientNetV2(mc);
+    net->set_fused_kernels(c.runtime.fused_kernels != "off");
     h.module = net.ptr();
     h.forward = [net](const torch::Tensor& x) mutable { return net->forward(x); };
     h.set_dropout = [net](double r) mutable { net->set_dropout(r); };

@@ -10,6 +10,8 @@
 #include <cmath>
 
 #include "worker/nn/batchnorm.h"
+#include "worker/nn/bn_silu.h"
+#include "worker/nn/spatial_mean.h"
 
 namespace effnet::model {
 namespace {
@@ -98,7 +100,14 @@ torch::Tensor Silu(torch::Tensor x) {
   return at::silu_(x);
 }
 
-torch::Tensor BnAct(nn::BatchNorm2d& bn, const torch::Tensor& x) { return Silu(bn->forward(x)); }
+// One pass where Note [fused BN+SiLU] (worker/nn/bn_silu.h) applies and `fused` allows it,
+// else BN then SiLU.
+torch::Tensor BnAct(nn::BatchNorm2d& bn, const torch::Tensor& x, bool fused) {
+  if (fused) {
+    if (auto y = nn::FusedBatchNormSilu(*bn, x); y.defined()) return y;
+  }
+  return Silu(bn->forward(x));
+}
 
 // Stochastic depth on the residual branch (per-sample keep mask scaled by 1/keep), added to the
 // shortcut in one kernel.
@@ -121,6 +130,7 @@ class BlockImpl : public torch::nn::Module {
   }
   bool has_skip = false;
   double drop_path = 0.0;
+  bool fused = true;  // set_fused_kernels
 };
 
 // timm 'cn' (ConvBnAct): conv kxk stride s, BN, SiLU.
@@ -131,7 +141,7 @@ class ConvBnActBlock : public BlockImpl {
     bn1 = register_module("bn1", MakeBn(out, c));
     has_skip = stride == 1 && in == out;
   }
-  torch::Tensor forward(torch::Tensor x) override { return Finish(x, BnAct(bn1, conv(x))); }
+  torch::Tensor forward(torch::Tensor x) override { return Finish(x, BnAct(bn1, conv(x), fused)); }
   Conv conv{nullptr};
   nn::BatchNorm2d bn1{nullptr};
 };
@@ -148,7 +158,7 @@ class EdgeResidualBlock : public BlockImpl {
     has_skip = stride == 1 && in == out;
   }
   torch::Tensor forward(torch::Tensor x) override {
-    auto y = BnAct(bn1, conv_exp(x));
+    auto y = BnAct(bn1, conv_exp(x), fused);
     y = bn2(conv_pwl(y));
     return Finish(x, y);
   }
@@ -163,7 +173,7 @@ class SqueezeExciteImpl : public torch::nn::Module {
     conv_expand = register_module("conv_expand", Conv(rd, mid, 1, 1, 1, true, padding));
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    auto s = x.mean({2, 3}, /*keepdim=*/true);
+    auto s = nn::SpatialMean(x);  // Note [SE mean backward] (worker/nn/spatial_mean.h)
     s = Silu(conv_reduce(s));
     return x * at::sigmoid(conv_expand(s));
   }
@@ -188,8 +198,8 @@ class InvertedResidualBlock : public BlockImpl {
     has_skip = stride == 1 && in == out;
   }
   torch::Tensor forward(torch::Tensor x) override {
-    auto y = BnAct(bn1, conv_pw(x));
-    y = BnAct(bn2, conv_dw(y));
+    auto y = BnAct(bn1, conv_pw(x), fused);
+    y = BnAct(bn2, conv_dw(y), fused);
     if (se) y = se(y);
     y = bn3(conv_pwl(y));
     return Finish(x, y);
@@ -225,6 +235,7 @@ struct EfficientNetV2Impl::Parts {
   nn::BatchNorm2d bn2{nullptr};
   torch::nn::Linear classifier{nullptr};
   double dropout = 0.0;
+  bool fused = true;  // set_fused_kernels
 };
 
 EfficientNetV2Impl::EfficientNetV2Impl(const ModelConfig& config)
@@ -290,12 +301,12 @@ torch::Tensor EfficientNetV2Impl::forward_features(torch::Tensor x) {
 torch::Tensor EfficientNetV2Impl::forward_features(torch::Tensor x,
                                                    std::vector<torch::Tensor>* stage_outputs) {
   Parts& p = *parts_;
-  x = BnAct(p.bn1, p.conv_stem(x));
+  x = BnAct(p.bn1, p.conv_stem(x), p.fused);
   for (auto& stage : p.stages) {
     for (auto& b : stage) x = b->forward(x);
     if (stage_outputs != nullptr) stage_outputs->push_back(x);
   }
-  return BnAct(p.bn2, p.conv_head(x));
+  return BnAct(p.bn2, p.conv_head(x), p.fused);
 }
 
 torch::Tensor EfficientNetV2Impl::forward(torch::Tensor x) {
@@ -363,6 +374,13 @@ void EfficientNetV2Impl::set_memory_format(c10::MemoryFormat format) {
   torch::NoGradGuard no_grad;
   for (auto& p : parameters()) {
     if (p.dim() == 4) p.set_data(p.data().contiguous(format));
+  }
+}
+
+void EfficientNetV2Impl::set_fused_kernels(bool on) {
+  parts_->fused = on;
+  for (auto& stage : parts_->stages) {
+    for (auto& b : stage) b->fused = on;
   }
 }
 

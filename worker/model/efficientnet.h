@@ -48,6 +48,9 @@ class EfficientNetV2Impl : public torch::nn::Module {
   // Converts every 4-D weight to `format` in place (channels_last for GPU training). Parameters
   // keep their identity (set_data), so optimisers and gradient hooks made before stay valid.
   void set_memory_format(c10::MemoryFormat format);
+  // BN + SiLU through the fused kernel where it applies (Note [fused BN+SiLU],
+  // worker/nn/bn_silu.h; on by default), or always as two LibTorch ops.
+  void set_fused_kernels(bool on);
   // Re-run the reference initialisation (goog init) on every parameter; BN stats reset.
   void reset_parameters();
 

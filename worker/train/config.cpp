@@ -420,6 +420,12 @@ std::vector<Field> Fields(TrainConfig& c) {
        "NHWC memory format of weights and inputs: auto = on wherever bf16 autocast is on (with "
        "bf16 the fastest setting measured on CPU and CUDA), on, off",
        {"auto", "on", "off"}},
+      {"runtime.fused_kernels",
+       &rt.fused_kernels,
+       "BN + SiLU as one fused CPU kernel, forward and backward: auto = where it applies "
+       "(channels_last float or bf16 tensors on a CPU with AVX-512 and AVX512-BF16), off = "
+       "LibTorch's separate ops everywhere",
+       {"auto", "off"}},
       {"runtime.cuda_graphs",
        &rt.cuda_graphs,
        "capture forward, loss and backward of a training step as one CUDA graph per stage shape "

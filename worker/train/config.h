@@ -87,6 +87,7 @@ struct RuntimeSection {
   std::string bf16 = "auto";    // auto | on | off: bf16 autocast (Trainer::Setup, ResolveBf16)
   int threads = 0;  // intra-op CPU threads (0: Note [threads per rank], apps/app_common.cpp)
   std::string channels_last = "auto";    // auto | on | off: NHWC (auto: where bf16 is on)
+  std::string fused_kernels = "auto";    // auto | off: Note [fused BN+SiLU] (worker/nn/bn_silu.h)
   std::string cuda_graphs = "auto";      // auto | on | off: Note [CUDA graph step] (graph_step.h)
   std::string cudnn_benchmark = "auto";  // auto | on | off: cuDNN autotuning (auto: on on CUDA)
 };
