@@ -508,7 +508,9 @@ Result<FitResult> Trainer::Fit() {
       EFFNET_RETURN_IF_ERROR(dp_.AfterBackward());
       collective_wait += Now() - wait_start;
       lap("gradient_sync");
-      acc_loss += out.weighted_sum;
+      // Detached: the summed loss is a metric; attached, it chained every step's autograd graph
+      // (and what its nodes keep) until the end of the epoch (TrainerTest.StepGraphs...).
+      acc_loss += out.weighted_sum.detach();
       acc_correct += (out.logits.argmax(1).eq(b.labels).to(torch::kFloat) * weights).sum();
       acc_real += real_counts[s];
 
