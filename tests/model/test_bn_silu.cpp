@@ -37,8 +37,10 @@ struct Twins {
 
 // Conv-like activations: an offset per channel well above their spread, so a naive
 // E[x^2] - E[x]^2 would lose digits. An odd channel count exercises the vector tails.
+// 4 x 37 x 48 x 40 = 284k elements: above the fused kernel's minimum of 2^18.
 at::Tensor Activations(at::ScalarType dtype, int64_t c = 37) {
-  auto x = torch::randn({4, c, 9, 7}) * 2.0 + torch::linspace(-20.0, 30.0, c).view({1, c, 1, 1});
+  const int64_t w = c == 37 ? 40 : 40 * 37 / c + 1;
+  auto x = torch::randn({4, c, 48, w}) * 2.0 + torch::linspace(-20.0, 30.0, c).view({1, c, 1, 1});
   return x.to(dtype).contiguous(at::MemoryFormat::ChannelsLast);
 }
 
@@ -91,7 +93,7 @@ TEST(FusedBnSilu, SaturatedSigmoidInFloatAndBf16) {
     EXPECT_GT(f.y.to(at::kFloat).abs().max().item<double>(), 100.0);
     for (const auto* v : {&f.y, &f.dx, &f.dw, &f.db}) EXPECT_TRUE(v->isfinite().all().item<bool>());
     EXPECT_LT(MaxRelDiff(f.y, p.y), dtype == at::kFloat ? 1e-5 : 1e-2);
-    EXPECT_LT(MaxRelDiff(f.dx, p.dx), dtype == at::kFloat ? 1e-4 : 3e-2);
+    EXPECT_LT(MaxRelDiff(f.dx, p.dx), dtype == at::kFloat ? 5e-4 : 3e-2);
   }
 }
 
@@ -145,8 +147,13 @@ TEST(FusedBnSilu, EvaluationUsesRunningStatistics) {
 TEST(FusedBnSilu, DeclinesWhereItDoesNotApply) {
   torch::manual_seed(5);
   Twins t(8);
-  auto x = torch::randn({2, 8, 4, 4});
+  auto x = torch::randn({8, 8, 64, 64});
   EXPECT_FALSE(FusedBatchNormSilu(*t.fused, x).defined()) << "NCHW";
+  EXPECT_FALSE(
+      FusedBatchNormSilu(*t.fused,
+                         torch::randn({2, 8, 16, 16}).contiguous(at::MemoryFormat::ChannelsLast))
+          .defined())
+      << "below kFusedMinElements";
   auto xl = x.contiguous(at::MemoryFormat::ChannelsLast);
   EXPECT_FALSE(FusedBatchNormSilu(*t.fused, xl.to(at::kDouble)).defined()) << "double";
   EXPECT_FALSE(FusedBatchNormSilu(*t.fused, torch::randn({1, 8, 1, 1})).defined())
@@ -196,7 +203,8 @@ TEST(FusedBnSilu, ModelTrainingStepMatchesTheUnfusedPath) {
   fused->set_memory_format(at::MemoryFormat::ChannelsLast);
   plain->set_memory_format(at::MemoryFormat::ChannelsLast);
   plain->set_fused_kernels(false);  // runtime.fused_kernels = off
-  auto x = torch::randn({4, 3, 64, 64}).contiguous(at::MemoryFormat::ChannelsLast);
+  // 224 px, batch 16: every BN + SiLU of the reduced model but the last stage's is fused.
+  auto x = torch::randn({16, 3, 224, 224}).contiguous(at::MemoryFormat::ChannelsLast);
   auto step = [&](model::EfficientNetV2& m, const at::Tensor& in) {
     m->train();
     auto loss = m->forward(in).pow(2).mean();

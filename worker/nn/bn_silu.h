@@ -15,7 +15,8 @@
 //     with the running statistics.
 //   - Applies to an NHWC (channels_last) float or bf16 CPU tensor with an affine BN that tracks
 //     running statistics and has no replaced forward (sync BN, Note [replaceable BN forward]),
-//     on x86 CPUs with AVX-512 and AVX512-BF16 (where bf16 and channels_last are on by default).
+//     on x86 CPUs with AVX-512 and AVX512-BF16 (where bf16 and channels_last are on by default),
+//     for tensors of at least 2^18 elements (below, the fixed cost wins: kFusedMinElements).
 //     Anywhere else the caller runs the two ops as before.
 //   - bf16 results differ from BN then SiLU by bf16 rounding: the BN output is not rounded here,
 //     and sigmoid is computed to about 1e-4 (Note [bf16 sigmoid], bn_silu.cpp). Float results
