@@ -169,6 +169,17 @@ output: {progress: false, tensorboard: false, log_every_steps: 2}
     return out;
   }
 
+  // Setup and Fit of a single-process trainer over `net`, run directory `run`.
+  Result<train::FitResult> FitNet(const train::TrainConfig& c, TinyNet net,
+                                  const std::string& run) {
+    train::SingleProcess dp;
+    train::LocalJobControl jc(c.job, reader_->info().IndicesOf(storage::Split::kTrain), 0, 1,
+                              run + "/checkpoints");
+    train::Trainer t(c, Handle(net, 3), *reader_, dp, jc, run);
+    if (Status st = t.Setup(); !st.ok()) return st;
+    return t.Fit();
+  }
+
   // Setup of a fresh single-process trainer with `c` (for the refusals Setup makes).
   Status SetupStatus(const train::TrainConfig& c) {
     torch::manual_seed(11);
@@ -259,13 +270,8 @@ TEST_F(TrainerTest, NanLossStopsWithStepAndLastGoodCheckpoint) {
   TinyNet net(3, true);
   // The first epoch: 5 train steps + 2 val batches; call 9 = the second epoch (logged "epoch 2").
   net->nan_at_call = 9;
-  train::SingleProcess dp;
   const std::string run = (dir_ / "nan").string();
-  train::LocalJobControl jc(c.job, reader_->info().IndicesOf(storage::Split::kTrain), 0, 1,
-                            run + "/checkpoints");
-  train::Trainer t(c, Handle(net, 3), *reader_, dp, jc, run);
-  ASSERT_TRUE(t.Setup().ok());
-  auto fit = t.Fit();
+  auto fit = FitNet(c, net, run);
   ASSERT_FALSE(fit.ok());
   const auto& m = fit.status().message();
   EXPECT_NE(m.find("non-finite loss at epoch 2, step 6"), std::string::npos) << m;
@@ -282,13 +288,7 @@ TEST_F(TrainerTest, StepGraphsDoNotOutliveTheirStep) {
   torch::manual_seed(1);
   TinyNet net(3, true);
   net->track_graphs = true;
-  train::SingleProcess dp;
-  const std::string run = (dir_ / "graphs").string();
-  train::LocalJobControl jc(c.job, reader_->info().IndicesOf(storage::Split::kTrain), 0, 1,
-                            run + "/checkpoints");
-  train::Trainer t(c, Handle(net, 3), *reader_, dp, jc, run);
-  ASSERT_TRUE(t.Setup().ok());
-  auto fit = t.Fit();
+  auto fit = FitNet(c, net, (dir_ / "graphs").string());
   ASSERT_TRUE(fit.ok()) << fit.status().ToString();
   EXPECT_EQ(net->max_live_graphs, 0) << "graphs of earlier steps alive at a training forward";
   EXPECT_EQ(g_live_graphs.load(), 0);

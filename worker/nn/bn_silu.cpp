@@ -271,18 +271,25 @@ void ByDtype(const at::Tensor& x, const Fn& fn) {
   }
 }
 
+// An elementwise pass from x to out (same shape and storage type T):
+// fn(const T* x rows, T* out rows, rows, len) over ForRows' blocks.
+template <typename Fn>
+void RowPass(const Layout& l, const at::Tensor& x, const at::Tensor& out, const Fn& fn) {
+  ByDtype(x, [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = Data<T>(x);
+    T* op = Data<T>(out);
+    ForRows(l, [&](int64_t e0, int64_t n, int64_t len) { fn(xp + e0, op + e0, n, len); });
+  });
+}
+
 // y = silu(x * a + b), a and b per channel.
 void Apply(const at::Tensor& x, const at::Tensor& y, const std::vector<float>& a,
            const std::vector<float>& b) {
   const Layout l(x);
   const std::vector<float> ra = l.Repeat(a), rb = l.Repeat(b);
-  ByDtype(x, [&](auto tag) {
-    using T = decltype(tag);
-    const T* xp = Data<T>(x);
-    T* yp = Data<T>(y);
-    ForRows(l, [&](int64_t e0, int64_t n, int64_t len) {
-      ApplyKernel(xp + e0, yp + e0, n, len, ra.data(), rb.data());
-    });
+  RowPass(l, x, y, [&](const auto* xr, auto* yr, int64_t n, int64_t len) {
+    ApplyKernel(xr, yr, n, len, ra.data(), rb.data());
   });
 }
 
@@ -385,13 +392,8 @@ struct BnSiluTrain : public torch::autograd::Function<BnSiluTrain> {
         k[c] = static_cast<float>(-a[c] * mg + a[c] * invstd[c] * mgx * mean[c]);
       }
       const std::vector<float> rq = l.Repeat(q), rk = l.Repeat(k);
-      ByDtype(x, [&](auto tag) {
-        using T = decltype(tag);
-        const T* xp = Data<T>(x);
-        T* dxp = Data<T>(dx);
-        ForRows(l, [&](int64_t e0, int64_t n, int64_t len) {
-          GradInputKernel(xp + e0, dxp + e0, n, len, ra.data(), rq.data(), rk.data());
-        });
+      RowPass(l, x, dx, [&](const auto* xr, auto* gr, int64_t n, int64_t len) {
+        GradInputKernel(xr, gr, n, len, ra.data(), rq.data(), rk.data());
       });
     }
     return {dx,           FloatVector(dw), FloatVector(db), at::Tensor(),
